@@ -1,0 +1,384 @@
+"""warnd.policy: the config file of contracts §2/§7 is validated once, every mistake named."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from warnd.errors import ConfigError
+from warnd.policy import (
+    AckPolicy,
+    Config,
+    HooksConfig,
+    Policy,
+    RateLimit,
+    StagePolicy,
+    find_config,
+    load_config,
+    parse_rate,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+SECTION2 = """\
+timezone = "Asia/Shanghai"
+
+[store]
+url = "sqlite:///var/lib/warnd/warnd.db"
+
+[[stages]]
+level = "county"
+lead = "6h"
+[[stages]]
+level = "township"
+lead = "3h"
+[[stages]]
+level = "village"
+lead = "1h"
+
+[ack]
+window = "5m"
+attempts = 3
+
+[escalation]
+ladder = ["backup", "superior", "duty"]
+
+[trigger]
+min_severity = "Moderate"
+"""
+
+DAEMON = """
+[listen]
+host = "127.0.0.1"
+port = 8620
+
+[hooks]
+secret_env = "WARND_TEST_HOOK_SECRET"
+
+[[feeds]]
+name = "incoming"
+path = "spool/incoming"
+
+[[feeds]]
+name = "cma"
+url = "https://example.invalid/cap/rss.xml"
+
+[channels.gateway]
+type = "webhook"
+url = "http://127.0.0.1:9000/send"
+kinds = ["voice", "sms"]
+rate = "50/s"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warnd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    return info.value
+
+
+def test_bundled_config_loads_with_631_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the bundled file's relative paths are relative to the repo root
+    config = load_config("config/warnd.toml")
+    assert config.policy == Policy.default()
+    assert config.store_url == "sqlite:///var/warnd.db"
+    assert config.contacts_path == Path("contacts")
+    assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8620)
+    assert config.listen.public_url == "http://127.0.0.1:8620"
+    assert [f.name for f in config.feeds] == ["incoming"]
+    assert config.feeds[0].path == Path("var/spool/incoming")
+    assert config.feeds[0].interval == timedelta(seconds=5)
+    outbox = config.channels["outbox"]
+    assert (outbox.type, outbox.kinds) == ("log", ("voice", "sms"))
+    assert outbox.options["path"] == "var/outbox.jsonl"
+    config.require_daemon()
+    assert config.hooks is not None and b"EXAMPLE" in config.hooks.secret()
+
+
+def test_default_policy_is_631() -> None:
+    policy = Policy.default()
+    assert [(s.level, s.lead) for s in policy.stages] == [
+        ("county", timedelta(hours=6)),
+        ("township", timedelta(hours=3)),
+        ("village", timedelta(hours=1)),
+    ]
+    assert policy.ack == AckPolicy(timedelta(minutes=5), 3)
+    assert policy.ladder == ("backup", "superior", "duty")
+    assert policy.min_severity == "Moderate"
+
+
+def test_section2_alone_loads_and_serve_names_what_is_missing(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SECTION2))
+    assert config.policy == Policy.default()
+    assert (config.feeds, dict(config.channels), config.hooks) == ((), {}, None)
+    with pytest.raises(ConfigError) as info:
+        config.require_daemon()
+    message = str(info.value)
+    assert "[[feeds]]" in message and "[channels." in message and "[hooks]" in message
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+    assert config.policy == Policy.default()
+    assert config.timezone == "Asia/Shanghai" and config.tz.key == "Asia/Shanghai"
+    assert config.store_url == "sqlite:///var/lib/warnd/warnd.db"
+    assert config.contacts_path is None
+
+
+def test_daemon_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(write(tmp_path, SECTION2 + DAEMON))
+    incoming, cma = config.feeds
+    assert (incoming.path, incoming.url, incoming.interval) == (
+        Path("spool/incoming"),
+        None,
+        timedelta(seconds=10),
+    )
+    assert (cma.path, cma.url, cma.interval) == (
+        None,
+        "https://example.invalid/cap/rss.xml",
+        timedelta(seconds=60),
+    )
+    assert cma.timeout == timedelta(seconds=30)
+    gateway = config.channels["gateway"]
+    assert gateway.rate == RateLimit(50, timedelta(seconds=1))
+    assert gateway.concurrency == 10
+    assert dict(gateway.options) == {"url": "http://127.0.0.1:9000/send"}
+    monkeypatch.delenv("WARND_TEST_HOOK_SECRET", raising=False)
+    with pytest.raises(ConfigError, match=r"hooks\.secret_env"):
+        config.require_daemon()
+    monkeypatch.setenv("WARND_TEST_HOOK_SECRET", " s3cret\n")
+    config.require_daemon()
+    assert config.hooks is not None and config.hooks.secret() == b"s3cret"
+
+
+def test_hooks_secret_file_read_lazily(tmp_path: Path) -> None:
+    secret = tmp_path / "hook-secret"
+    text = SECTION2 + f'[hooks]\nsecret_file = "{secret}"\n'
+    config = load_config(write(tmp_path, text))  # loads although the file does not exist yet
+    assert config.hooks == HooksConfig(secret_file=secret)
+    with pytest.raises(ConfigError, match=r"hooks\.secret_file"):
+        config.hooks.secret()
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        config.hooks.secret()
+    secret.write_text("abc123\n")
+    assert config.hooks.secret() == b"abc123"
+
+
+def test_stage_order_kept_and_severity_case_normalised(tmp_path: Path) -> None:
+    text = """
+[[stages]]
+level = "township"
+lead = "90m"
+[[stages]]
+level = "village"
+lead = "60s"
+[trigger]
+min_severity = "severe"
+[escalation]
+ladder = ["duty"]
+"""
+    policy = load_config(write(tmp_path, text)).policy
+    assert policy.stages == (
+        StagePolicy("township", timedelta(minutes=90)),
+        StagePolicy("village", timedelta(seconds=60)),
+    )
+    assert policy.min_severity == "Severe"
+    assert policy.ladder == ("duty",)
+
+
+def test_channel_order_kept_and_x_tables_ignored(tmp_path: Path) -> None:
+    text = """
+[x_local]
+anything = [1, 2]
+[channels.zeta]
+type = "log"
+kinds = ["sms"]
+x_note = "local"
+[channels.alpha]
+type = "log"
+kinds = ["voice", "sms"]
+"""
+    config = load_config(write(tmp_path, text))
+    assert list(config.channels) == ["zeta", "alpha"]
+    assert [c.name for c in config.channels_for("sms")] == ["zeta", "alpha"]
+    assert [c.name for c in config.channels_for("voice")] == ["alpha"]
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("50/s", RateLimit(50, timedelta(seconds=1))),
+        ("600/m", RateLimit(600, timedelta(minutes=1))),
+        ("10/min", RateLimit(10, timedelta(minutes=1))),
+        ("100 / 10s", RateLimit(100, timedelta(seconds=10))),
+        ("3600/hour", RateLimit(3600, timedelta(hours=1))),
+    ],
+)
+def test_parse_rate(text: str, rate: RateLimit) -> None:
+    assert parse_rate(text) == rate
+
+
+CHANNEL = '[channels.gw]\ntype = "webhook"\nurl = "http://127.0.0.1:9000/send"\n'
+BAD = [
+    # (toml text, dotted key the error must name)
+    ('timezone = "Mars/Olympus_Mons"', "timezone"),
+    ("timezone = 8", "timezone"),
+    ('[store]\nurl = "mysql://db/warnd"', "store.url"),
+    ('[store]\nuri = "sqlite:///x.db"', "store.uri"),
+    ('[contacts]\npath = ""', "contacts.path"),
+    ('[[stages]]\nlevel = "county"\nlead = "0s"', "stages[0].lead"),
+    ('[[stages]]\nlevel = "county"\nlead = "6 hours"', "stages[0].lead"),
+    ('[[stages]]\nlevel = "county"\nlead = -6', "stages[0].lead"),
+    ('[[stages]]\nlevel = "province"\nlead = "6h"', "stages[0].level"),
+    ('[[stages]]\nlevel = "county"', "stages[0]"),
+    ('[[stages]]\nlevel = "county"\nlead = "6h"\nleed = "1h"', "stages[0].leed"),
+    ("stages = []", "stages"),
+    ("stages = 3", "stages"),
+    ("ack = 3", "ack"),
+    ("[ack]\nattempts = 0", "ack.attempts"),
+    ("[ack]\nattempts = 21", "ack.attempts"),
+    ('[ack]\nattempts = "3"', "ack.attempts"),
+    ("[ack]\nattempts = true", "ack.attempts"),
+    ('[ack]\nwindow = "0s"', "ack.window"),
+    ('[ack]\nwindow = "5 minutes"', "ack.window"),
+    ("[ack]\nattemps = 3", "ack.attemps"),
+    ('[escalation]\nladder = "backup"', "escalation.ladder"),
+    ('[escalation]\nladder = ["backup", "boss"]', "escalation.ladder[1]"),
+    ('[escalation]\nladder = ["duty", "duty"]', "escalation.ladder[1]"),
+    ('[trigger]\nmin_severity = "Catastrophic"', "trigger.min_severity"),
+    ("[listen]\nport = 70000", "listen.port"),
+    ('[listen]\nport = "8620"', "listen.port"),
+    ('[listen]\npublic_url = "ftp://example.invalid"', "listen.public_url"),
+    ('[hooks]\nsecret_file = "a"\nsecret_env = "B"', "hooks"),
+    ("[hooks]", "hooks"),
+    ('[hooks]\nsecret_env = "not a name"', "hooks.secret_env"),
+    ('[hooks]\nsecret = "hunter2"', "hooks.secret"),
+    ('[hooks]\nsecret_env = "X"\nmax_age = "soon"', "hooks.max_age"),
+    ('[[feeds]]\nname = "a"', "feeds[0]"),
+    ('[[feeds]]\nname = "a"\npath = "p"\nurl = "https://x.invalid/"', "feeds[0]"),
+    ('[[feeds]]\npath = "p"', "feeds[0].name"),
+    ('[[feeds]]\nname = "a"\npath = "p"\n[[feeds]]\nname = "a"\npath = "q"', "feeds[1].name"),
+    ('[[feeds]]\nname = "a"\nurl = "file:///etc/passwd"', "feeds[0].url"),
+    ('[[feeds]]\nname = "a"\npath = "p"\ninterval = "0s"', "feeds[0].interval"),
+    ('[[feeds]]\nname = "a"\npath = "p"\ntimeout = 30', "feeds[0].timeout"),
+    ('[[feeds]]\nname = "a"\npath = "p"\nintervall = "5s"', "feeds[0].intervall"),
+    ('[feeds]\nname = "a"', "feeds"),
+    ("channels = 5", "channels"),
+    ('[channels.gw]\nurl = "http://x.invalid/"', "channels.gw.type"),
+    ('[channels.gw]\ntype = "carrier-pigeon"', "channels.gw.type"),
+    (CHANNEL + 'kinds = ["fax"]', "channels.gw.kinds[0]"),
+    (CHANNEL + 'kinds = ["sms", "sms"]', "channels.gw.kinds[1]"),
+    (CHANNEL + "kinds = []", "channels.gw.kinds"),
+    (CHANNEL + 'rate = "fast"', "channels.gw.rate"),
+    (CHANNEL + 'rate = "0/s"', "channels.gw.rate"),
+    (CHANNEL + 'rate = "5/0s"', "channels.gw.rate"),
+    (CHANNEL + "concurrency = 0", "channels.gw.concurrency"),
+    (CHANNEL + 'timeout = "forever"', "channels.gw.timeout"),
+    (CHANNEL + "retries = 3", "channels.gw.retries"),
+    (CHANNEL + 'token = "abc"', "channels.gw.token"),
+    (CHANNEL + 'api_key = "abc"', "channels.gw.api_key"),
+    (CHANNEL + 'secret_file = "a"\nsecret_env = "B"', "channels.gw"),
+    ('[channels.gw]\ntype = "webhook"', "channels.gw.url"),
+    ('[channels.gw]\ntype = "webhook"\nurl = "ftp://x.invalid/"', "channels.gw.url"),
+    ('[channels.out]\ntype = "log"\npath = 5', "channels.out.path"),
+    ('[x_local]\npassword = "hunter2"', "x_local.password"),
+    ('stage = "county"', "stage"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), BAD, ids=[k for _, k in BAD])
+def test_bad_value_names_the_dotted_key(tmp_path: Path, text: str, key: str) -> None:
+    error = config_error(tmp_path, text + "\n")
+    assert error.field == key
+    assert f": {key}: " in str(error)
+
+
+def test_error_names_line_and_value(tmp_path: Path) -> None:
+    text = SECTION2.replace('lead = "1h"', 'lead = "1 hour"')
+    error = config_error(tmp_path, text)
+    assert error.field == "stages[2].lead"
+    assert error.line == text.splitlines().index('lead = "1 hour"') + 1
+    assert "'1 hour'" in str(error)
+    text = SECTION2 + DAEMON.replace('rate = "50/s"', 'rate = "50/fortnight"')
+    error = config_error(tmp_path, text)
+    assert error.line == text.splitlines().index('rate = "50/fortnight"') + 1
+    assert str(error).endswith("(got '50/fortnight')")
+
+
+def test_duplicate_stage_level(tmp_path: Path) -> None:
+    text = SECTION2.replace('level = "village"', 'level = "county"')
+    error = config_error(tmp_path, text)
+    assert error.field == "stages[2].level"
+    assert "twice" in str(error)
+
+
+def test_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
+    error = config_error(tmp_path, "[ack]\nwindow = '5m'\nattemps = 3\n")
+    assert "unknown key" in str(error) and "'attempts'" in str(error)
+    assert error.line == 3
+
+
+def test_secret_literal_refused_with_the_remedy(tmp_path: Path) -> None:
+    error = config_error(tmp_path, SECTION2 + '[hooks]\nsecret = "hunter2"\n')
+    assert "secret_file" in str(error) and "secret_env" in str(error)
+    assert "hunter2" not in str(error)  # the secret itself is not echoed into logs
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    error = config_error(tmp_path, 'timezone = "Asia/Shanghai"\n[ack\nwindow = "5m"\n')
+    assert error.line == 2
+    assert "TOML" in str(error)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
+        load_config(missing)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('timezone = "Asia/Shanghai" # \xe9\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(latin)
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + SECTION2.encode())
+    assert load_config(bom).policy == Policy.default()
+
+
+def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    explicit = write(tmp_path, SECTION2)
+    assert find_config(str(explicit)) == explicit
+    with pytest.raises(ConfigError, match=r"elsewhere\.toml"):
+        find_config(str(tmp_path / "elsewhere.toml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "warnd.toml").write_text(SECTION2)
+    assert find_config(None) == Path("config/warnd.toml")
+    system = tmp_path / "etc" / "warnd.toml"
+    local = Path("missing/warnd.toml")
+    with pytest.raises(ConfigError) as info:
+        find_config(None, candidates=(local, system))
+    assert str(local) in str(info.value) and str(system) in str(info.value)
+    system.parent.mkdir()
+    system.write_text(SECTION2)
+    assert find_config(None, candidates=(local, system)) == system
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SECTION2 + DAEMON))
+    assert isinstance(config, Config)
+    with pytest.raises(AttributeError):
+        config.store_url = "sqlite:///other.db"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.channels["new"] = config.channels["gateway"]  # type: ignore[index]

@@ -1,0 +1,291 @@
+"""Calls, attempts and the escalation ladder of one division (contracts §3).
+
+``step(division, event, now, ctx) -> (division, commands)`` is the whole rule book for reaching
+one place: it never reads a clock, a database or the network. The engine loads a
+``DivisionState``, feeds it one event, stores what comes back and carries out the commands.
+
+Rules, in the contract's words:
+- A call is a sequence of attempts to one person on behalf of one division: attempt 1 at the
+  call's start, attempt k one ``window`` after attempt k-1, up to ``attempts``; the call fails one
+  window after its last attempt. (After downtime an overdue attempt goes out at once and the
+  next is timed from it, so calls are never bunched.)
+- An acknowledgement ends the call. The division is reached when anyone called on its behalf
+  acknowledges. A persons' own calls run to their end regardless; calls at later rungs stop.
+- When every call of the current rung has ended and the division is not reached, it moves to
+  the next rung of the ladder: ``backup`` (B persons), ``superior`` (A persons of the enclosing
+  division), ``duty`` (the not-woken list of its county, and the county's duty persons). A rung
+  with nobody to call is skipped at once (``duty`` still lists the division). After the last
+  rung the ladder ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+STAGE = "stage"
+ENDED = "ended"
+
+
+class People(Protocol):
+    """Who can be called for a division at each rung (the directory, seen by the core)."""
+
+    def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
+        """Contact ids to call for division ``code`` at ``rung``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    window: timedelta
+    attempts: int
+    ladder: tuple[str, ...]
+
+    @property
+    def rungs(self) -> tuple[str, ...]:
+        return (STAGE, *self.ladder)
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    key: str  # unique within the division: "<round>:<rung>:<contact_id>"
+    contact_id: str
+    rung: str
+    round: int
+    start_at: datetime
+    attempts_made: int = 0
+    next_due_at: datetime | None = None
+    state: str = "active"  # active|acked|failed|cancelled
+    ended_at: datetime | None = None
+    acked_at: datetime | None = None
+    ack_source: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class DivisionState:
+    code: str
+    level: str
+    round: int = 0
+    rung: str = STAGE
+    rung_started_at: datetime | None = None
+    reached_at: datetime | None = None
+    reached_by: str | None = None
+    reached_source: str | None = None
+    unreached_at: datetime | None = None
+    stopped: bool = False
+    calls: tuple[CallState, ...] = field(default=())
+
+    @property
+    def reached(self) -> bool:
+        return self.reached_at is not None
+
+    def call(self, key: str) -> CallState | None:
+        return next((c for c in self.calls if c.key == key), None)
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The division's stage fires (again, after a severity rise: a new round)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallDue:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    key: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Cancelled: every active call of the division ends, nothing more is started."""
+
+
+Event = Start | CallDue | Acked | Stop
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendAttempt:
+    call_key: str
+    contact_id: str
+    attempt: int
+    rung: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A history event (contracts §4 drill report types: notify, ack, escalate, unreached)."""
+
+    type: str
+    contact_id: str | None = None
+    data: tuple[tuple[str, object], ...] = ()
+
+
+Command = SendAttempt | Record
+
+
+# ---- the rules ----------------------------------------------------------------------------
+
+
+def step(
+    div: DivisionState, event: Event, now: datetime, rules: Rules, people: People
+) -> tuple[DivisionState, list[Command]]:
+    """Apply one event to one division; return its new state and what to do."""
+    out: list[Command] = []
+    if isinstance(event, Start):
+        div = _start_round(div, now, rules, people, out)
+    elif isinstance(event, CallDue):
+        div = _call_due(div, event.key, now, rules, people, out)
+    elif isinstance(event, Acked):
+        div = _acked(div, event, now, out)
+    elif isinstance(event, Stop):
+        div = replace(div, stopped=True, calls=_end_calls(div.calls, lambda c: True, now))
+    return div, out
+
+
+def next_due(div: DivisionState) -> datetime | None:
+    """The earliest time this division needs the engine again."""
+    dues = [c.next_due_at for c in div.calls if c.active and c.next_due_at is not None]
+    return min(dues) if dues else None
+
+
+def _start_round(
+    div: DivisionState, now: datetime, rules: Rules, people: People, out: list[Command]
+) -> DivisionState:
+    if div.stopped:
+        return div
+    # A new round supersedes what is still running of the last one.
+    calls = _end_calls(div.calls, lambda c: True, now)
+    div = replace(
+        div,
+        round=div.round + 1,
+        calls=calls,
+        reached_at=None,
+        reached_by=None,
+        reached_source=None,
+        unreached_at=None,
+    )
+    return _enter_rung(div, 0, now, rules, people, out)
+
+
+def _enter_rung(
+    div: DivisionState,
+    index: int,
+    now: datetime,
+    rules: Rules,
+    people: People,
+    out: list[Command],
+) -> DivisionState:
+    """Move to rung ``index`` (skipping rungs with nobody to call) and start its calls."""
+    rungs = rules.rungs
+    while index < len(rungs):
+        rung = rungs[index]
+        persons = people.for_rung(div.code, rung)
+        if rung != STAGE and (persons or rung == "duty"):
+            out.append(Record("escalate", None, (("rung", rung),)))
+        if rung == "duty" and div.unreached_at is None:
+            div = replace(div, unreached_at=now)
+            out.append(Record("unreached", None, (("rung", rung),)))
+        if persons:
+            new = tuple(
+                CallState(f"{div.round}:{rung}:{cid}", cid, rung, div.round, now) for cid in persons
+            )
+            div = replace(div, rung=rung, rung_started_at=now, calls=div.calls + new)
+            for call in new:
+                div = _attempt(div, call.key, now, rules, out)
+            return div
+        index += 1
+    return replace(div, rung=ENDED, rung_started_at=now)
+
+
+def _attempt(
+    div: DivisionState, key: str, now: datetime, rules: Rules, out: list[Command]
+) -> DivisionState:
+    call = div.call(key)
+    assert call is not None
+    n = call.attempts_made + 1
+    call = replace(call, attempts_made=n, next_due_at=now + rules.window)
+    out.append(SendAttempt(call.key, call.contact_id, n, call.rung))
+    out.append(Record("notify", call.contact_id, (("attempt", n), ("rung", call.rung))))
+    return _put(div, call)
+
+
+def _call_due(
+    div: DivisionState,
+    key: str,
+    now: datetime,
+    rules: Rules,
+    people: People,
+    out: list[Command],
+) -> DivisionState:
+    call = div.call(key)
+    if call is None or not call.active or call.next_due_at is None or call.next_due_at > now:
+        return div  # stale timer (already handled, acked or cancelled): nothing to do
+    if call.attempts_made < rules.attempts:
+        return _attempt(div, key, now, rules, out)
+    div = _put(div, replace(call, state="failed", ended_at=now, next_due_at=None))
+    return _maybe_escalate(div, now, rules, people, out)
+
+
+def _maybe_escalate(
+    div: DivisionState, now: datetime, rules: Rules, people: People, out: list[Command]
+) -> DivisionState:
+    if div.reached or div.stopped or div.rung == ENDED:
+        return div
+    current = [c for c in div.calls if c.round == div.round and c.rung == div.rung]
+    if any(c.active for c in current):
+        return div
+    return _enter_rung(div, rules.rungs.index(div.rung) + 1, now, rules, people, out)
+
+
+def _acked(div: DivisionState, event: Acked, now: datetime, out: list[Command]) -> DivisionState:
+    call = div.call(event.key)
+    if call is None or call.state == "acked":
+        return div  # unknown or already acknowledged: idempotent
+    late = not call.active
+    call = replace(
+        call,
+        state="acked",
+        acked_at=now,
+        ack_source=event.source,
+        next_due_at=None,
+        ended_at=call.ended_at or now,
+    )
+    div = _put(div, call)
+    data: tuple[tuple[str, object], ...] = (("rung", call.rung), ("source", event.source))
+    if late:
+        data += (("late", True),)
+    out.append(Record("ack", call.contact_id, data))
+    if div.reached:
+        return div
+    div = replace(div, reached_at=now, reached_by=call.contact_id, reached_source=event.source)
+    # Reached: calls made on the division's behalf at later rungs stop; A calls run on.
+    return replace(div, calls=_end_calls(div.calls, lambda c: c.rung != STAGE, now))
+
+
+def _end_calls(
+    calls: Sequence[CallState], pick: Callable[[CallState], bool], now: datetime
+) -> tuple[CallState, ...]:
+    return tuple(
+        replace(c, state="cancelled", ended_at=now, next_due_at=None) if c.active and pick(c) else c
+        for c in calls
+    )
+
+
+def _put(div: DivisionState, call: CallState) -> DivisionState:
+    return replace(div, calls=tuple(call if c.key == call.key else c for c in div.calls))

@@ -1,0 +1,172 @@
+"""Outbound channels: one small Protocol, one module per channel type, a registry.
+
+Adding a channel type is one new module in this package that decorates its class with
+``@register("type-name")``; every module here is imported when the registry is first used, so
+nothing else needs editing. A channel class provides ``check(cfg)`` (validate the options,
+raise ConfigError naming ``channels.<name>.<key>``, no I/O) and ``from_config(cfg, clock=...)``.
+Channels raise ``TransientError`` / ``PermanentError`` (warnd.errors) from ``send``;
+``warnd.channels.delivery`` turns those into retries and a ``DeliveryResult``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, Self, TypeVar
+
+from warnd.clock import Clock
+from warnd.errors import ConfigError
+from warnd.policy import ChannelConfig
+
+PURPOSES = ("call", "update", "lift")
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One outbound message (contracts §5). ``id`` stays the same when the message is retried."""
+
+    id: str
+    to: str
+    kind: str
+    purpose: str  # "call" | "update" | "lift"
+    text: str
+    warning: str
+    contact: str
+    drill: bool = False
+    reply_code: str | None = None
+    link: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of contracts §5 (+ ``drill``; ``reply_code``/``link`` when set)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "to": self.to,
+            "kind": self.kind,
+            "purpose": self.purpose,
+            "text": self.text,
+            "warning": self.warning,
+            "contact": self.contact,
+            "drill": self.drill,
+        }
+        if self.reply_code is not None:
+            out["reply_code"] = self.reply_code
+        if self.link is not None:
+            out["link"] = self.link
+        return out
+
+
+class Channel(Protocol):
+    """What the dispatcher needs from a channel."""
+
+    name: str
+    kinds: frozenset[str]
+
+    async def send(self, msg: Outbound) -> None:
+        """Hand one message over; raise TransientError / PermanentError on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the channel is not used afterwards."""
+        ...
+
+
+class ChannelType(Channel, Protocol):
+    """A registered channel class: a Channel that can validate and build itself from config."""
+
+    @classmethod
+    def check(cls, cfg: ChannelConfig) -> None:
+        """Validate ``cfg.options`` without I/O; ConfigError naming ``cfg.key(option)``."""
+        ...
+
+    @classmethod
+    def from_config(cls, cfg: ChannelConfig, *, clock: Clock) -> Self:
+        """Build the channel (may read secret files: this runs when the daemon starts)."""
+        ...
+
+
+T = TypeVar("T", bound=ChannelType)
+_REGISTRY: dict[str, type[ChannelType]] = {}
+_discovered = False
+
+
+def register(type_name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make ``type_name`` usable as ``type = "..."`` in ``[channels.*]``."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        existing = _REGISTRY.get(type_name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"channel type {type_name!r} registered twice")
+        _REGISTRY[type_name] = cls
+        return cls
+
+    return decorate
+
+
+def _discover() -> None:
+    """Import every module of this package once, so that each registers its types."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def registered_types() -> tuple[str, ...]:
+    """The channel type names that ``type = "..."`` accepts."""
+    _discover()
+    return tuple(sorted(_REGISTRY))
+
+
+def _lookup(cfg: ChannelConfig) -> type[ChannelType]:
+    _discover()
+    cls = _REGISTRY.get(cfg.type)
+    if cls is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(
+            f"未知的渠道类型 unknown channel type (known: {known})",
+            source=cfg.source,
+            field=cfg.key("type"),
+            value=cfg.type,
+        )
+    return cls
+
+
+def check_channel(cfg: ChannelConfig) -> None:
+    """Validate a channel's type and options without building it (used by ``load_config``)."""
+    try:
+        _lookup(cfg).check(cfg)
+    except ConfigError as exc:
+        raise _placed(exc, cfg) from None
+
+
+def build_channel(cfg: ChannelConfig, *, clock: Clock) -> Channel:
+    """Build the channel ``cfg`` describes; ConfigError for bad options or a missing secret."""
+    cls = _lookup(cfg)
+    try:
+        cls.check(cfg)
+        return cls.from_config(cfg, clock=clock)
+    except ConfigError as exc:
+        raise _placed(exc, cfg) from None
+
+
+def _placed(exc: ConfigError, cfg: ChannelConfig) -> ConfigError:
+    """Name the config file in an error raised by a shared helper that did not know it."""
+    if exc.source is not None:
+        return exc
+    field = exc.field or f"channels.{cfg.name}"
+    return ConfigError(exc.message, source=cfg.source, field=field, value=exc.value)
+
+
+def unknown_options(cfg: ChannelConfig, allowed: tuple[str, ...]) -> None:
+    """Shared by channel types: refuse option keys they do not know (``x_*`` excepted)."""
+    for key in cfg.options:
+        if key not in allowed and not key.startswith("x_"):
+            known = ", ".join(("type", "kinds", "rate", "concurrency", *allowed))
+            raise ConfigError(
+                f"未知的键 unknown key (known: {known})",
+                source=cfg.source,
+                field=cfg.key(key),
+            )

@@ -1,0 +1,153 @@
+"""``warnd inspect`` and ``warnd plan``: look at a CAP message, and at what the chain would do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from warnd import cap, directory
+from warnd.chain.plan import Plan, plan
+from warnd.cli import main
+from warnd.cli.common import (
+    config_option, contacts_path, emit_json, fail, guarded, json_option, load, parse_time,
+)
+from warnd.clock import SystemClock
+from warnd.duration import format_duration
+from warnd.errors import CapError
+from warnd.notice import LEVEL_LABEL
+from warnd.policy import Policy
+
+SEVERITY_LABEL = {"Extreme": "红色 Extreme", "Severe": "橙色 Severe", "Moderate": "黄色 Moderate",
+                  "Minor": "蓝色 Minor", "Unknown": "未知 Unknown"}
+
+
+@main.command("inspect")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@config_option
+@json_option
+def inspect_cmd(files: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
+    """解析 CAP 文件 (parse CAP files; one JSON line per file with --json)."""
+    results: list[dict[str, Any]] = []
+    for name in files:
+        try:
+            data = Path(name).read_bytes()
+            alert = cap.parse(data, source=name)
+            item: dict[str, Any] = {"file": name, "ok": True, **cap.summary(alert)}
+        except CapError as exc:
+            item = {"file": name, "ok": False, "error": str(exc)}
+        except OSError as exc:
+            item = {"file": name, "ok": False, "error": f"{name}: cannot read: {exc.strerror}"}
+        results.append(item)
+        if as_json:
+            emit_json(item)
+    if not as_json:
+        _inspect_table(results)
+    if not all(r["ok"] for r in results):
+        sys.exit(1)
+
+
+def _inspect_table(results: list[dict[str, Any]]) -> None:
+    console = Console()
+    table = Table(title="CAP 消息解析结果")
+    for col in ("文件", "结果", "标识 identifier", "类型", "状态", "级别", "发生 onset", "区划"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        if r["ok"]:
+            table.add_row(
+                r["file"], "[green]通过[/]", r["identifier"], r["msg_type"], r["status"],
+                SEVERITY_LABEL.get(r["severity"] or "", "-"), r["onset"] or "-",
+                ",".join(r["geocodes"]) or "-",
+            )
+        else:
+            table.add_row(r["file"], "[red]拒绝[/]", r["error"], "", "", "", "", "")
+    console.print(table)
+
+
+def plan_json(alert: cap.Alert, p: Plan) -> dict[str, Any]:
+    return {
+        "warning": cap.summary(alert),
+        "dispatch": p.dispatch,
+        "reason": p.decision.reason,
+        "reason_code": p.decision.code,
+        "reference": {"at": p.reference.isoformat(), "kind": p.reference_kind},
+        "unmatched": list(p.unmatched),
+        "stages": [
+            {
+                "level": s.level,
+                "due": s.due.isoformat(),
+                "divisions": list(s.divisions),
+                "recipients": list(s.recipients),
+                "lead": format_duration(s.lead),
+                "late": s.late,
+            }
+            for s in p.stages
+        ],
+    }
+
+
+@main.command("plan")
+@click.argument("cap_file", type=click.Path(dir_okay=False))
+@click.option("--contacts", "contacts", metavar="PATH", help="通讯录 contacts CSV file or folder")
+@click.option("--at", "at", metavar="TIME", help="到达时间 arrival time, ISO 8601 (default: now)")
+@config_option
+@json_option
+@guarded
+def plan_cmd(
+    cap_file: str, contacts: str | None, at: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """推演调度计划 (what the chain would do with this warning; sends nothing)."""
+    config = load(config_path)
+    policy = config.policy if config else Policy.default()
+    tz = config.tz if config else _default_tz()
+    path = contacts_path(contacts, config)
+    try:
+        data = Path(cap_file).read_bytes()
+    except OSError as exc:
+        fail(f"{cap_file}: cannot read: {exc.strerror}")
+    alert = cap.parse(data, source=cap_file)
+    directory_, problems = directory.load(path)
+    for prob in problems:
+        click.echo(f"warnd: 通讯录问题 {prob}", err=True)
+    arrival = parse_time(at, tz) if at else SystemClock().now().astimezone(tz)
+    p = plan(alert, directory_, policy, arrival)
+    if as_json:
+        emit_json(plan_json(alert, p))
+        return
+    _plan_table(alert, p, directory_, tz)
+
+
+def _default_tz() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Asia/Shanghai")
+
+
+def _plan_table(alert: cap.Alert, p: Plan, d: directory.Directory, tz: Any) -> None:
+    console = Console()
+    head = f"[bold]{alert.headline or alert.identifier}[/]  ({alert.identifier})"
+    console.print(head)
+    console.print(
+        f"级别 {SEVERITY_LABEL.get(alert.severity or '', '-')}；参考时间 T = "
+        f"{p.reference.astimezone(tz):%Y-%m-%d %H:%M} ({p.reference_kind})"
+        + ("；【演练】" if alert.is_drill else "")
+    )
+    if not p.dispatch:
+        console.print(f"[yellow]不调度[/] {p.decision.reason}")
+        return
+    table = Table(title="631 叫应计划")
+    for col in ("阶段", "提前量", "触发时间", "区划数", "责任人(A)", "说明"):
+        table.add_column(col)
+    for s in p.stages:
+        table.add_row(
+            LEVEL_LABEL.get(s.level, s.level), format_duration(s.lead),
+            f"{s.due.astimezone(tz):%m-%d %H:%M}", str(len(s.divisions)), str(len(s.recipients)),
+            "[red]已过时，到达即触发[/]" if s.late else "",
+        )
+    console.print(table)
+    if p.unmatched:
+        console.print(f"[yellow]未匹配的区划代码[/]: {', '.join(p.unmatched)}")

@@ -1,0 +1,261 @@
+"""Drills: the real engine on a virtual clock, with simulated responders (contracts §4).
+
+``simulate`` is the same chain as ``warnd serve`` — same store code, same engine, same ladder —
+only the clock is a ``ManualClock`` that jumps to the next due row and the channel is a
+recorder whose listed persons answer after their ``ack_after``.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from warnd import cap
+from warnd.cap import Alert
+from warnd.clock import ManualClock
+from warnd.directory import Directory
+from warnd.duration import parse_duration
+from warnd.engine import Context, Engine
+from warnd.errors import InputError
+from warnd.feeds import FeedItem, Outcome
+from warnd.policy import Policy
+from warnd.store import Store
+from warnd.store.tables import Call, Event, WarningRow
+
+NEVER = None
+MAX_STEPS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedMessage:
+    alert: Alert
+    raw: bytes
+    origin: str
+
+
+def load_feed(paths: list[str | Path]) -> list[FeedMessage]:
+    """Every CAP file of the given files/folders, in order of ``sent`` (stable by file name)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".xml", ".cap")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError("no such feed file or folder", source=str(p))
+    out = []
+    for f in files:
+        raw = f.read_bytes()
+        out.append(FeedMessage(cap.parse(raw, source=str(f)), raw, str(f)))
+    out.sort(key=lambda m: m.alert.sent)
+    return out
+
+
+def load_responders(path: str | Path) -> dict[str, timedelta | None]:
+    """``contact_id,ack_after`` rows: a duration after the first attempt of each call, or never."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read responders CSV: {exc}", source=str(p)) from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"contact_id", "ack_after"} - set(reader.fieldnames or [])
+    if missing:
+        raise InputError(f"header must be contact_id,ack_after (missing {', '.join(sorted(missing))})",
+                         source=str(p), line=1)
+    out: dict[str, timedelta | None] = {}
+    for row in reader:
+        line = reader.line_num
+        cid = (row.get("contact_id") or "").strip()
+        raw = (row.get("ack_after") or "").strip()
+        if not cid:
+            raise InputError("empty contact_id", source=str(p), line=line, field="contact_id")
+        if raw.lower() == "never":
+            out[cid] = NEVER
+            continue
+        try:
+            out[cid] = parse_duration(raw)
+        except ValueError:
+            raise InputError("ack_after must be a duration like 90s or 7m, or never",
+                             source=str(p), line=line, field="ack_after", value=raw) from None
+    return out
+
+
+class Simulation:
+    """Runs feed messages through the engine in virtual time and collects the report."""
+
+    def __init__(
+        self, engine: Engine, clock: ManualClock, feed: list[FeedMessage],
+        responders: dict[str, timedelta | None],
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.feed = feed
+        self.responders = responders
+        self.acks: list[tuple[datetime, int, str]] = []  # (at, seq, message id)
+        self._seq = 0
+        self.outcomes: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        pending = list(self.feed)
+        steps = 0
+        while True:
+            steps += 1
+            if steps > MAX_STEPS:
+                raise RuntimeError("drill did not settle")
+            now = self.clock.now()
+            progressed = True
+            while progressed:
+                progressed = False
+                while pending and pending[0].alert.sent <= now:
+                    m = pending.pop(0)
+                    res = await _ingest(self.engine, m)
+                    self.outcomes[res] += 1
+                    progressed = True
+                progressed |= await self._due_acks(now)
+                report = await self.engine.tick()
+                progressed |= bool(report.stages_fired or report.calls_advanced)
+                progressed |= await self._send(now)
+            nxt = [t for t in (
+                pending[0].alert.sent if pending else None,
+                self.acks[0][0] if self.acks else None,
+                await self.engine.next_due(),
+            ) if t is not None]
+            if not nxt:
+                return
+            target = min(nxt)
+            if target > now:
+                self.clock.set(target)
+
+    async def _send(self, now: datetime) -> bool:
+        claimed = await self.engine.claim(limit=100_000)
+        rules = self.engine.ctx.rules
+        for msg in claimed:
+            await self.engine.mark_sent(msg.id, "drill")
+            self.sent[msg.purpose] += 1
+            if msg.purpose == "call" and msg.attempt == 1 and msg.contact in self.responders:
+                after = self.responders[msg.contact]
+                if after is not None and after < rules.window * rules.attempts:
+                    self._seq += 1
+                    heapq.heappush(self.acks, (now + after, self._seq, msg.id))
+        return bool(claimed)
+
+    async def _due_acks(self, now: datetime) -> bool:
+        done = False
+        while self.acks and self.acks[0][0] <= now:
+            _at, _seq, message_id = heapq.heappop(self.acks)
+            if await self._call_open(message_id):
+                await self.engine.ack_message(message_id, "simulated")
+                done = True
+        return done
+
+    async def _call_open(self, message_id: str) -> bool:
+        from warnd.store.tables import Outbox
+
+        async with self.engine.ctx.store.read() as s:
+            msg = await s.get(Outbox, message_id)
+            call = await s.get(Call, msg.call_id) if msg and msg.call_id else None
+            return call is not None and call.state == "active"
+
+
+async def _ingest(engine: Engine, m: FeedMessage) -> str:
+    from warnd.engine.ingest import ingest_alert
+
+    res = await ingest_alert(engine.ctx, m.alert, m.raw, m.origin)
+    return str(res.outcome)
+
+
+async def report(store: Store, tz: Any = None) -> dict[str, Any]:
+    """The contract's report: events in time order (shown in ``tz``), and a summary."""
+    tz = tz or ZoneInfo("Asia/Shanghai")
+    async with store.read() as s:
+        rows = (await s.execute(select(Event).order_by(Event.at, Event.id))).scalars().all()
+        warnings = (await s.execute(select(WarningRow))).scalars().all()
+    events: list[dict[str, Any]] = []
+    for e in rows:
+        item: dict[str, Any] = {
+            "at": e.at.astimezone(tz).isoformat() if e.at else None, "type": e.type, "warning": e.warning_key,
+            "contact_id": e.contact_id, "division": e.division, "level": e.level,
+        }
+        item.update(e.data or {})
+        events.append(item)
+    return {"events": events, "summary": summarise(events, warnings)}
+
+
+def summarise(events: list[dict[str, Any]], warnings: list[WarningRow]) -> dict[str, Any]:
+    by_type = Counter(e["type"] for e in events)
+    notify = [e for e in events if e["type"] == "notify"]
+    acks = [e for e in events if e["type"] == "ack"]
+    escalations = Counter(e.get("rung") for e in events if e["type"] == "escalate")
+    divisions: dict[str, set[str]] = {}
+    reached: dict[str, set[str]] = {}
+    for e in notify:
+        divisions.setdefault(e["level"] or "?", set()).add(f'{e["warning"]}/{e["division"]}')
+    for e in acks:
+        reached.setdefault(e["level"] or "?", set()).add(f'{e["warning"]}/{e["division"]}')
+    return {
+        "warnings": len(warnings),
+        "dispatched": sum(1 for w in warnings if w.state != "skipped"),
+        "skipped": sum(1 for w in warnings if w.state == "skipped"),
+        "cancelled": sum(1 for w in warnings if w.state == "cancelled"),
+        "drill": any(w.drill for w in warnings),
+        "events": dict(by_type),
+        "attempts": len(notify),
+        "persons_notified": len({(e["warning"], e["contact_id"]) for e in notify}),
+        "persons_acknowledged": len({(e["warning"], e["contact_id"]) for e in acks}),
+        "acknowledgements": len(acks),
+        "escalations": {k: v for k, v in escalations.items() if k},
+        "unreached": by_type.get("unreached", 0),
+        "divisions": {
+            level: {"called": len(codes), "reached": len(reached.get(level, set()))}
+            for level, codes in sorted(divisions.items())
+        },
+    }
+
+
+async def simulate(
+    feed_paths: list[str | Path], directory: Directory, policy: Policy, responders_path: str | Path,
+    *, tz: Any = None, public_url: str | None = None,
+) -> dict[str, Any]:
+    """Run a whole drill in virtual time and return the report (nothing is sent)."""
+    feed = load_feed(feed_paths)
+    responders = load_responders(responders_path)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="warnd-drill-") as tmp:
+        store = await Store.open(f"sqlite:///{tmp}/drill.db")
+        try:
+            if not feed:
+                return {"events": [], "summary": summarise([], [])}
+            clock = ManualClock(feed[0].alert.sent)
+            ctx = Context(store=store, directory=directory, policy=policy, clock=clock,
+                          public_url=public_url)
+            if tz is not None:
+                ctx.tz = tz
+            engine = Engine(ctx)
+            sim = Simulation(engine, clock, feed, responders)
+            await sim.run()
+            result = await report(store, ctx.tz)
+            result["summary"]["messages"] = dict(sim.outcomes)
+            result["summary"]["duplicates"] = sim.outcomes.get(str(Outcome.DUPLICATE), 0)
+            result["summary"]["sent"] = dict(sim.sent)
+            result["summary"]["started_at"] = feed[0].alert.sent.isoformat()
+            result["summary"]["ended_at"] = clock.now().isoformat()
+            result["summary"]["wall_seconds"] = round(time.perf_counter() - started, 3)
+            return result
+        finally:
+            await store.close()
+
+
+__all__ = ["FeedItem", "Simulation", "load_feed", "load_responders", "report", "simulate"]

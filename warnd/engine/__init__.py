@@ -1,0 +1,96 @@
+"""The engine: one manager per concern, stepped by an explicit ``tick()``.
+
+Production calls ``tick()`` whenever APScheduler wakes it (at the next due row, or after new
+input); tests and drills call it after moving a ``ManualClock``. The database rows are the
+truth: the engine keeps nothing between ticks that a restart would miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from warnd.engine import acks, calls, ingest, outbox
+from warnd.engine.context import Context
+from warnd.feeds import FeedItem, IngestResult
+from warnd.store.tables import Call, Outbox, Stage, WarningRow
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    at: datetime
+    stages_fired: int
+    calls_advanced: int
+
+
+class Engine:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def ingest(self, item: FeedItem) -> IngestResult:
+        return await ingest.ingest(self.ctx, item)
+
+    async def tick(self) -> TickReport:
+        now = self.ctx.now()
+        fired = await calls.fire_due_stages(self.ctx, now)
+        advanced = await calls.advance_due_calls(self.ctx, now)
+        return TickReport(now, fired, advanced)
+
+    async def next_due(self) -> datetime | None:
+        """When the engine (or the sender) next has work: the earliest due row."""
+        async with self.ctx.store.read() as s:
+            candidates = [
+                (await s.execute(
+                    select(func.min(Stage.due_at))
+                    .join(WarningRow, WarningRow.id == Stage.warning_id)
+                    .where(Stage.state == "pending", WarningRow.state == "active")
+                )).scalar(),
+                (await s.execute(
+                    select(func.min(Call.next_due_at)).where(Call.state == "active")
+                )).scalar(),
+                (await s.execute(
+                    select(func.min(Outbox.due_at)).where(Outbox.state == "pending")
+                )).scalar(),
+                (await s.execute(
+                    select(func.min(Outbox.lease_until)).where(Outbox.state == "sending")
+                )).scalar(),
+            ]
+        dues = [_aware(c) for c in candidates if c is not None]
+        return min(dues) if dues else None
+
+    # acknowledgements
+    async def ack_ivr(self, message_id: str, digits: str) -> acks.AckResult:
+        return await acks.ack_ivr(self.ctx, message_id, digits)
+
+    async def ack_reply(self, phone: str, text: str) -> acks.AckResult:
+        return await acks.ack_reply(self.ctx, phone, text)
+
+    async def ack_token(self, token: str) -> acks.AckResult:
+        return await acks.ack_token(self.ctx, token)
+
+    async def ack_message(self, message_id: str, source: str) -> acks.AckResult:
+        return await acks.ack_message(self.ctx, message_id, source=source)
+
+    async def ack_by_officer(self, **kw: object) -> acks.AckResult:
+        return await acks.ack_by_officer(self.ctx, **kw)  # type: ignore[arg-type]
+
+    # sending
+    async def claim(self, limit: int = 200) -> list[outbox.Claimed]:
+        return await outbox.claim(self.ctx, self.ctx.now(), limit)
+
+    async def mark_sent(self, message_id: str, channel: str) -> None:
+        await outbox.mark_sent(self.ctx, message_id, channel, self.ctx.now())
+
+    async def mark_failed(self, message_id: str, error: str, *, permanent: bool) -> None:
+        await outbox.mark_failed(self.ctx, message_id, error, permanent=permanent, now=self.ctx.now())
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+__all__ = ["Context", "Engine", "TickReport"]

@@ -1,0 +1,171 @@
+"""Acknowledgements: an explicit answer closes a call and reaches its division (contracts §6).
+
+Every path (IVR key, SMS reply, link button, officer record, drill responder) ends in
+``acknowledge``; each answer is stored once under its dedupe key, so a retried hook is harmless.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warnd.chain import ladder
+from warnd.engine.calls import step_division
+from warnd.engine.context import Context
+from warnd.store import chainrows
+from warnd.store.tables import Ack, Call, Division, Outbox, WarningRow
+
+log = structlog.get_logger("warnd.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    ok: bool
+    reason: str  # Chinese-first, shown to the person or the officer
+    warning: str | None = None
+    contact_id: str | None = None
+    duplicate: bool = False
+
+
+async def acknowledge_call(
+    ctx: Context, session: AsyncSession, call: Call, *, source: str, dedupe_key: str,
+    outbox_id: str | None, by: str | None, note: str | None, now: datetime,
+) -> AckResult:
+    w = await session.get(WarningRow, call.warning_id)
+    assert w is not None and call.id is not None
+    existing = (
+        await session.execute(select(Ack.id).where(Ack.dedupe_key == dedupe_key))
+    ).first()
+    if existing is not None:
+        return AckResult(True, "已确认（重复）", w.key, call.contact_id, duplicate=True)
+    late = call.state != "active"
+    session.add(
+        Ack(warning_id=call.warning_id, call_id=call.id, division_id=call.division_id,
+            outbox_id=outbox_id, contact_id=call.contact_id, source=source, received_at=now,
+            by=by, note=note, dedupe_key=dedupe_key, late=late)
+    )
+    if w.state == "active" or w.state == "cancelled":
+        drow, calls = await chainrows.load(session, call.division_id)
+        await step_division(ctx, session, w, drow, calls, [ladder.Acked(call.key, source)], now)
+    log.info("ack_recorded", warning=w.key, contact=call.contact_id, source=source,
+             call=call.id, late=late)
+    return AckResult(True, "已确认收到，谢谢", w.key, call.contact_id)
+
+
+async def ack_message(
+    ctx: Context, outbox_id: str, *, source: str, dedupe_key: str | None = None,
+    by: str | None = None, note: str | None = None,
+) -> AckResult:
+    """Acknowledge the call that an attempt (outbox message) belongs to."""
+    now = ctx.now()
+    async with ctx.store.write() as session:
+        msg = await session.get(Outbox, outbox_id)
+        if msg is None or msg.call_id is None:
+            return AckResult(False, "未找到该呼叫 (unknown attempt)")
+        call = await session.get(Call, msg.call_id)
+        assert call is not None
+        return await acknowledge_call(
+            ctx, session, call, source=source, dedupe_key=dedupe_key or f"{source}:{outbox_id}",
+            outbox_id=outbox_id, by=by, note=note, now=now,
+        )
+
+
+async def ack_token(ctx: Context, token: str) -> AckResult:
+    async with ctx.store.read() as session:
+        row = (await session.execute(select(Outbox.id).where(Outbox.token == token))).first()
+    if row is None:
+        return AckResult(False, "链接无效或已过期 (unknown link)")
+    return await ack_message(ctx, row[0], source="link", dedupe_key=f"link:{row[0]}")
+
+
+_CODE = re.compile(r"\d{4,6}")
+
+
+async def ack_reply(ctx: Context, phone: str, text: str, *, dedupe_key: str | None = None) -> AckResult:
+    """An SMS reply: a short code picks the attempt; a bare ``1`` the number's latest open one."""
+    body = text.strip()
+    async with ctx.store.read() as session:
+        q = select(Outbox.id, Outbox.reply_code).where(
+            Outbox.to == phone, Outbox.purpose == "call", Outbox.state.in_(("sent", "sending"))  # type: ignore[attr-defined]
+        ).order_by(Outbox.due_at.desc(), Outbox.id.desc())  # type: ignore[union-attr, attr-defined]
+        candidates = (await session.execute(q.limit(200))).all()
+    if not candidates:
+        return AckResult(False, "该号码没有待确认的呼叫 (no open call for this number)")
+    codes = set(_CODE.findall(body))
+    chosen: str | None = None
+    if codes:
+        chosen = next((mid for mid, code in candidates if code in codes), None)
+    elif body in ("1", "１", "收到", "确认"):
+        async with ctx.store.read() as session:
+            for mid, _code in candidates:
+                msg = await session.get(Outbox, mid)
+                call = await session.get(Call, msg.call_id) if msg and msg.call_id else None
+                if call is not None and call.state == "active":
+                    chosen = mid
+                    break
+            if chosen is None:
+                chosen = candidates[0][0]
+    if chosen is None:
+        return AckResult(False, "回复内容无法识别，请回复1 (reply not understood)")
+    return await ack_message(ctx, chosen, source="sms", dedupe_key=dedupe_key or f"sms:{chosen}")
+
+
+async def ack_ivr(ctx: Context, outbox_id: str, digits: str) -> AckResult:
+    """A key press on a voice call: only ``1`` acknowledges (a picked-up call does not)."""
+    if digits.strip() != "1":
+        return AckResult(False, "按键不是1，不算确认 (only 1 acknowledges)")
+    return await ack_message(ctx, outbox_id, source="ivr", dedupe_key=f"ivr:{outbox_id}")
+
+
+async def ack_by_officer(
+    ctx: Context, *, warning: str, contact_id: str | None, division: str | None, by: str,
+    note: str | None,
+) -> AckResult:
+    """A duty officer reached someone by phone: record who confirmed, for which place."""
+    now = ctx.now()
+    async with ctx.store.write() as session:
+        w = await find_warning(session, warning)
+        if w is None:
+            return AckResult(False, f"未找到预警 {warning} (unknown or ambiguous warning)")
+        q = select(Call).where(Call.warning_id == w.id)
+        if contact_id:
+            q = q.where(Call.contact_id == contact_id)
+        if division:
+            drow = (
+                await session.execute(
+                    select(Division).where(Division.warning_id == w.id, Division.code == division)
+                )
+            ).scalars().first()
+            if drow is None:
+                return AckResult(False, f"预警 {w.key} 不涉及区划 {division}")
+            q = q.where(Call.division_id == drow.id)
+        calls = (await session.execute(q.order_by(Call.start_at.desc(), Call.id.desc()))).scalars().all()  # type: ignore[union-attr, attr-defined]
+        if not calls:
+            return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
+        call = next((c for c in calls if c.state == "active"), calls[0])
+        result = await acknowledge_call(
+            ctx, session, call, source="officer", dedupe_key=f"officer:{call.id}:{now.isoformat()}",
+            outbox_id=None, by=by, note=note, now=now,
+        )
+        if division or call.rung == "duty":
+            drow2 = await session.get(Division, call.division_id)
+            if drow2 is not None and drow2.unreached_at is not None and drow2.resolved_at is None:
+                drow2.resolved_at, drow2.resolved_by, drow2.resolved_note = now, by, note
+        return result
+
+
+async def find_warning(session: AsyncSession, key: str) -> WarningRow | None:
+    """A warning by key or by a unique prefix of its identifier."""
+    exact = (await session.execute(select(WarningRow).where(WarningRow.key == key))).scalars().all()
+    if len(exact) == 1:
+        return exact[0]
+    like = (
+        await session.execute(select(WarningRow).where(WarningRow.key.startswith(key)).limit(2))  # type: ignore[attr-defined]
+    ).scalars().all()
+    return like[0] if len(like) == 1 else None

@@ -1,0 +1,195 @@
+"""What every engine manager shares: the store, the directory, the rules and the clock."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warnd import division as div_codes
+from warnd.chain.ladder import STAGE, Record, Rules, SendAttempt
+from warnd.clock import Clock
+from warnd.directory import Directory
+from warnd.notice import WarningFacts, call_text
+from warnd.policy import Policy
+from warnd.store import Store
+from warnd.store.tables import Division, Event, Outbox, WarningRow
+
+
+class DirectoryPeople:
+    """The ladder's view of the directory: who to call for a division at each rung."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def superior_of(self, code: str) -> str | None:
+        """The nearest enclosing division that has A persons (the township of a village…)."""
+        parent = div_codes.parent_of(code)
+        while parent is not None:
+            if self.directory.division(parent) is not None and self.directory.persons(parent, "A"):
+                return parent
+            parent = div_codes.parent_of(parent)
+        return None
+
+    def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
+        d = self.directory
+        if rung == STAGE:
+            return tuple(c.contact_id for c in d.persons(code, "A"))
+        if rung == "backup":
+            return tuple(c.contact_id for c in d.persons(code, "B"))
+        if rung == "superior":
+            sup = self.superior_of(code)
+            return tuple(c.contact_id for c in d.persons(sup, "A")) if sup else ()
+        if rung == "duty":
+            county = code[:6]
+            return tuple(c.contact_id for c in d.persons(county, "duty"))
+        raise ValueError(f"unknown rung {rung!r}")
+
+
+@dataclass
+class Context:
+    store: Store
+    directory: Directory
+    policy: Policy
+    clock: Clock
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    public_url: str | None = None  # base of confirmation links; None: no links
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.policy.ack.window, self.policy.ack.attempts, tuple(self.policy.ladder))
+
+    @property
+    def people(self) -> DirectoryPeople:
+        return DirectoryPeople(self.directory)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def set_directory(self, directory: Directory) -> None:
+        self.directory = directory
+
+
+def facts(w: WarningRow) -> WarningFacts:
+    return WarningFacts(
+        key=w.key,
+        headline=w.headline or w.event or w.key,
+        severity=w.severity,
+        reference_at=w.reference_at,
+        reference_kind=w.reference_kind or "onset",
+        drill=w.drill,
+    )
+
+
+def division_name(ctx: Context, code: str, fallback: str | None = None) -> str:
+    d = ctx.directory.division(code)
+    return d.name if d else (fallback or code)
+
+
+def record_event(
+    session: AsyncSession,
+    w: WarningRow,
+    at: datetime,
+    type_: str,
+    *,
+    contact_id: str | None,
+    division: str | None,
+    level: str | None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        Event(
+            warning_id=w.id,
+            at=at,
+            type=type_,
+            warning_key=w.key,
+            contact_id=contact_id,
+            division=division,
+            level=level,
+            data=dict(data or {}),
+        )
+    )
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_reply_code() -> str:
+    return f"{secrets.randbelow(9000) + 1000}"
+
+
+def carry_out(
+    ctx: Context,
+    session: AsyncSession,
+    w: WarningRow,
+    drow: Division,
+    commands: list[Any],
+    call_ids: dict[str, int],
+    phones: dict[str, str],
+    now: datetime,
+) -> int:
+    """Turn the ladder's commands into outbox rows and history events. Returns attempts queued."""
+    queued = 0
+    for cmd in commands:
+        if isinstance(cmd, SendAttempt):
+            on_behalf = drow.name if cmd.rung in ("superior", "duty") else None
+            token = secrets.token_urlsafe(24) if ctx.public_url else None
+            code = new_reply_code()
+            link = f"{ctx.public_url.rstrip('/')}/a/{token}" if ctx.public_url and token else None
+            text = call_text(
+                facts(w),
+                division_name=drow.name,
+                rung=cmd.rung,
+                attempt=cmd.attempt,
+                reply_code=code,
+                link=link,
+                tz=ctx.tz,
+                on_behalf_of=on_behalf,
+            )
+            assert w.id is not None
+            session.add(
+                Outbox(
+                    id=new_message_id(),
+                    warning_id=w.id,
+                    call_id=call_ids[cmd.call_key],
+                    contact_id=cmd.contact_id,
+                    to=phones.get(cmd.contact_id, ""),
+                    purpose="call",
+                    attempt=cmd.attempt,
+                    rung=cmd.rung,
+                    text=text,
+                    due_at=now,
+                    reply_code=code,
+                    token=token,
+                    drill=w.drill,
+                )
+            )
+            queued += 1
+        elif isinstance(cmd, Record):
+            record_event(
+                session,
+                w,
+                now,
+                cmd.type,
+                contact_id=cmd.contact_id,
+                division=drow.code,
+                level=drow.level,
+                data=dict(cmd.data),
+            )
+    return queued
+
+
+def phones_for(ctx: Context, contact_ids: list[str] | tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for cid in contact_ids:
+        c = ctx.directory.contact(cid)
+        if c is not None:
+            out[cid] = c.phone
+    return out

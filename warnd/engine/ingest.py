@@ -1,0 +1,314 @@
+"""Taking a CAP message in: a new warning, an Update that re-times it, a Cancel that lifts it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warnd import cap
+from warnd.cap import Alert
+from warnd.chain import ladder
+from warnd.chain.plan import plan, severity_rank, stage_due
+from warnd.division import overlaps
+from warnd.engine.calls import step_division
+from warnd.engine.context import Context, facts, new_message_id, record_event
+from warnd.errors import CapError
+from warnd.feeds import FeedItem, IngestResult, Outcome
+from warnd.notice import lift_text, update_text
+from warnd.store import chainrows
+from warnd.store.tables import Division, Message, Outbox, Stage, WarningRow
+
+log = structlog.get_logger("warnd.engine")
+
+
+async def ingest(ctx: Context, item: FeedItem) -> IngestResult:
+    """Parse and take in one feed item; bad input is rejected with its one-line reason."""
+    try:
+        alert = cap.parse(item.data, source=item.origin)
+    except CapError as exc:
+        log.warning("message_rejected", origin=item.origin, reason=str(exc))
+        return IngestResult(Outcome.REJECTED, str(exc))
+    return await ingest_alert(ctx, alert, item.data, item.origin)
+
+
+async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> IngestResult:
+    now = ctx.now()
+    sent_utc = alert.sent.astimezone(UTC)
+    async with ctx.store.write() as session:
+        dup = (
+            await session.execute(
+                select(Message.id).where(
+                    Message.sender == alert.sender,
+                    Message.identifier == alert.identifier,
+                    Message.sent_utc == sent_utc,
+                )
+            )
+        ).first()
+        if dup is not None:
+            log.info("message_duplicate", key=alert.key, origin=origin)
+            return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
+        target, note = await _find_referenced(session, alert)
+        msg = Message(
+            sender=alert.sender,
+            identifier=alert.identifier,
+            sent_utc=sent_utc,
+            sent_text=alert.sent.isoformat(),
+            msg_type=alert.msg_type,
+            status=alert.status,
+            severity=alert.severity,
+            origin=origin,
+            received_at=now,
+            note=note,
+            raw=raw,
+        )
+        if target is None:
+            w = await _new_warning(ctx, session, alert, now, note)
+        elif alert.msg_type == "Cancel":
+            w = target
+            await _cancel(ctx, session, w, alert, now)
+        else:
+            w = target
+            await _update(ctx, session, w, alert, now)
+        msg.warning_id = w.id
+        session.add(msg)
+    log.info(
+        "message_accepted",
+        key=alert.key,
+        warning=w.key,
+        msg_type=alert.msg_type,
+        state=w.state,
+        origin=origin,
+    )
+    return IngestResult(Outcome.ACCEPTED, w.reason if w.state == "skipped" else None, alert.key)
+
+
+async def _find_referenced(
+    session: AsyncSession, alert: Alert
+) -> tuple[WarningRow | None, str | None]:
+    """The warning an Update/Cancel belongs to, by (sender, identifier) of its references."""
+    if alert.msg_type not in ("Update", "Cancel") or not alert.references:
+        return None, None
+    for ref in alert.references:
+        wid = (
+            (
+                await session.execute(
+                    select(Message.warning_id).where(
+                        Message.sender == ref.sender, Message.identifier == ref.identifier
+                    )
+                )
+            )
+            .scalars()
+            .first()
+        )
+        if wid is not None:
+            return await session.get(WarningRow, wid), None
+    refs = " ".join(f"{r.sender},{r.identifier},{r.sent}" for r in alert.references)
+    return None, f"references an unknown message (引用了未知消息): {refs}"
+
+
+def _apply_facts(w: WarningRow, alert: Alert, now: datetime) -> None:
+    p_ref = alert.onset or alert.effective or alert.sent
+    w.severity = alert.severity
+    w.event = alert.primary_info.event if alert.primary_info else None
+    w.headline = alert.headline
+    w.reference_at = p_ref
+    w.reference_kind = "onset" if alert.onset else "effective" if alert.effective else "sent"
+    w.expires_at = alert.expires
+    if alert.geocodes:
+        w.area = list(alert.geocodes)
+    w.updated_at = now
+
+
+async def _new_warning(
+    ctx: Context, session: AsyncSession, alert: Alert, now: datetime, note: str | None
+) -> WarningRow:
+    w = WarningRow(
+        key=alert.identifier,
+        sender=alert.sender,
+        identifier=alert.identifier,
+        drill=alert.is_drill,
+        arrived_at=now,
+        updated_at=now,
+        note=note,
+    )
+    _apply_facts(w, alert, now)
+    session.add(w)
+    await session.flush()
+    if alert.msg_type == "Cancel":
+        w.state, w.reason_code = "skipped", "cancel"
+        w.reason = "Cancel of an unknown warning: nothing to lift (无可解除的预警)"
+    else:
+        await _plan_stages(ctx, session, w, alert, now)
+    if w.state == "skipped":
+        record_event(
+            session,
+            w,
+            now,
+            "skip",
+            contact_id=None,
+            division=None,
+            level=None,
+            data={"reason": w.reason, "code": w.reason_code},
+        )
+    return w
+
+
+async def _plan_stages(
+    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
+) -> None:
+    p = plan(alert, ctx.directory, ctx.policy, now)
+    if not p.dispatch:
+        w.state, w.reason_code, w.reason = "skipped", p.decision.code, p.decision.reason
+        return
+    w.state, w.reason_code, w.reason = "active", None, None
+    assert w.id is not None
+    for idx, st in enumerate(p.stages):
+        session.add(
+            Stage(
+                warning_id=w.id,
+                idx=idx,
+                level=st.level,
+                lead_s=int(st.lead.total_seconds()),
+                due_at=st.due,
+            )
+        )
+
+
+async def notified_contacts(session: AsyncSession, w: WarningRow) -> list[tuple[str, str]]:
+    """(contact_id, phone) of everyone who has been sent a call for this warning so far."""
+    rows = (
+        await session.execute(
+            select(Outbox.contact_id, Outbox.to)
+            .where(
+                Outbox.warning_id == w.id,
+                Outbox.purpose == "call",
+                Outbox.state.in_(("sent", "sending")),
+            )  # type: ignore[attr-defined]
+            .order_by(Outbox.due_at, Outbox.id)
+        )
+    ).all()
+    seen: dict[str, str] = {}
+    for cid, phone in rows:
+        seen.setdefault(cid, phone)
+    return list(seen.items())
+
+
+def _notice(
+    session: AsyncSession,
+    w: WarningRow,
+    contact_id: str,
+    phone: str,
+    purpose: str,
+    text: str,
+    now: datetime,
+) -> None:
+    assert w.id is not None
+    session.add(
+        Outbox(
+            id=new_message_id(),
+            warning_id=w.id,
+            contact_id=contact_id,
+            to=phone,
+            purpose=purpose,
+            text=text,
+            due_at=now,
+            drill=w.drill,
+        )
+    )
+
+
+async def _update(
+    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
+) -> None:
+    """Re-time and re-target unfired stages; tell the notified; re-call on a severity rise."""
+    if w.state in ("cancelled",):
+        w.note = ((w.note or "") + " update after cancel ignored (解除后的更新已忽略)").strip()
+        return
+    rose = severity_rank(alert.severity) > severity_rank(w.severity)
+    _apply_facts(w, alert, now)
+    if w.state == "skipped":
+        await _plan_stages(ctx, session, w, alert, now)  # may qualify now
+        return
+    assert w.reference_at is not None
+    stages = (
+        (
+            await session.execute(
+                select(Stage).where(Stage.warning_id == w.id, Stage.state == "pending")
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+    for st in stages:
+        st.due_at, _late = stage_due(w.reference_at, timedelta(seconds=st.lead_s), now)
+    text = update_text(facts(w), tz=ctx.tz)
+    for cid, phone in await notified_contacts(session, w):
+        _notice(session, w, cid, phone, "update", text, now)
+        record_event(
+            session,
+            w,
+            now,
+            "update",
+            contact_id=cid,
+            division=None,
+            level=None,
+            data={"severity": w.severity},
+        )
+    if rose:
+        rows = (
+            (
+                await session.execute(
+                    select(Division).where(Division.warning_id == w.id, Division.stopped == False)  # noqa: E712
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for drow in rows:
+            if any(overlaps(code, drow.code) for code in w.area):
+                assert drow.id is not None
+                drow, calls = await chainrows.load(session, drow.id)
+                await step_division(ctx, session, w, drow, calls, [ladder.Start()], now)
+    log.info("warning_updated", warning=w.key, severity=w.severity, rose=rose)
+
+
+async def _cancel(
+    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
+) -> None:
+    """Lift the warning: stop every stage, attempt and escalation; tell everyone notified."""
+    if w.state == "cancelled":
+        return
+    was_active = w.state == "active"
+    w.state, w.updated_at = "cancelled", now
+    await session.execute(
+        update(Stage)
+        .where(Stage.warning_id == w.id, Stage.state == "pending")  # type: ignore[arg-type]
+        .values(state="cancelled")
+    )
+    if not was_active:
+        return
+    rows = (
+        (await session.execute(select(Division).where(Division.warning_id == w.id))).scalars().all()
+    )
+    for drow in rows:
+        assert drow.id is not None
+        drow, calls = await chainrows.load(session, drow.id)
+        await step_division(ctx, session, w, drow, calls, [ladder.Stop()], now)
+    await session.execute(
+        update(Outbox)
+        .where(
+            Outbox.warning_id == w.id,
+            Outbox.purpose == "call",  # type: ignore[arg-type]
+            Outbox.state == "pending",
+        )
+        .values(state="cancelled")
+    )
+    text = lift_text(facts(w), tz=ctx.tz)
+    for cid, phone in await notified_contacts(session, w):
+        _notice(session, w, cid, phone, "lift", text, now)
+        record_event(session, w, now, "cancel", contact_id=cid, division=None, level=None)
+    log.info("warning_cancelled", warning=w.key)

@@ -1,0 +1,535 @@
+"""The config file (contracts §2 and §7), validated once into frozen typed values.
+
+Everything a running warnd decides from configuration comes from ``Config``; nothing else reads
+the TOML. Every bad value raises ``ConfigError`` naming the file, the line when it can be found,
+the dotted key (``stages[2].lead``, ``channels.gateway.rate``) and the value. Unknown keys are
+errors (they are usually typos) except in ``[x_*]`` tables and ``x_*`` keys, which are reserved
+for local extensions. Relative paths stay relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from warnd.division import DIRECTORY_LEVELS, Level
+from warnd.duration import format_duration, parse_duration
+from warnd.errors import ConfigError
+
+#: contracts §4: where the config is looked for when ``--config`` is not given
+DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/warnd.toml"), Path("/etc/warnd/warnd.toml"))
+SEVERITIES: tuple[str, ...] = ("Minor", "Moderate", "Severe", "Extreme")
+RUNGS: tuple[str, ...] = ("backup", "superior", "duty")
+KINDS: tuple[str, ...] = ("sms", "voice", "email", "im")
+DEFAULT_KINDS: tuple[str, ...] = ("voice", "sms")
+_SECRET_WORDS = ("secret", "password", "token", "key")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
+_RATE_UNITS |= {"hour": 3600, "d": 86400, "day": 86400}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_Table = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StagePolicy:
+    """One step of the 631 timetable: warn ``level`` divisions ``lead`` before onset."""
+
+    level: Level
+    lead: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class AckPolicy:
+    """How long one attempt waits for an answer, and how many attempts before escalating."""
+
+    window: timedelta = timedelta(minutes=5)
+    attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The chain policy of contracts §2/§3: stages, call-back rules, ladder, trigger."""
+
+    stages: tuple[StagePolicy, ...]
+    ack: AckPolicy
+    ladder: tuple[str, ...]
+    min_severity: str
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The 631 defaults: county 6h, township 3h, village 1h; 5m x 3; full ladder; Moderate."""
+        return cls(
+            stages=(
+                StagePolicy("county", timedelta(hours=6)),
+                StagePolicy("township", timedelta(hours=3)),
+                StagePolicy("village", timedelta(hours=1)),
+            ),
+            ack=AckPolicy(),
+            ladder=RUNGS,
+            min_severity="Moderate",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``count`` messages per ``per``: carriers throttle bulk sending."""
+
+    count: int
+    per: timedelta
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.per.total_seconds()
+
+    def __str__(self) -> str:
+        return f"{self.count}/{format_duration(self.per)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """The HTTP listener; ``public_url`` is what confirmation links in messages point at."""
+
+    host: str = "127.0.0.1"
+    port: int = 8620
+    public_url: str = "http://127.0.0.1:8620"
+
+
+def read_secret(file: Path | None, env: str | None, *, field: str, source: str | None) -> bytes:
+    """Read a secret when it is needed (never at load); surrounding whitespace is dropped."""
+    if file is not None:
+        key, shown, problem = f"{field}_file", str(file), "密钥文件为空 secret file is empty"
+        try:
+            value = file.read_bytes().strip()
+        except OSError as exc:
+            value, problem = b"", f"无法读取密钥文件 cannot read secret file: {exc.strerror}"
+    else:
+        key, shown, problem = f"{field}_env", env or "", "环境变量未设置或为空 unset or empty"
+        value = os.environ.get(env or "", "").strip().encode()
+    if not value:
+        raise ConfigError(problem, source=source, field=key, value=shown)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Where the inbound-hook HMAC secret lives (contracts §6); the config never holds it."""
+
+    secret_file: Path | None = None
+    secret_env: str | None = None
+    max_age: timedelta = timedelta(minutes=5)
+    source: str | None = field(default=None, compare=False)
+
+    def secret(self) -> bytes:
+        """Read the shared secret now; ConfigError when it is missing or empty."""
+        file, env = self.secret_file, self.secret_env
+        return read_secret(file, env, field="hooks.secret", source=self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    """One warning feed: a spool folder (``path``) or an HTTP index/document (``url``)."""
+
+    name: str
+    path: Path | None
+    url: str | None
+    interval: timedelta
+    timeout: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    """One outbound channel; ``options`` are the type-specific keys (checked by the type)."""
+
+    name: str
+    type: str
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    rate: RateLimit | None = None
+    concurrency: int = 10
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    source: str | None = field(default=None, compare=False)
+
+    def key(self, option: str) -> str:
+        """The dotted key of one of this channel's options, for error messages."""
+        return f"channels.{self.name}.{option}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated config file. The daemon tables are optional: see ``require_daemon``."""
+
+    path: Path
+    timezone: str = "Asia/Shanghai"
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    store_url: str = "sqlite:///var/lib/warnd/warnd.db"
+    contacts_path: Path | None = None
+    policy: Policy = field(default_factory=Policy.default)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    hooks: HooksConfig | None = None
+    feeds: tuple[FeedConfig, ...] = ()
+    channels: Mapping[str, ChannelConfig] = field(default_factory=lambda: MappingProxyType({}))
+
+    def require_daemon(self) -> None:
+        """Raise ConfigError naming what ``warnd serve`` lacks; read the hooks secret once."""
+        needs = {"feeds": "[[feeds]]", "channels": "[channels.<name>]", "hooks": "[hooks]"}
+        missing = [k for k in needs if not getattr(self, k)]
+        if missing:
+            what = ", ".join(needs[k] for k in missing)
+            raise ConfigError(
+                f"warnd serve 还需要 needs {what}", source=str(self.path), field=missing[0]
+            )
+        assert self.hooks is not None
+        self.hooks.secret()
+
+    def channels_for(self, kind: str) -> tuple[ChannelConfig, ...]:
+        """Channels that carry ``kind``, in config order (the fallback order)."""
+        return tuple(c for c in self.channels.values() if kind in c.kinds)
+
+
+def find_config(explicit: str | None, *, candidates: Sequence[Path] = DEFAULT_CONFIG_PATHS) -> Path:
+    """Contracts §4: ``--config PATH``, else ``config/warnd.toml`` (cwd), else /etc/warnd."""
+    tried = [Path(explicit)] if explicit is not None else list(candidates)
+    for path in tried:
+        if path.is_file():
+            return path
+    names = ", ".join(str(p) for p in tried)
+    raise ConfigError(f"找不到配置文件 no config file (tried {names})", field="--config")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file once; ConfigError on anything wrong."""
+    p = Path(path)
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("不是 UTF-8 编码 not UTF-8 text", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"无法读取 cannot read: {exc.strerror}", source=source) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(where.group(1)) if where else max(1, text.count("\n") + 1)
+        message = re.sub(r"\s*\(at [^)]*\)\s*$", "", message)
+        raise ConfigError(f"TOML 语法错误 {message}", source=source, line=line) from None
+    return _Loader(source, text).config(p, doc)
+
+
+def parse_rate(text: object) -> RateLimit:
+    """``50/s``, ``600/m``, ``10/min``, ``100/10s`` → RateLimit; ValueError otherwise."""
+    if not isinstance(text, str) or text.count("/") != 1:
+        raise ValueError("not a rate like 50/s, 600/m or 10/min")
+    count_text, per_text = (part.strip().lower() for part in text.split("/"))
+    if not count_text.isdigit() or int(count_text) < 1:
+        raise ValueError("the count before / must be a whole number ≥ 1")
+    if per_text in _RATE_UNITS:
+        per = timedelta(seconds=_RATE_UNITS[per_text])
+    else:
+        per = parse_duration(per_text)
+    if per <= timedelta(0):
+        raise ValueError("the period after / must be longer than 0s")
+    return RateLimit(int(count_text), per)
+
+
+def _is_secret_key(key: str) -> bool:
+    low = key.lower()
+    return any(low == w or low.endswith(("_" + w, "-" + w)) for w in _SECRET_WORDS)
+
+
+def _line_of(text: str, dotted: str) -> int | None:
+    """Best effort: the line that sets ``dotted`` (or opens its table) in the TOML text."""
+    segments = [
+        (m.group(1), int(m.group(2)) if m.group(2) else None)
+        for m in re.finditer(r"([^.\[\]]+)(?:\[(\d+)\])?", dotted)
+    ]
+    if not segments:
+        return None
+    head, tail = segments[:-1], segments[-1]
+    table, index = [n for n, _ in head], head[-1][1] if head else None
+    return (
+        _find_line(text, table, index, tail[0])
+        or _find_line(text, [n for n, _ in segments], tail[1], None)
+        or (_find_line(text, table, index, None) if table else None)
+    )
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]")
+
+
+def _find_line(text: str, table: list[str], index: int | None, key: str | None) -> int | None:
+    current: list[str] = []
+    counts: dict[str, int] = {}
+    inside = not table
+    for number, raw in enumerate(text.splitlines(), start=1):
+        match = _HEADER.match(raw)
+        if match:
+            current = [s.strip().strip("\"'") for s in match.group(2).split(".")]
+            name = ".".join(current)
+            counts[name] = counts.get(name, -1) + 1
+            inside = current == table and index in (None, counts[name])
+            if inside and key is None:
+                return number
+        elif inside and key is not None and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
+            return number
+    return None
+
+
+def secret_ref(options: _Table, prefix: str) -> tuple[Path | None, str | None]:
+    """Exactly one of ``secret_file`` / ``secret_env`` (hooks, and channels that sign)."""
+    if ("secret_file" in options) == ("secret_env" in options):
+        message = "须且只能有一个 needs exactly one of secret_file, secret_env"
+        raise ConfigError(message, field=prefix.rstrip("."))
+    key = "secret_file" if "secret_file" in options else "secret_env"
+    value = options[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            "应为非空字符串 must be a non-empty string", field=prefix + key, value=value
+        )
+    if key == "secret_env" and not _ENV_NAME.fullmatch(value):
+        raise ConfigError("不是环境变量名 not a variable name", field=prefix + key, value=value)
+    return (Path(value.strip()), None) if key == "secret_file" else (None, value)
+
+
+class _Loader:
+    """Turns the parsed TOML document into a Config, naming every problem precisely."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.text = text
+
+    def error(self, key: str, message: str, value: object = None) -> ConfigError:
+        line = _line_of(self.text, key)
+        return ConfigError(message, source=self.source, line=line, field=key, value=value)
+
+    def relocated(self, exc: ConfigError, default_key: str) -> ConfigError:
+        """A ConfigError raised without a file (by a helper or a channel type), placed."""
+        return self.error(exc.field or default_key, exc.message, exc.value)
+
+    # -- generic checks ---------------------------------------------------------------------
+
+    def refuse_secrets(self, node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                dotted = f"{prefix}.{key}" if prefix else key
+                if _is_secret_key(key) and not isinstance(value, dict):
+                    message = "密钥不能写在配置文件里，请改用 secret_file 或 secret_env"
+                    raise self.error(dotted, message)
+                self.refuse_secrets(value, dotted)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                self.refuse_secrets(item, f"{prefix}[{i}]")
+
+    def table(self, doc: _Table, key: str, allowed: Sequence[str] | None = None) -> dict[str, Any]:
+        """``doc[key]`` as a table (empty when absent), its keys checked against ``allowed``."""
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, "应为表 must be a table", value)
+        if allowed is not None:
+            self.keys(value, allowed, key + ".")
+        return value
+
+    def array(self, doc: _Table, key: str) -> list[dict[str, Any]]:
+        value = doc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, f"应为表数组 must be an array of tables ([[{key}]])")
+        return value
+
+    def keys(self, table: _Table, allowed: Sequence[str], prefix: str) -> None:
+        for key in table:
+            if key in allowed or key.startswith("x_"):
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(allowed)})"
+            raise self.error(f"{prefix}{key}", "未知的键 unknown key" + hint)
+
+    def string(self, table: _Table, key: str, prefix: str, default: str = "") -> str:
+        if key not in table and not default:
+            raise self.error(prefix + key, "缺少必填项 missing (required)")
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(prefix + key, "应为非空字符串 must be a non-empty string", value)
+        return value.strip()
+
+    def integer(self, table: _Table, key: str, prefix: str, default: int, hi: int) -> int:
+        value = table.get(key, default)
+        lo = 0 if key == "port" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.error(prefix + key, f"应为整数 must be a whole number {lo}..{hi}", value)
+        return value
+
+    def duration(self, table: _Table, key: str, prefix: str, default: timedelta) -> timedelta:
+        """A duration of at least one second (``parse_duration`` counts whole seconds)."""
+        if key not in table:
+            return default
+        try:
+            parsed = parse_duration(table[key])
+        except ValueError as exc:
+            raise self.error(prefix + key, "时长 " + str(exc).split(":")[0], table[key]) from None
+        if parsed < timedelta(seconds=1):
+            raise self.error(prefix + key, "至少 1s must be at least 1s", table[key])
+        return parsed
+
+    def choices(self, values: object, allowed: Sequence[str], key: str) -> tuple[str, ...]:
+        """A list of distinct members of ``allowed``, order kept."""
+        if not isinstance(values, list):
+            raise self.error(key, f"应为列表 must be a list of {', '.join(allowed)}", values)
+        for i, value in enumerate(values):
+            if value not in allowed:
+                raise self.error(f"{key}[{i}]", f"应为 must be one of {', '.join(allowed)}", value)
+            if value in values[:i]:
+                raise self.error(f"{key}[{i}]", "重复 repeated", value)
+        return tuple(values)
+
+    def http_url(self, table: _Table, key: str, prefix: str) -> str:
+        value = self.string(table, key, prefix)
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise self.error(prefix + key, "应为 http(s) 地址 must be an http(s):// URL", value)
+        return value
+
+    # -- the tables -------------------------------------------------------------------------
+
+    def config(self, path: Path, doc: dict[str, Any]) -> Config:
+        self.refuse_secrets(doc, "")
+        top = ("timezone", "store", "contacts", "stages", "ack", "escalation", "trigger")
+        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels"), "")
+        timezone = self.string(doc, "timezone", "", "Asia/Shanghai")
+        try:
+            tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.error("timezone", "未知时区 unknown time zone", timezone) from None
+        store = self.table(doc, "store", ("url",))
+        store_url = self.string(store, "url", "store.", "sqlite:///var/lib/warnd/warnd.db")
+        if not store_url.startswith(("sqlite:///", "postgresql://")):
+            message = "应以 sqlite:/// 或 postgresql:// 开头 (must start with)"
+            raise self.error("store.url", message, store_url)
+        contacts = self.table(doc, "contacts", ("path",))
+        contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
+        return Config(
+            path=path,
+            timezone=timezone,
+            tz=tz,
+            store_url=store_url,
+            contacts_path=contacts_path,
+            policy=self.policy(doc),
+            listen=self.listen(doc),
+            hooks=self.hooks(doc),
+            feeds=self.feeds(doc),
+            channels=self.channels(doc),
+        )
+
+    def policy(self, doc: dict[str, Any]) -> Policy:
+        default = Policy.default()
+        stages = default.stages
+        if "stages" in doc:
+            raw = self.array(doc, "stages")
+            if not raw:
+                raise self.error("stages", "至少需要一个阶段 needs at least one stage")
+            stages = tuple(self.stage(s, f"stages[{i}].") for i, s in enumerate(raw))
+            for i, stage in enumerate(stages):
+                if stage.level in (s.level for s in stages[:i]):
+                    raise self.error(f"stages[{i}].level", "同一级别两次 twice", stage.level)
+        ack = self.table(doc, "ack", ("window", "attempts"))
+        window = self.duration(ack, "window", "ack.", default.ack.window)
+        attempts = self.integer(ack, "attempts", "ack.", default.ack.attempts, 20)
+        escalation = self.table(doc, "escalation", ("ladder",))
+        raw_ladder = escalation.get("ladder", list(default.ladder))
+        ladder = self.choices(raw_ladder, RUNGS, "escalation.ladder")
+        trigger = self.table(doc, "trigger", ("min_severity",))
+        severity = self.string(trigger, "min_severity", "trigger.", default.min_severity)
+        by_lower = {s.lower(): s for s in SEVERITIES}
+        if severity.lower() not in by_lower:
+            message = f"应为 must be one of {', '.join(SEVERITIES)}"
+            raise self.error("trigger.min_severity", message, severity)
+        return Policy(stages, AckPolicy(window, attempts), ladder, by_lower[severity.lower()])
+
+    def stage(self, raw: dict[str, Any], prefix: str) -> StagePolicy:
+        self.keys(raw, ("level", "lead"), prefix)
+        if "level" not in raw or "lead" not in raw:
+            raise self.error(prefix.rstrip("."), "需要 level 和 lead needs both level and lead")
+        level = raw["level"]
+        if level not in DIRECTORY_LEVELS:
+            message = f"应为 must be one of {', '.join(DIRECTORY_LEVELS)}"
+            raise self.error(prefix + "level", message, level)
+        return StagePolicy(cast(Level, level), self.duration(raw, "lead", prefix, timedelta(0)))
+
+    def listen(self, doc: dict[str, Any]) -> ListenConfig:
+        raw = self.table(doc, "listen", ("host", "port", "public_url"))
+        host = self.string(raw, "host", "listen.", "127.0.0.1")
+        port = self.integer(raw, "port", "listen.", 8620, 65535)
+        public = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        if "public_url" in raw:
+            public = self.http_url(raw, "public_url", "listen.")
+        return ListenConfig(host, port, public.rstrip("/"))
+
+    def hooks(self, doc: dict[str, Any]) -> HooksConfig | None:
+        if "hooks" not in doc:
+            return None
+        raw = self.table(doc, "hooks", ("secret_file", "secret_env", "max_age"))
+        try:
+            file, env = secret_ref(raw, "hooks.")
+        except ConfigError as exc:
+            raise self.relocated(exc, "hooks") from None
+        max_age = self.duration(raw, "max_age", "hooks.", timedelta(minutes=5))
+        return HooksConfig(file, env, max_age, self.source)
+
+    def feeds(self, doc: dict[str, Any]) -> tuple[FeedConfig, ...]:
+        feeds: list[FeedConfig] = []
+        for i, item in enumerate(self.array(doc, "feeds")):
+            prefix = f"feeds[{i}]."
+            self.keys(item, ("name", "path", "url", "interval", "timeout"), prefix)
+            name = self.string(item, "name", prefix)
+            if any(f.name == name for f in feeds):
+                raise self.error(prefix + "name", "来源名称重复 duplicate feed name", name)
+            if ("path" in item) == ("url" in item):
+                raise self.error(f"feeds[{i}]", "须且只能有一个 needs exactly one of path, url")
+            path = Path(self.string(item, "path", prefix)) if "path" in item else None
+            url = self.http_url(item, "url", prefix) if "url" in item else None
+            default = timedelta(seconds=10 if path is not None else 60)
+            interval = self.duration(item, "interval", prefix, default)
+            timeout = self.duration(item, "timeout", prefix, timedelta(seconds=30))
+            feeds.append(FeedConfig(name, path, url, interval, timeout))
+        return tuple(feeds)
+
+    def channels(self, doc: dict[str, Any]) -> Mapping[str, ChannelConfig]:
+        from warnd.channels import check_channel  # lazy: warnd.channels imports this module
+
+        out: dict[str, ChannelConfig] = {}
+        for name, item in self.table(doc, "channels").items():
+            prefix = f"channels.{name}."
+            if not isinstance(item, dict):
+                raise self.error(f"channels.{name}", "应为表 must be a table", item)
+            kinds = self.choices(item.get("kinds", list(DEFAULT_KINDS)), KINDS, prefix + "kinds")
+            if not kinds:
+                raise self.error(prefix + "kinds", "至少需要一种 kind needs at least one kind")
+            rate = None
+            if "rate" in item:
+                try:
+                    rate = parse_rate(item["rate"])
+                except ValueError as exc:
+                    message = "速率 " + str(exc).split(":")[0]
+                    raise self.error(prefix + "rate", message, item["rate"]) from None
+            known = ("type", "kinds", "rate", "concurrency")
+            cfg = ChannelConfig(
+                name=name,
+                type=self.string(item, "type", prefix),
+                kinds=kinds,
+                rate=rate,
+                concurrency=self.integer(item, "concurrency", prefix, 10, 1000),
+                options=MappingProxyType({k: v for k, v in item.items() if k not in known}),
+                source=self.source,
+            )
+            try:
+                check_channel(cfg)
+            except ConfigError as exc:
+                raise self.relocated(exc, f"channels.{name}") from None
+            out[name] = cfg
+        return MappingProxyType(out)

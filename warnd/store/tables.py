@@ -1,0 +1,228 @@
+"""The database tables: the only place SQLModel table classes live.
+
+Every timer is a row with a due time (``stage.due_at``, ``call.next_due_at``,
+``outbox.due_at``): the engine finds work by querying them, so a restart resumes exactly where
+the last transaction left off. All times are stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime reached the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class WarningRow(SQLModel, table=True):
+    """One warning: the first message and every Update/Cancel that belongs to it."""
+
+    __tablename__ = "warning"
+    __table_args__ = (UniqueConstraint("sender", "identifier"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # identifier of the first message (contracts §4)
+    sender: str
+    identifier: str
+    drill: bool = False
+    state: str = Field(default="active", index=True)  # active|skipped|cancelled|expired
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    reason_code: str | None = None
+    severity: str | None = None
+    event: str | None = None
+    headline: str | None = Field(default=None, sa_column=Column(Text))
+    reference_at: datetime | None = _ts()  # T of the 631 timetable
+    reference_kind: str | None = None
+    expires_at: datetime | None = _ts()
+    area: list[str] = _json()
+    arrived_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+    note: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Message(SQLModel, table=True):
+    """A CAP message as received, raw bytes kept verbatim; ingested once per identity."""
+
+    __tablename__ = "message"
+    __table_args__ = (UniqueConstraint("sender", "identifier", "sent_utc"),)
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int | None = Field(default=None, foreign_key="warning.id", index=True)
+    sender: str
+    identifier: str
+    sent_utc: datetime | None = _ts(nullable=False)
+    sent_text: str
+    msg_type: str
+    status: str
+    severity: str | None = None
+    origin: str = ""
+    received_at: datetime | None = _ts(nullable=False)
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Stage(SQLModel, table=True):
+    """One 631 stage of one warning: a timer until it fires."""
+
+    __tablename__ = "stage"
+    __table_args__ = (
+        UniqueConstraint("warning_id", "idx"),
+        Index("ix_stage_due", "state", "due_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int = Field(foreign_key="warning.id")
+    idx: int
+    level: str
+    lead_s: int
+    due_at: datetime | None = _ts(nullable=False)
+    state: str = "pending"  # pending|fired|cancelled|expired
+    fired_at: datetime | None = _ts()
+    divisions: list[str] = _json()
+
+
+class Division(SQLModel, table=True):
+    """A division of a warning's area being reached: its rung on the ladder and outcome."""
+
+    __tablename__ = "division"
+    __table_args__ = (UniqueConstraint("warning_id", "code"),)
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int = Field(foreign_key="warning.id", index=True)
+    code: str
+    name: str
+    level: str
+    county: str | None = None
+    round: int = 1  # a severity rise starts the stage call again: round + 1
+    rung: str = "stage"  # stage|backup|superior|duty|ended
+    rung_started_at: datetime | None = _ts()
+    reached_at: datetime | None = _ts()
+    reached_by: str | None = None  # contact id
+    reached_source: str | None = None
+    unreached_at: datetime | None = _ts(index=True)  # put on the not-woken list
+    resolved_at: datetime | None = _ts()
+    resolved_by: str | None = None
+    resolved_note: str | None = Field(default=None, sa_column=Column(Text))
+    stopped: bool = False  # cancel / left the area: nothing more for it
+
+
+class Call(SQLModel, table=True):
+    """A sequence of attempts to one person on behalf of one division (contracts §3)."""
+
+    __tablename__ = "call"
+    __table_args__ = (
+        Index("ix_call_due", "state", "next_due_at"),
+        UniqueConstraint("division_id", "key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int = Field(foreign_key="warning.id", index=True)
+    division_id: int = Field(foreign_key="division.id", index=True)
+    key: str  # "<round>:<rung>:<contact_id>", the core's name for the call
+    contact_id: str = Field(index=True)
+    phone: str  # kept: a redial still reaches the person if the directory is reloaded
+    rung: str  # stage|backup|superior|duty
+    round: int = 1
+    start_at: datetime | None = _ts(nullable=False)
+    attempts_made: int = 0
+    next_due_at: datetime | None = _ts()
+    state: str = "active"  # active|acked|failed|cancelled
+    ended_at: datetime | None = _ts()
+    acked_at: datetime | None = _ts()
+    ack_source: str | None = None
+
+
+class Outbox(SQLModel, table=True):
+    """One outbound message; its id is the idempotency key the gateway sees (contracts §5)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "due_at"),)
+    id: str = Field(primary_key=True)
+    warning_id: int = Field(foreign_key="warning.id", index=True)
+    call_id: int | None = Field(default=None, foreign_key="call.id", index=True)
+    contact_id: str = Field(index=True)
+    to: str = Field(index=True)
+    purpose: str  # call|update|lift
+    attempt: int | None = None
+    rung: str | None = None
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    due_at: datetime | None = _ts(nullable=False)
+    state: str = "pending"  # pending|sending|sent|failed|cancelled
+    tries: int = 0
+    channel: str | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    lease_until: datetime | None = _ts()
+    claimed_by: str | None = None
+    sent_at: datetime | None = _ts()
+    reply_code: str | None = Field(default=None, index=True)
+    token: str | None = Field(default=None, unique=True)
+    drill: bool = False
+
+
+class Ack(SQLModel, table=True):
+    """An explicit answer: IVR key, SMS reply, link button, or an officer's record."""
+
+    __tablename__ = "ack"
+    __table_args__ = (UniqueConstraint("dedupe_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int = Field(foreign_key="warning.id", index=True)
+    call_id: int | None = Field(default=None, foreign_key="call.id", index=True)
+    division_id: int | None = Field(default=None, foreign_key="division.id")
+    outbox_id: str | None = None
+    contact_id: str | None = None
+    source: str  # ivr|sms|link|officer|simulated
+    received_at: datetime | None = _ts(nullable=False)
+    by: str | None = None
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    dedupe_key: str
+    late: bool = False  # arrived after the call had ended
+
+
+class Event(SQLModel, table=True):
+    """The chain's history, one row per state change (the drill report's event list)."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_warning_at", "warning_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int | None = Field(default=None, foreign_key="warning.id")
+    at: datetime | None = _ts(nullable=False)
+    type: str
+    warning_key: str
+    contact_id: str | None = None
+    division: str | None = None
+    level: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
