@@ -32,9 +32,7 @@ def cap_xml(
     def t(v: datetime) -> str:
         return v.isoformat(timespec="seconds")
 
-    refs = " ".join(
-        f"{s},{i},{t(v) if isinstance(v, datetime) else v}" for s, i, v in references
-    )
+    refs = " ".join(f"{s},{i},{t(v) if isinstance(v, datetime) else v}" for s, i, v in references)
     times = ""
     if effective is not None:
         times += f"<effective>{t(effective)}</effective>"
@@ -43,8 +41,7 @@ def cap_xml(
     if expires is not None:
         times += f"<expires>{t(expires)}</expires>"
     codes = "".join(
-        "<geocode><valueName>CPEAS Geographic Code</valueName>"
-        f"<value>{escape(c)}</value></geocode>"
+        f"<geocode><valueName>CPEAS Geographic Code</valueName><value>{escape(c)}</value></geocode>"
         for c in geocodes
     )
     doc = f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -60,10 +57,10 @@ def cap_xml(
     <language>zh-CN</language>
     <category>Met</category>
     <event>{escape(event)}</event>
-    <eventCode><valueName>CMA_EventCode</valueName><value>11B03</value></eventCode>
     <urgency>Expected</urgency>
     <severity>{severity}</severity>
     <certainty>Likely</certainty>
+    <eventCode><valueName>CMA_EventCode</valueName><value>11B03</value></eventCode>
     {times}
     <senderName>泸溪县气象台</senderName>
     <headline>{escape(headline)}</headline>

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from factory import cap_xml, county_rows, write_contacts
+
 from warnd import directory
 from warnd.cli import main
 from warnd.drill import simulate
@@ -30,7 +29,9 @@ class Scenario:
         self.tmp = tmp
         self.feed = tmp / "feed"
         self.feed.mkdir()
-        write_contacts(tmp / "contacts", rows if rows is not None else county_rows(townships=1, villages=1))
+        write_contacts(
+            tmp / "contacts", rows if rows is not None else county_rows(townships=1, villages=1)
+        )
         self.directory, problems = directory.load(tmp / "contacts")
         assert problems == []
         self.n = 0
@@ -51,7 +52,8 @@ class Scenario:
 
 def of(report: dict[str, Any], type_: str, **match: object) -> list[dict[str, Any]]:
     return [
-        e for e in report["events"]
+        e
+        for e in report["events"]
         if e["type"] == type_ and all(e.get(k) == v for k, v in match.items())
     ]
 
@@ -95,11 +97,15 @@ async def test_late_warning_fires_past_stages_at_arrival(sc: Scenario) -> None:
     [({"effective": SENT + 7 * H}, SENT + 7 * H), ({}, SENT)],
     ids=["no-onset-uses-effective", "no-onset-no-effective-uses-sent"],
 )
-async def test_reference_time_without_onset(sc: Scenario, kw: dict[str, Any], reference: datetime) -> None:
+async def test_reference_time_without_onset(
+    sc: Scenario, kw: dict[str, Any], reference: datetime
+) -> None:
     sc.message(cap_xml(ID, SENT, **kw))
     r = await sc.run()
-    expect = {lvl: max(reference - lead, SENT) for lvl, lead in
-              (("county", 6 * H), ("township", 3 * H), ("village", H))}
+    expect = {
+        lvl: max(reference - lead, SENT)
+        for lvl, lead in (("county", 6 * H), ("township", 3 * H), ("village", H))
+    }
     assert firsts(r) == expect
 
 
@@ -134,12 +140,23 @@ async def test_redials_then_backup_superior_duty(sc: Scenario) -> None:
     v = "433122100200"
     start = SENT + 7 * H
     stage = of(r, "notify", division=v, rung="stage")
-    assert [(e["attempt"], at(e)) for e in stage] == [(1, start), (2, start + 5 * M), (3, start + 10 * M)]
+    assert [(e["attempt"], at(e)) for e in stage] == [
+        (1, start),
+        (2, start + 5 * M),
+        (3, start + 10 * M),
+    ]
     esc = of(r, "escalate", division=v)
     assert [(e["rung"], at(e)) for e in esc] == [
-        ("backup", start + 15 * M), ("superior", start + 30 * M), ("duty", start + 45 * M)]
+        ("backup", start + 15 * M),
+        ("superior", start + 30 * M),
+        ("duty", start + 45 * M),
+    ]
     assert [e["contact_id"] for e in of(r, "notify", division=v, attempt=1)] == [
-        "c-433122100200-a", "c-433122100200-b", "c-433122100-a", "c-433122-duty"]
+        "c-433122100200-a",
+        "c-433122100200-b",
+        "c-433122100-a",
+        "c-433122-duty",
+    ]
     unreached = of(r, "unreached", division=v)
     assert len(unreached) == 1 and at(unreached[0]) == start + 45 * M
     assert unreached[0]["contact_id"] is None
@@ -169,8 +186,19 @@ async def test_answer_only_counts_before_the_call_fails(sc: Scenario) -> None:
 
 async def test_every_a_person_is_called_to_the_end(tmp_path: Path) -> None:
     rows = county_rows(townships=1, villages=1)
-    rows.append(["c-433122100200-a2", "433122100200", "村0-0", "village", "A", "灾害信息员",
-                 "信息员", "13900000001", ""])
+    rows.append(
+        [
+            "c-433122100200-a2",
+            "433122100200",
+            "村0-0",
+            "village",
+            "A",
+            "灾害信息员",
+            "信息员",
+            "13900000001",
+            "",
+        ]
+    )
     sc = Scenario(tmp_path, rows)
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
     sc.responders = {"c-433122100200-a": "1m"}
@@ -185,12 +213,22 @@ async def test_update_moves_onset_of_unfired_stages(sc: Scenario) -> None:
     sc.message(cap_xml(ID, SENT, onset=onset))
     sent2 = SENT + 3 * H  # after the county stage (T-6h = +2h), before the township one
     new_onset = onset + 2 * H
-    sc.message(cap_xml("43312241600000_20250614110000", sent2, onset=new_onset, msg_type="Update",
-                       references=[(SENDER, ID, "2025-06-14T08:00:00+08:00")]))
+    sc.message(
+        cap_xml(
+            "43312241600000_20250614110000",
+            sent2,
+            onset=new_onset,
+            msg_type="Update",
+            references=[(SENDER, ID, "2025-06-14T08:00:00+08:00")],
+        )
+    )
     sc.responders = {"c-433122-a": "1m"}
     r = await sc.run()
-    assert firsts(r) == {"county": onset - 6 * H, "township": new_onset - 3 * H,
-                         "village": new_onset - H}
+    assert firsts(r) == {
+        "county": onset - 6 * H,
+        "township": new_onset - 3 * H,
+        "village": new_onset - H,
+    }
     updates = of(r, "update")
     assert [e["contact_id"] for e in updates] == ["c-433122-a"]  # the notified get the update
     assert at(updates[0]) == sent2 and updates[0]["warning"] == ID
@@ -199,17 +237,35 @@ async def test_update_moves_onset_of_unfired_stages(sc: Scenario) -> None:
 async def test_update_shrinks_area_of_unfired_stages(tmp_path: Path) -> None:
     sc = Scenario(tmp_path, county_rows(townships=2, villages=1))
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
-    sc.message(cap_xml("u1", SENT + 3 * H, onset=SENT + 8 * H, msg_type="Update",
-                       geocodes=["433122101000"], references=[(SENDER, ID, SENT)]))
+    sc.message(
+        cap_xml(
+            "u1",
+            SENT + 3 * H,
+            onset=SENT + 8 * H,
+            msg_type="Update",
+            geocodes=["433122101000"],
+            references=[(SENDER, ID, SENT)],
+        )
+    )
     r = await sc.run()
     assert {e["division"] for e in of(r, "notify", level="township", rung="stage")} == {"433122101"}
-    assert {e["division"] for e in of(r, "notify", level="village", rung="stage")} == {"433122101200"}
+    assert {e["division"] for e in of(r, "notify", level="village", rung="stage")} == {
+        "433122101200"
+    }
 
 
 async def test_update_with_higher_severity_calls_notified_divisions_again(sc: Scenario) -> None:
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H, severity="Moderate"))
-    sc.message(cap_xml("u1", SENT + 3 * H, onset=SENT + 8 * H, msg_type="Update",
-                       severity="Extreme", references=[(SENDER, ID, SENT)]))
+    sc.message(
+        cap_xml(
+            "u1",
+            SENT + 3 * H,
+            onset=SENT + 8 * H,
+            msg_type="Update",
+            severity="Extreme",
+            references=[(SENDER, ID, SENT)],
+        )
+    )
     sc.responders = {"c-433122-a": "1m"}
     r = await sc.run()
     county = of(r, "notify", division="433122", rung="stage", attempt=1)
@@ -219,8 +275,9 @@ async def test_update_with_higher_severity_calls_notified_divisions_again(sc: Sc
 
 async def test_cancel_lifts_and_stops_everything(sc: Scenario) -> None:
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
-    sc.message(cap_xml("c1", SENT + 5 * H + 2 * M, msg_type="Cancel",
-                       references=[(SENDER, ID, SENT)]))
+    sc.message(
+        cap_xml("c1", SENT + 5 * H + 2 * M, msg_type="Cancel", references=[(SENDER, ID, SENT)])
+    )
     r = await sc.run()
     cancel_at = SENT + 5 * H + 2 * M
     lifts = of(r, "cancel")
@@ -234,15 +291,28 @@ async def test_cancel_lifts_and_stops_everything(sc: Scenario) -> None:
 
 async def test_update_sent_wrong_in_reference_still_matches(sc: Scenario) -> None:
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
-    sc.message(cap_xml("c1", SENT + H, msg_type="Cancel",
-                       references=[(SENDER, ID, "2025-06-14T09:99:00+08:00")]))
+    sc.message(
+        cap_xml(
+            "c1",
+            SENT + H,
+            msg_type="Cancel",
+            references=[(SENDER, ID, "2025-06-14T09:99:00+08:00")],
+        )
+    )
     r = await sc.run()
     assert r["summary"]["cancelled"] == 1 and r["summary"]["warnings"] == 1
 
 
 async def test_update_of_unknown_warning_is_a_new_warning(sc: Scenario) -> None:
-    sc.message(cap_xml("u9", SENT, onset=SENT + 8 * H, msg_type="Update",
-                       references=[(SENDER, "never-seen", SENT)]))
+    sc.message(
+        cap_xml(
+            "u9",
+            SENT,
+            onset=SENT + 8 * H,
+            msg_type="Update",
+            references=[(SENDER, "never-seen", SENT)],
+        )
+    )
     r = await sc.run()
     assert r["summary"]["warnings"] == 1
     assert {e["warning"] for e in of(r, "notify")} == {"u9"}
@@ -259,10 +329,21 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
     (tmp_path / "r.csv").write_text("contact_id,ack_after\nc-433122-a,90s\n", encoding="utf-8")
     out = tmp_path / "out" / "report.json"
-    res = CliRunner().invoke(main, [
-        "drill", "simulate", "--feed", str(sc.feed), "--contacts", str(tmp_path / "contacts"),
-        "--responders", str(tmp_path / "r.csv"), "--report", str(out),
-    ])
+    res = CliRunner().invoke(
+        main,
+        [
+            "drill",
+            "simulate",
+            "--feed",
+            str(sc.feed),
+            "--contacts",
+            str(tmp_path / "contacts"),
+            "--responders",
+            str(tmp_path / "r.csv"),
+            "--report",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text(encoding="utf-8"))
     first = report["events"][0]
@@ -278,12 +359,21 @@ def test_cli_bad_responders_is_one_clear_line(tmp_path: Path, content: str, mess
     sc = Scenario(tmp_path)
     sc.message(cap_xml(ID, SENT, onset=SENT + 8 * H))
     (tmp_path / "r.csv").write_text(content, encoding="utf-8")
-    res = CliRunner().invoke(main, [
-        "drill", "simulate", "--feed", str(sc.feed), "--contacts", str(tmp_path / "contacts"),
-        "--responders", str(tmp_path / "r.csv"), "--report", str(tmp_path / "x.json"),
-    ])
+    res = CliRunner().invoke(
+        main,
+        [
+            "drill",
+            "simulate",
+            "--feed",
+            str(sc.feed),
+            "--contacts",
+            str(tmp_path / "contacts"),
+            "--responders",
+            str(tmp_path / "r.csv"),
+            "--report",
+            str(tmp_path / "x.json"),
+        ],
+    )
     assert res.exit_code == 2
     assert message in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
-
-

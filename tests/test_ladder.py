@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from warnd.chain.ladder import (
-    ENDED, Acked, CallDue, DivisionState, Record, Rules, SendAttempt, Start, Stop, next_due, step,
+    ENDED,
+    Acked,
+    CallDue,
+    DivisionState,
+    Record,
+    Rules,
+    SendAttempt,
+    Start,
+    Stop,
+    next_due,
+    step,
 )
 
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
@@ -23,12 +33,14 @@ class People:
         return self.table.get((code, rung), ())
 
 
-FULL = People({
-    ("v1", "stage"): ("a1",),
-    ("v1", "backup"): ("b1",),
-    ("v1", "superior"): ("t1",),
-    ("v1", "duty"): ("d1",),
-})
+FULL = People(
+    {
+        ("v1", "stage"): ("a1",),
+        ("v1", "backup"): ("b1",),
+        ("v1", "superior"): ("t1",),
+        ("v1", "duty"): ("d1",),
+    }
+)
 
 
 def sends(cmds: list[object]) -> list[tuple[str, int, str]]:
@@ -39,13 +51,15 @@ def records(cmds: list[object], kind: str) -> list[Record]:
     return [c for c in cmds if isinstance(c, Record) and c.type == kind]
 
 
-def run(div: DivisionState, event: object, at: datetime, people: People = FULL,
-        rules: Rules = RULES) -> tuple[DivisionState, list[object]]:
+def run(
+    div: DivisionState, event: object, at: datetime, people: People = FULL, rules: Rules = RULES
+) -> tuple[DivisionState, list[object]]:
     return step(div, event, at, rules, people)  # type: ignore[arg-type]
 
 
-def fail_call(div: DivisionState, key: str, start: datetime, rules: Rules = RULES,
-              people: People = FULL) -> tuple[DivisionState, list[object]]:
+def fail_call(
+    div: DivisionState, key: str, start: datetime, rules: Rules = RULES, people: People = FULL
+) -> tuple[DivisionState, list[object]]:
     """Let one call run out: attempts 2..n, then the failure one window after the last."""
     cmds: list[object] = []
     for k in range(1, rules.attempts + 1):
@@ -196,7 +210,13 @@ def test_restart_begins_a_new_round_and_requires_a_new_ack() -> None:
     [
         ((), []),
         (("duty",), ["duty"]),
-        (("superior", "backup"), ["superior", "backup", ]),
+        (
+            ("superior", "backup"),
+            [
+                "superior",
+                "backup",
+            ],
+        ),
     ],
 )
 def test_ladder_order_follows_policy(ladder: tuple[str, ...], expected: list[str]) -> None:

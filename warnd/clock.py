@@ -43,3 +43,29 @@ class ManualClock:
             raise ValueError("time does not run backwards")
         self._now = when
         return self._now
+
+
+class FileClock:
+    """A clock read from a file holding an ISO 8601 time: lets a test drive a real daemon process.
+
+    Only ``warnd serve --clock-file`` uses it (crash tests, live rehearsals); the file is re-read
+    when it changes. A missing or unreadable file is an error: a daemon must not guess the time.
+    """
+
+    def __init__(self, path: str) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self._stamp: float | None = None
+        self._now: datetime | None = None
+
+    def now(self) -> datetime:
+        stamp = self.path.stat().st_mtime_ns
+        if stamp != self._stamp or self._now is None:
+            value = datetime.fromisoformat(self.path.read_text(encoding="utf-8").strip())
+            if value.tzinfo is None:
+                raise ValueError(f"{self.path}: time without a UTC offset")
+            if self._now is not None and value < self._now:
+                value = self._now  # never backwards
+            self._now, self._stamp = value, stamp
+        return self._now

@@ -14,6 +14,7 @@ import io
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -46,7 +47,7 @@ _LEVEL_ZH: dict[str, str] = {
     "township": "乡镇",
     "village": "村",
 }
-_PROGRESS_EVERY = 8192
+_PROGRESS_EVERY = 2048
 
 #: progress(lines_done, lines_total): called while loading, for the CLI's progress bar
 Progress = Callable[[int, int], None]
@@ -307,7 +308,7 @@ class _Reader:
         rows = csv.reader(io.StringIO(text, newline=""))
         end = 0
         header: list[str] | None = None
-        index: list[int] = []
+        pick = itemgetter(*range(len(COLUMNS)))
         chan = -1
         try:
             for row in rows:
@@ -315,7 +316,7 @@ class _Reader:
                 if header is None:
                     if any(cell.strip() for cell in row):
                         header = self._header(file, line, row)
-                        index = [header.index(col) for col in COLUMNS]
+                        pick = itemgetter(*(header.index(col) for col in COLUMNS))
                         chan = header.index("channels") if "channels" in header else -1
                     continue
                 if len(row) != len(header):
@@ -329,7 +330,7 @@ class _Reader:
                             f"表头 {len(header)} 列",
                         )
                     continue
-                cells = [row[i].strip() for i in index]
+                cells = list(map(str.strip, pick(row)))
                 channels = row[chan].strip() if chan >= 0 else ""
                 self._row(order, file, line, cells, channels)
                 if self.progress is not None and self.base + line - self.done >= _PROGRESS_EVERY:
@@ -427,39 +428,43 @@ class _Reader:
                 f"同一区划代码名称不一致 (division_name) '{div_name}'，{known[1]} 为 '{known[0]}'",
             )
             div_name = known[0]
-        for number in (e164, alt):
-            if number is None:
-                continue
-            seen = self.phones.get((code, number))
-            if seen is None:
-                self.phones[(code, number)] = source
-            elif seen != source:
-                self.problem(
-                    order,
-                    file,
-                    line,
-                    "duplicate_phone",
-                    f"同一区划电话号码重复 (duplicate phone) {number}，与 {seen} 相同，"
-                    "A/B 角互为备份不能共用号码",
-                )
+        self._unique_phone(order, file, line, source, code, e164)
+        if alt is not None and alt != e164:
+            self._unique_phone(order, file, line, source, code, alt)
         chans: tuple[str, ...] = ()
         if channels:
-            chans = tuple(c.strip() for c in channels.replace(",", ";").lower().split(";"))
+            split = channels.replace(",", ";").lower().split(";")
+            chans = tuple(c for c in map(str.strip, split) if c)
         self.contacts.append(
             Contact(
-                contact_id=cid,
-                division_code=code,
-                division_name=div_name,
-                level=actual,
-                rank=rank,
-                role=role,
-                name=name,
-                phone=e164,
-                alt_phone=alt,
-                source=source,
-                channels=tuple(c for c in chans if c),
+                cid,  # positional: measurably faster than keywords over 250,000 rows
+                code,
+                div_name,
+                actual,
+                rank,
+                role,
+                name,
+                e164,
+                alt,
+                source,
+                chans,
             )
         )
+
+    def _unique_phone(
+        self, order: int, file: str, line: int, source: str, code: str, number: str
+    ) -> None:
+        """A/B backups sharing a number defeat the backup: one number per division."""
+        seen = self.phones.setdefault((code, number), source)
+        if seen is not source:
+            self.problem(
+                order,
+                file,
+                line,
+                "duplicate_phone",
+                f"同一区划电话号码重复 (duplicate phone) {number}，与 {seen} 相同，"
+                "A/B 角互为备份不能共用号码",
+            )
 
     def finish(self) -> tuple[Directory, list[Problem]]:
         directory = Directory(self.contacts)

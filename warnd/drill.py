@@ -49,7 +49,11 @@ def load_feed(paths: list[str | Path]) -> list[FeedMessage]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".xml", ".cap")))
+            files.extend(
+                sorted(
+                    f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".xml", ".cap")
+                )
+            )
         elif p.is_file():
             files.append(p)
         else:
@@ -72,8 +76,11 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
     reader = csv.DictReader(io.StringIO(text))
     missing = {"contact_id", "ack_after"} - set(reader.fieldnames or [])
     if missing:
-        raise InputError(f"header must be contact_id,ack_after (missing {', '.join(sorted(missing))})",
-                         source=str(p), line=1)
+        raise InputError(
+            f"header must be contact_id,ack_after (missing {', '.join(sorted(missing))})",
+            source=str(p),
+            line=1,
+        )
     out: dict[str, timedelta | None] = {}
     for row in reader:
         line = reader.line_num
@@ -87,8 +94,13 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
         try:
             out[cid] = parse_duration(raw)
         except ValueError:
-            raise InputError("ack_after must be a duration like 90s or 7m, or never",
-                             source=str(p), line=line, field="ack_after", value=raw) from None
+            raise InputError(
+                "ack_after must be a duration like 90s or 7m, or never",
+                source=str(p),
+                line=line,
+                field="ack_after",
+                value=raw,
+            ) from None
     return out
 
 
@@ -96,7 +108,10 @@ class Simulation:
     """Runs feed messages through the engine in virtual time and collects the report."""
 
     def __init__(
-        self, engine: Engine, clock: ManualClock, feed: list[FeedMessage],
+        self,
+        engine: Engine,
+        clock: ManualClock,
+        feed: list[FeedMessage],
         responders: dict[str, timedelta | None],
     ) -> None:
         self.engine = engine
@@ -128,11 +143,15 @@ class Simulation:
                 report = await self.engine.tick()
                 progressed |= bool(report.stages_fired or report.calls_advanced)
                 progressed |= await self._send(now)
-            nxt = [t for t in (
-                pending[0].alert.sent if pending else None,
-                self.acks[0][0] if self.acks else None,
-                await self.engine.next_due(),
-            ) if t is not None]
+            nxt = [
+                t
+                for t in (
+                    pending[0].alert.sent if pending else None,
+                    self.acks[0][0] if self.acks else None,
+                    await self.engine.next_due(),
+                )
+                if t is not None
+            ]
             if not nxt:
                 return
             target = min(nxt)
@@ -186,8 +205,12 @@ async def report(store: Store, tz: Any = None) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
     for e in rows:
         item: dict[str, Any] = {
-            "at": e.at.astimezone(tz).isoformat() if e.at else None, "type": e.type, "warning": e.warning_key,
-            "contact_id": e.contact_id, "division": e.division, "level": e.level,
+            "at": e.at.astimezone(tz).isoformat() if e.at else None,
+            "type": e.type,
+            "warning": e.warning_key,
+            "contact_id": e.contact_id,
+            "division": e.division,
+            "level": e.level,
         }
         item.update(e.data or {})
         events.append(item)
@@ -202,9 +225,9 @@ def summarise(events: list[dict[str, Any]], warnings: list[WarningRow]) -> dict[
     divisions: dict[str, set[str]] = {}
     reached: dict[str, set[str]] = {}
     for e in notify:
-        divisions.setdefault(e["level"] or "?", set()).add(f'{e["warning"]}/{e["division"]}')
+        divisions.setdefault(e["level"] or "?", set()).add(f"{e['warning']}/{e['division']}")
     for e in acks:
-        reached.setdefault(e["level"] or "?", set()).add(f'{e["warning"]}/{e["division"]}')
+        reached.setdefault(e["level"] or "?", set()).add(f"{e['warning']}/{e['division']}")
     return {
         "warnings": len(warnings),
         "dispatched": sum(1 for w in warnings if w.state != "skipped"),
@@ -226,8 +249,13 @@ def summarise(events: list[dict[str, Any]], warnings: list[WarningRow]) -> dict[
 
 
 async def simulate(
-    feed_paths: list[str | Path], directory: Directory, policy: Policy, responders_path: str | Path,
-    *, tz: Any = None, public_url: str | None = None,
+    feed_paths: list[str | Path],
+    directory: Directory,
+    policy: Policy,
+    responders_path: str | Path,
+    *,
+    tz: Any = None,
+    public_url: str | None = None,
 ) -> dict[str, Any]:
     """Run a whole drill in virtual time and return the report (nothing is sent)."""
     feed = load_feed(feed_paths)
@@ -239,8 +267,9 @@ async def simulate(
             if not feed:
                 return {"events": [], "summary": summarise([], [])}
             clock = ManualClock(feed[0].alert.sent)
-            ctx = Context(store=store, directory=directory, policy=policy, clock=clock,
-                          public_url=public_url)
+            ctx = Context(
+                store=store, directory=directory, policy=policy, clock=clock, public_url=public_url
+            )
             if tz is not None:
                 ctx.tz = tz
             engine = Engine(ctx)

@@ -48,7 +48,10 @@ def call_text(
     on_behalf_of: str | None = None,
 ) -> str:
     """An attempt: what, where, when, and how to answer (叫应)."""
-    when = "预计" + _when(w.reference_at, tz) + ("开始" if w.reference_kind == "onset" else "生效")
+    when = {
+        "onset": f"预计{_when(w.reference_at, tz)}开始",
+        "effective": f"{_when(w.reference_at, tz)}起生效",
+    }.get(w.reference_kind, f"{_when(w.reference_at, tz)}发布")
     who = ""
     if rung == "superior" and on_behalf_of:
         who = f"{on_behalf_of}责任人未应答，请您立即联系督促转移避险。"

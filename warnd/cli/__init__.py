@@ -9,9 +9,16 @@ from warnd import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="warnd")
-@click.option("--log-level", default="warning", show_default=True, envvar="WARND_LOG_LEVEL",
-              help="log level for commands other than serve")
-@click.option("--log-json/--log-console", default=None, help="log format (default: JSON when not a TTY)")
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    envvar="WARND_LOG_LEVEL",
+    help="log level for commands other than serve",
+)
+@click.option(
+    "--log-json/--log-console", default=None, help="log format (default: JSON when not a TTY)"
+)
 def main(log_level: str, log_json: bool | None) -> None:
     """warnd —— 631 预警叫应调度 (early-warning dispatch for the 631 call-back chain)."""
     from warnd import logs
@@ -21,7 +28,7 @@ def main(log_level: str, log_json: bool | None) -> None:
 
 def _register() -> None:
     """Import the command modules so that they attach themselves to ``main``."""
-    from warnd.cli import contacts, drill, inspect  # noqa: F401
+    from warnd.cli import contacts, drill, inspect, serve  # noqa: F401
 
 
 _register()

@@ -18,7 +18,10 @@ from warnd.policy import Config, find_config, load_config
 F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
-    "--config", "config_path", metavar="PATH", default=None,
+    "--config",
+    "config_path",
+    metavar="PATH",
+    default=None,
     help="配置文件 config file (default config/warnd.toml, then /etc/warnd/warnd.toml)",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable JSON output")

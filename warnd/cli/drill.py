@@ -24,15 +24,24 @@ def drill() -> None:
 
 
 @drill.command("simulate")
-@click.option("--feed", "feeds", multiple=True, required=True, metavar="PATH",
-              help="CAP 文件或目录 (repeatable); messages arrive at their sent time")
+@click.option(
+    "--feed",
+    "feeds",
+    multiple=True,
+    required=True,
+    metavar="PATH",
+    help="CAP 文件或目录 (repeatable); messages arrive at their sent time",
+)
 @click.option("--contacts", metavar="PATH", help="通讯录 contacts CSV file or folder")
 @click.option("--responders", required=True, metavar="CSV", help="contact_id,ack_after")
 @click.option("--report", "report_path", required=True, metavar="OUT.json", help="报告输出")
 @config_option
 @guarded
 def simulate_cmd(
-    feeds: tuple[str, ...], contacts: str | None, responders: str, report_path: str,
+    feeds: tuple[str, ...],
+    contacts: str | None,
+    responders: str,
+    report_path: str,
     config_path: str | None,
 ) -> None:
     """模拟演练 (virtual time, nothing is sent; a 12-hour scenario takes seconds)."""
@@ -60,8 +69,10 @@ def _summary(s: dict[str, object], path: str) -> None:
     table.add_column("项目")
     table.add_column("数量", justify="right")
     rows = [
-        ("预警 warnings", s.get("warnings")), ("调度 dispatched", s.get("dispatched")),
-        ("未调度 skipped", s.get("skipped")), ("呼叫次数 attempts", s.get("attempts")),
+        ("预警 warnings", s.get("warnings")),
+        ("调度 dispatched", s.get("dispatched")),
+        ("未调度 skipped", s.get("skipped")),
+        ("呼叫次数 attempts", s.get("attempts")),
         ("通知人数 persons notified", s.get("persons_notified")),
         ("应答人数 persons acknowledged", s.get("persons_acknowledged")),
         ("未叫醒 unreached", s.get("unreached")),
@@ -71,6 +82,8 @@ def _summary(s: dict[str, object], path: str) -> None:
     divisions = s.get("divisions") or {}
     assert isinstance(divisions, dict)
     for level, d in divisions.items():
-        table.add_row(f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}")
+        table.add_row(
+            f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}"
+        )
     console.print(table)
     console.print(f"报告已写入 {path}（用时 {s.get('wall_seconds')} 秒）")

@@ -14,7 +14,14 @@ from warnd import cap, directory
 from warnd.chain.plan import Plan, plan
 from warnd.cli import main
 from warnd.cli.common import (
-    config_option, contacts_path, emit_json, fail, guarded, json_option, load, parse_time,
+    config_option,
+    contacts_path,
+    emit_json,
+    fail,
+    guarded,
+    json_option,
+    load,
+    parse_time,
 )
 from warnd.clock import SystemClock
 from warnd.duration import format_duration
@@ -22,8 +29,13 @@ from warnd.errors import CapError
 from warnd.notice import LEVEL_LABEL
 from warnd.policy import Policy
 
-SEVERITY_LABEL = {"Extreme": "红色 Extreme", "Severe": "橙色 Severe", "Moderate": "黄色 Moderate",
-                  "Minor": "蓝色 Minor", "Unknown": "未知 Unknown"}
+SEVERITY_LABEL = {
+    "Extreme": "红色 Extreme",
+    "Severe": "橙色 Severe",
+    "Moderate": "黄色 Moderate",
+    "Minor": "蓝色 Minor",
+    "Unknown": "未知 Unknown",
+}
 
 
 @main.command("inspect")
@@ -59,8 +71,13 @@ def _inspect_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         if r["ok"]:
             table.add_row(
-                r["file"], "[green]通过[/]", r["identifier"], r["msg_type"], r["status"],
-                SEVERITY_LABEL.get(r["severity"] or "", "-"), r["onset"] or "-",
+                r["file"],
+                "[green]通过[/]",
+                r["identifier"],
+                r["msg_type"],
+                r["status"],
+                SEVERITY_LABEL.get(r["severity"] or "", "-"),
+                r["onset"] or "-",
                 ",".join(r["geocodes"]) or "-",
             )
         else:
@@ -144,8 +161,11 @@ def _plan_table(alert: cap.Alert, p: Plan, d: directory.Directory, tz: Any) -> N
         table.add_column(col)
     for s in p.stages:
         table.add_row(
-            LEVEL_LABEL.get(s.level, s.level), format_duration(s.lead),
-            f"{s.due.astimezone(tz):%m-%d %H:%M}", str(len(s.divisions)), str(len(s.recipients)),
+            LEVEL_LABEL.get(s.level, s.level),
+            format_duration(s.lead),
+            f"{s.due.astimezone(tz):%m-%d %H:%M}",
+            str(len(s.divisions)),
+            str(len(s.recipients)),
             "[red]已过时，到达即触发[/]" if s.late else "",
         )
     console.print(table)

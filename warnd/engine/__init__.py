@@ -42,20 +42,28 @@ class Engine:
         """When the engine (or the sender) next has work: the earliest due row."""
         async with self.ctx.store.read() as s:
             candidates = [
-                (await s.execute(
-                    select(func.min(Stage.due_at))
-                    .join(WarningRow, WarningRow.id == Stage.warning_id)
-                    .where(Stage.state == "pending", WarningRow.state == "active")
-                )).scalar(),
-                (await s.execute(
-                    select(func.min(Call.next_due_at)).where(Call.state == "active")
-                )).scalar(),
-                (await s.execute(
-                    select(func.min(Outbox.due_at)).where(Outbox.state == "pending")
-                )).scalar(),
-                (await s.execute(
-                    select(func.min(Outbox.lease_until)).where(Outbox.state == "sending")
-                )).scalar(),
+                (
+                    await s.execute(
+                        select(func.min(Stage.due_at))
+                        .join(WarningRow, WarningRow.id == Stage.warning_id)
+                        .where(Stage.state == "pending", WarningRow.state == "active")
+                    )
+                ).scalar(),
+                (
+                    await s.execute(
+                        select(func.min(Call.next_due_at)).where(Call.state == "active")
+                    )
+                ).scalar(),
+                (
+                    await s.execute(
+                        select(func.min(Outbox.due_at)).where(Outbox.state == "pending")
+                    )
+                ).scalar(),
+                (
+                    await s.execute(
+                        select(func.min(Outbox.lease_until)).where(Outbox.state == "sending")
+                    )
+                ).scalar(),
             ]
         dues = [_aware(c) for c in candidates if c is not None]
         return min(dues) if dues else None
@@ -69,6 +77,9 @@ class Engine:
 
     async def ack_token(self, token: str) -> acks.AckResult:
         return await acks.ack_token(self.ctx, token)
+
+    async def describe_token(self, token: str) -> str | None:
+        return await acks.describe_token(self.ctx, token)
 
     async def ack_message(self, message_id: str, source: str) -> acks.AckResult:
         return await acks.ack_message(self.ctx, message_id, source=source)
@@ -84,7 +95,9 @@ class Engine:
         await outbox.mark_sent(self.ctx, message_id, channel, self.ctx.now())
 
     async def mark_failed(self, message_id: str, error: str, *, permanent: bool) -> None:
-        await outbox.mark_failed(self.ctx, message_id, error, permanent=permanent, now=self.ctx.now())
+        await outbox.mark_failed(
+            self.ctx, message_id, error, permanent=permanent, now=self.ctx.now()
+        )
 
 
 def _aware(value: datetime) -> datetime:

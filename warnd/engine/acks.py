@@ -12,7 +12,6 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
@@ -34,33 +33,60 @@ class AckResult:
 
 
 async def acknowledge_call(
-    ctx: Context, session: AsyncSession, call: Call, *, source: str, dedupe_key: str,
-    outbox_id: str | None, by: str | None, note: str | None, now: datetime,
+    ctx: Context,
+    session: AsyncSession,
+    call: Call,
+    *,
+    source: str,
+    dedupe_key: str,
+    outbox_id: str | None,
+    by: str | None,
+    note: str | None,
+    now: datetime,
 ) -> AckResult:
     w = await session.get(WarningRow, call.warning_id)
     assert w is not None and call.id is not None
-    existing = (
-        await session.execute(select(Ack.id).where(Ack.dedupe_key == dedupe_key))
-    ).first()
+    existing = (await session.execute(select(Ack.id).where(Ack.dedupe_key == dedupe_key))).first()
     if existing is not None:
         return AckResult(True, "已确认（重复）", w.key, call.contact_id, duplicate=True)
     late = call.state != "active"
     session.add(
-        Ack(warning_id=call.warning_id, call_id=call.id, division_id=call.division_id,
-            outbox_id=outbox_id, contact_id=call.contact_id, source=source, received_at=now,
-            by=by, note=note, dedupe_key=dedupe_key, late=late)
+        Ack(
+            warning_id=call.warning_id,
+            call_id=call.id,
+            division_id=call.division_id,
+            outbox_id=outbox_id,
+            contact_id=call.contact_id,
+            source=source,
+            received_at=now,
+            by=by,
+            note=note,
+            dedupe_key=dedupe_key,
+            late=late,
+        )
     )
     if w.state == "active" or w.state == "cancelled":
         drow, calls = await chainrows.load(session, call.division_id)
         await step_division(ctx, session, w, drow, calls, [ladder.Acked(call.key, source)], now)
-    log.info("ack_recorded", warning=w.key, contact=call.contact_id, source=source,
-             call=call.id, late=late)
+    log.info(
+        "ack_recorded",
+        warning=w.key,
+        contact=call.contact_id,
+        source=source,
+        call=call.id,
+        late=late,
+    )
     return AckResult(True, "已确认收到，谢谢", w.key, call.contact_id)
 
 
 async def ack_message(
-    ctx: Context, outbox_id: str, *, source: str, dedupe_key: str | None = None,
-    by: str | None = None, note: str | None = None,
+    ctx: Context,
+    outbox_id: str,
+    *,
+    source: str,
+    dedupe_key: str | None = None,
+    by: str | None = None,
+    note: str | None = None,
 ) -> AckResult:
     """Acknowledge the call that an attempt (outbox message) belongs to."""
     now = ctx.now()
@@ -71,8 +97,15 @@ async def ack_message(
         call = await session.get(Call, msg.call_id)
         assert call is not None
         return await acknowledge_call(
-            ctx, session, call, source=source, dedupe_key=dedupe_key or f"{source}:{outbox_id}",
-            outbox_id=outbox_id, by=by, note=note, now=now,
+            ctx,
+            session,
+            call,
+            source=source,
+            dedupe_key=dedupe_key or f"{source}:{outbox_id}",
+            outbox_id=outbox_id,
+            by=by,
+            note=note,
+            now=now,
         )
 
 
@@ -84,16 +117,31 @@ async def ack_token(ctx: Context, token: str) -> AckResult:
     return await ack_message(ctx, row[0], source="link", dedupe_key=f"link:{row[0]}")
 
 
+async def describe_token(ctx: Context, token: str) -> str | None:
+    """The text of the message a confirmation link belongs to (for the GET page)."""
+    async with ctx.store.read() as session:
+        row = (await session.execute(select(Outbox.text).where(Outbox.token == token))).first()
+    return row[0] if row else None
+
+
 _CODE = re.compile(r"\d{4,6}")
 
 
-async def ack_reply(ctx: Context, phone: str, text: str, *, dedupe_key: str | None = None) -> AckResult:
+async def ack_reply(
+    ctx: Context, phone: str, text: str, *, dedupe_key: str | None = None
+) -> AckResult:
     """An SMS reply: a short code picks the attempt; a bare ``1`` the number's latest open one."""
     body = text.strip()
     async with ctx.store.read() as session:
-        q = select(Outbox.id, Outbox.reply_code).where(
-            Outbox.to == phone, Outbox.purpose == "call", Outbox.state.in_(("sent", "sending"))  # type: ignore[attr-defined]
-        ).order_by(Outbox.due_at.desc(), Outbox.id.desc())  # type: ignore[union-attr, attr-defined]
+        q = (
+            select(Outbox.id, Outbox.reply_code)
+            .where(
+                Outbox.to == phone,
+                Outbox.purpose == "call",
+                Outbox.state.in_(("sent", "sending")),  # type: ignore[attr-defined]
+            )
+            .order_by(Outbox.due_at.desc(), Outbox.id.desc())
+        )  # type: ignore[union-attr, attr-defined]
         candidates = (await session.execute(q.limit(200))).all()
     if not candidates:
         return AckResult(False, "该号码没有待确认的呼叫 (no open call for this number)")
@@ -124,7 +172,12 @@ async def ack_ivr(ctx: Context, outbox_id: str, digits: str) -> AckResult:
 
 
 async def ack_by_officer(
-    ctx: Context, *, warning: str, contact_id: str | None, division: str | None, by: str,
+    ctx: Context,
+    *,
+    warning: str,
+    contact_id: str | None,
+    division: str | None,
+    by: str,
     note: str | None,
 ) -> AckResult:
     """A duty officer reached someone by phone: record who confirmed, for which place."""
@@ -138,20 +191,37 @@ async def ack_by_officer(
             q = q.where(Call.contact_id == contact_id)
         if division:
             drow = (
-                await session.execute(
-                    select(Division).where(Division.warning_id == w.id, Division.code == division)
+                (
+                    await session.execute(
+                        select(Division).where(
+                            Division.warning_id == w.id, Division.code == division
+                        )
+                    )
                 )
-            ).scalars().first()
+                .scalars()
+                .first()
+            )
             if drow is None:
                 return AckResult(False, f"预警 {w.key} 不涉及区划 {division}")
             q = q.where(Call.division_id == drow.id)
-        calls = (await session.execute(q.order_by(Call.start_at.desc(), Call.id.desc()))).scalars().all()  # type: ignore[union-attr, attr-defined]
+        calls = (
+            (await session.execute(q.order_by(Call.start_at.desc(), Call.id.desc())))
+            .scalars()
+            .all()
+        )  # type: ignore[union-attr, attr-defined]
         if not calls:
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
         call = next((c for c in calls if c.state == "active"), calls[0])
         result = await acknowledge_call(
-            ctx, session, call, source="officer", dedupe_key=f"officer:{call.id}:{now.isoformat()}",
-            outbox_id=None, by=by, note=note, now=now,
+            ctx,
+            session,
+            call,
+            source="officer",
+            dedupe_key=f"officer:{call.id}:{now.isoformat()}",
+            outbox_id=None,
+            by=by,
+            note=note,
+            now=now,
         )
         if division or call.rung == "duty":
             drow2 = await session.get(Division, call.division_id)
@@ -166,6 +236,10 @@ async def find_warning(session: AsyncSession, key: str) -> WarningRow | None:
     if len(exact) == 1:
         return exact[0]
     like = (
-        await session.execute(select(WarningRow).where(WarningRow.key.startswith(key)).limit(2))  # type: ignore[attr-defined]
-    ).scalars().all()
+        (
+            await session.execute(select(WarningRow).where(WarningRow.key.startswith(key)).limit(2))  # type: ignore[attr-defined]
+        )
+        .scalars()
+        .all()
+    )
     return like[0] if len(like) == 1 else None

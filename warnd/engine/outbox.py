@@ -69,8 +69,21 @@ async def claim(ctx: Context, now: datetime, limit: int = 200) -> list[Claimed]:
             row.claimed_by = ctx.instance
             row.tries += 1
             out.append(
-                Claimed(row.id, row.to, row.purpose, row.text, wkey, row.contact_id, row.drill,
-                        row.attempt, row.rung, row.reply_code, row.token, row.call_id, row.tries)
+                Claimed(
+                    row.id,
+                    row.to,
+                    row.purpose,
+                    row.text,
+                    wkey,
+                    row.contact_id,
+                    row.drill,
+                    row.attempt,
+                    row.rung,
+                    row.reply_code,
+                    row.token,
+                    row.call_id,
+                    row.tries,
+                )
             )
     return out
 
@@ -80,7 +93,11 @@ async def mark_sent(ctx: Context, message_id: str, channel: str, now: datetime) 
         row = await session.get(Outbox, message_id)
         if row is not None and row.state in ("sending", "pending"):
             row.state, row.channel, row.sent_at, row.error, row.lease_until = (
-                "sent", channel, now, None, None,
+                "sent",
+                channel,
+                now,
+                None,
+                None,
             )
 
 

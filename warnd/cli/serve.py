@@ -1,0 +1,41 @@
+"""``warnd serve``: the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from warnd.cli import main
+from warnd.cli.common import config_option, guarded, load
+
+
+@main.command("serve")
+@config_option
+@click.option(
+    "--tick",
+    "tick",
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="safety tick interval (the engine is also woken at each due time)",
+)
+@click.option(
+    "--clock-file",
+    metavar="PATH",
+    default=None,
+    hidden=True,
+    help="read the time from a file (tests and rehearsals only)",
+)
+@guarded
+def serve_cmd(config_path: str | None, tick: float, clock_file: str | None) -> None:
+    """运行守护进程 (run the daemon: feeds, 631 chain, channels, acknowledgement hooks)."""
+    from warnd import logs
+    from warnd.clock import FileClock
+    from warnd.daemon import serve
+
+    config = load(config_path, required=True)
+    assert config is not None
+    logs.configure(level="info")
+    clock = FileClock(clock_file) if clock_file else None
+    asyncio.run(serve(config, clock=clock, tick_interval=tick))

@@ -1,0 +1,289 @@
+"""``warnd serve``: the feeds, the engine, the sender and the HTTP listener in one process.
+
+APScheduler (3.x, in memory) only wakes things up: feed polls on their intervals, the engine
+at the next due row, and a periodic safety tick. Everything the engine knows is in the store,
+so a restarted daemon simply wakes, finds every overdue row and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from warnd import directory as directory_mod
+from warnd.ack import make_app
+from warnd.channels import build_channel
+from warnd.channels.ratelimit import Limiter
+from warnd.clock import Clock, SystemClock
+from warnd.dispatch import Dispatcher
+from warnd.engine import Context, Engine
+from warnd.engine.outbox import Claimed
+from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
+from warnd.feeds.folder import FolderFeed
+from warnd.feeds.http import HttpFeed
+from warnd.policy import Config
+from warnd.store import Store
+
+log = structlog.get_logger("warnd.daemon")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        scheduler: bool = True,
+        tick_interval: float = 30.0,
+        port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.use_scheduler = scheduler
+        self.tick_interval = tick_interval
+        self.port = config.listen.port if port is None else port
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.feeds: list[Feed] = []
+        self.scheduler: AsyncIOScheduler | None = None
+        self.runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+        self._wake_lock = asyncio.Lock()
+        self._wake_again = False
+        self.started_at: datetime | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.require_daemon()
+        if cfg.contacts_path is None:
+            from warnd.errors import ConfigError
+
+            raise ConfigError(
+                "warnd serve needs [contacts] path", source=str(cfg.path), field="contacts.path"
+            )
+        directory, problems = directory_mod.load(cfg.contacts_path)
+        for p in problems:
+            log.warning("contacts_problem", problem=str(p))
+        self.store = await Store.open(cfg.store_url)
+        ctx = Context(
+            store=self.store,
+            directory=directory,
+            policy=cfg.policy,
+            clock=self.clock,
+            tz=cfg.tz,
+            public_url=cfg.listen.public_url,
+        )
+        self.engine = Engine(ctx)
+        channels = {name: build_channel(c, clock=self.clock) for name, c in cfg.channels.items()}
+        limiters = {name: Limiter.for_channel(c) for name, c in cfg.channels.items()}
+        window = cfg.policy.ack.window.total_seconds()
+        self.dispatcher = Dispatcher(
+            channels,
+            limiters,
+            deadline_s=max(5.0, min(60.0, window / 2)),
+            link_base=cfg.listen.public_url,
+        )
+        for f in cfg.feeds:
+            if f.path is not None:
+                self.feeds.append(FolderFeed(f.name, f.path))
+            elif f.url is not None:
+                self.feeds.append(HttpFeed(f.name, f.url, timeout_s=f.timeout.total_seconds()))
+        assert cfg.hooks is not None
+        app = make_app(
+            self.engine,
+            cfg.hooks.secret(),
+            self.health,
+            max_age_s=cfg.hooks.max_age.total_seconds(),
+        )
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.listen.host, self.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        self.started_at = self.clock.now()
+        if self.use_scheduler:
+            self.scheduler = AsyncIOScheduler()
+            for feed, fc in zip(self.feeds, cfg.feeds, strict=True):
+                self.scheduler.add_job(
+                    self.poll_feed,
+                    "interval",
+                    args=[feed],
+                    id=f"feed:{feed.name}",
+                    seconds=fc.interval.total_seconds(),
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=datetime.now().astimezone(),
+                )
+            self.scheduler.add_job(
+                self.wake,
+                "interval",
+                seconds=self.tick_interval,
+                id="safety-tick",
+                max_instances=1,
+                coalesce=True,
+            )
+            self.scheduler.start()
+        log.info(
+            "daemon_started",
+            listen=f"{cfg.listen.host}:{self.bound_port}",
+            store=cfg.store_url.split("@")[-1],
+            contacts=len(directory),
+            feeds=[f.name for f in self.feeds],
+            channels=list(channels),
+        )
+        await self.wake()  # pick up every overdue row left by the last run
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        for feed in self.feeds:
+            await feed.aclose()
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        log.info("daemon_stopped")
+
+    def reload_directory(self) -> bool:
+        """SIGHUP: load the contacts again; a directory that cannot be read leaves the old one."""
+        assert self.engine is not None and self.config.contacts_path is not None
+        try:
+            directory, problems = directory_mod.load(self.config.contacts_path)
+        except Exception as exc:  # keep the working directory on any failure
+            log.error("contacts_reload_failed", error=str(exc))
+            return False
+        for p in problems:
+            log.warning("contacts_problem", problem=str(p))
+        self.engine.ctx.set_directory(directory)
+        log.info("contacts_reloaded", contacts=len(directory))
+        return True
+
+    # ---- work ---------------------------------------------------------------------------
+
+    async def ingest(self, item: FeedItem) -> IngestResult:
+        assert self.engine is not None
+        result = await self.engine.ingest(item)
+        if result.outcome == Outcome.ACCEPTED:
+            self._wake_soon()
+        return result
+
+    async def poll_feed(self, feed: Feed) -> PollReport:
+        report = await feed.poll(self.ingest)
+        if report.error:
+            log.warning("feed_poll_failed", feed=feed.name, error=report.error)
+        return report
+
+    def _wake_soon(self) -> None:
+        if self._wake_lock.locked():
+            self._wake_again = True
+        else:
+            asyncio.get_running_loop().create_task(self.wake())
+
+    async def wake(self) -> None:
+        """Do all work that is due now: fire stages, advance calls, send the outbox."""
+        assert self.engine is not None
+        async with self._wake_lock:
+            while True:
+                self._wake_again = False
+                report = await self.engine.tick()
+                claimed = await self.engine.claim()
+                if claimed:
+                    await self._send_all(claimed)
+                if not (
+                    claimed or report.stages_fired or report.calls_advanced or self._wake_again
+                ):
+                    break
+            await self._schedule_next()
+
+    async def _send_all(self, claimed: list[Claimed]) -> None:
+        assert self.engine is not None and self.dispatcher is not None
+        engine, dispatcher = self.engine, self.dispatcher
+
+        async def one(msg: Claimed) -> None:
+            started = time.monotonic()
+            sent = await dispatcher.send(msg, engine.ctx.directory)
+            if sent.ok:
+                assert sent.channel is not None
+                await engine.mark_sent(msg.id, f"{sent.channel}/{sent.kind}")
+                log.info(
+                    "message_sent",
+                    message=msg.id,
+                    warning=msg.warning,
+                    contact=msg.contact,
+                    purpose=msg.purpose,
+                    attempt=msg.attempt,
+                    channel=sent.channel,
+                    kind=sent.kind,
+                    ms=round((time.monotonic() - started) * 1000),
+                )
+            else:
+                await engine.mark_failed(msg.id, sent.error or "failed", permanent=sent.permanent)
+
+        await asyncio.gather(*(one(m) for m in claimed))
+
+    async def _schedule_next(self) -> None:
+        if self.scheduler is None or self.engine is None:
+            return
+        due = await self.engine.next_due()
+        if due is None:
+            return
+        delay = (due - self.clock.now()).total_seconds()
+        run_at = datetime.now().astimezone() + timedelta(seconds=max(0.0, delay))
+        self.scheduler.add_job(
+            self.wake,
+            "date",
+            run_date=run_at,
+            id="wake",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def health(self) -> dict[str, Any]:
+        ok = self.store is not None
+        feeds = {}
+        for f in self.feeds:
+            status = getattr(f, "status", None)
+            feeds[f.name] = {
+                "last_error": getattr(status, "last_error", None),
+                "consecutive_failures": getattr(status, "consecutive_failures", 0),
+            }
+        next_due = await self.engine.next_due() if self.engine else None
+        return {
+            "ok": ok,
+            "now": self.clock.now().isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "contacts": len(self.engine.ctx.directory) if self.engine else 0,
+            "feeds": feeds,
+            "next_due": next_due.isoformat() if next_due else None,
+        }
+
+
+async def serve(config: Config, *, clock: Clock | None = None, tick_interval: float = 30.0) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the contacts directory."""
+    daemon = Daemon(config, clock=clock, tick_interval=tick_interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_directory)
+    await daemon.start()
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()

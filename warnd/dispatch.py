@@ -1,0 +1,101 @@
+"""Choosing a channel for each outbound message, with fallback when one fails for good.
+
+A call attempt goes out as a voice call where a channel carries voice (叫应 depends on the
+voice call), else as SMS; update and lift notices prefer SMS. A person's own ``channels`` column
+(kinds or channel names, in order) overrides that. A channel that fails permanently hands the
+message to the next route; only when every route has failed is the attempt marked failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from warnd.channels import Channel, Outbound
+from warnd.channels.delivery import DeliveryResult, deliver
+from warnd.channels.ratelimit import Limiter
+from warnd.directory import Directory
+from warnd.engine.outbox import Claimed
+
+DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    ok: bool
+    channel: str | None
+    kind: str | None
+    permanent: bool
+    error: str | None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        limiters: Mapping[str, Limiter],
+        *,
+        deadline_s: float = 60.0,
+        link_base: str | None = None,
+    ) -> None:
+        self.channels = dict(channels)
+        self.limiters = dict(limiters)
+        self.deadline_s = deadline_s
+        self.link_base = link_base.rstrip("/") if link_base else None
+
+    def routes(self, purpose: str, preference: tuple[str, ...] = ()) -> list[tuple[Channel, str]]:
+        """(channel, kind) pairs to try in order."""
+        out: list[tuple[Channel, str]] = []
+        kinds = DEFAULT_KINDS.get(purpose, ("sms",))
+        wanted = preference or kinds
+        for item in wanted:
+            if item in self.channels:  # a channel name: its best kind for this purpose
+                ch = self.channels[item]
+                for kind in kinds:
+                    if kind in ch.kinds:
+                        out.append((ch, kind))
+                        break
+            else:  # a kind: every channel carrying it, in config order
+                out.extend((ch, item) for ch in self.channels.values() if item in ch.kinds)
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for ch, kind in out:
+            if (ch.name, kind) not in seen:
+                seen.add((ch.name, kind))
+                unique.append((ch, kind))
+        return unique
+
+    async def send(self, msg: Claimed, directory: Directory | None = None) -> Sent:
+        contact = directory.contact(msg.contact) if directory is not None else None
+        preference = tuple(contact.channels) if contact is not None else ()
+        routes = self.routes(msg.purpose, preference)
+        if not routes:
+            return Sent(False, None, None, True, f"no channel carries a {msg.purpose} message")
+        link = f"{self.link_base}/a/{msg.token}" if self.link_base and msg.token else None
+        errors: list[str] = []
+        permanent = True
+        for channel, kind in routes:
+            out = Outbound(
+                id=msg.id,
+                to=msg.to,
+                kind=kind,
+                purpose=msg.purpose,
+                text=msg.text,
+                warning=msg.warning,
+                contact=msg.contact,
+                drill=msg.drill,
+                reply_code=msg.reply_code,
+                link=link,
+            )
+            result: DeliveryResult = await deliver(
+                channel, out, limiter=self.limiters[channel.name], deadline_s=self.deadline_s
+            )
+            if result.ok:
+                return Sent(True, channel.name, kind, False, None)
+            errors.append(f"{channel.name}/{kind}: {result.error}")
+            permanent = permanent and result.permanent
+        return Sent(False, None, None, permanent, "; ".join(errors))
+
+    async def aclose(self) -> None:
+        for ch in self.channels.values():
+            await ch.aclose()
