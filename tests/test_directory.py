@@ -113,9 +113,13 @@ def test_problem_without_line_renders_file_only() -> None:
 def test_kept_rows_carry_the_fix(tmp_path: Path) -> None:
     directory, _, _ = load_one(
         tmp_path,
-        row(alt="12345") + row(name="蒲市镇", rank="B", phone="13800000010", cid="c-y"),
+        row(alt="12345")
+        + row(name="蒲市镇", rank="B", phone="13800000010", cid="c-y")
+        + row("433122101000", "浦市镇", "Township", "b", "13800000011", cid="c-z"),
     )
     x, y = directory.contact("c-x"), directory.contact("c-y")
+    z = directory.contact("c-z")
+    assert z is not None and (z.division_code, z.level, z.rank) == ("433122101", "township", "B")
     assert x is not None and x.alt_phone is None  # the bad alt_phone is dropped, not guessed
     assert y is not None and y.division_name == "浦市镇"  # the first name wins
 

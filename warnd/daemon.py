@@ -25,6 +25,7 @@ from warnd.clock import Clock, SystemClock
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
 from warnd.engine.outbox import Claimed
+from warnd.engine.outbox import Outcome as OutboxOutcome
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.folder import FolderFeed
 from warnd.feeds.http import HttpFeed
@@ -32,6 +33,8 @@ from warnd.policy import Config
 from warnd.store import Store
 
 log = structlog.get_logger("warnd.daemon")
+
+MARK_BATCH = 50
 
 
 class Daemon:
@@ -212,15 +215,26 @@ class Daemon:
             await self._schedule_next()
 
     async def _send_all(self, claimed: list[Claimed]) -> None:
+        """Send concurrently (channel limiters bound it); record outcomes in small batches.
+
+        Outcomes are written every ``MARK_BATCH`` results, so a crash re-sends (under the same
+        ids) at most the messages in flight plus one unwritten batch.
+        """
         assert self.engine is not None and self.dispatcher is not None
         engine, dispatcher = self.engine, self.dispatcher
+        done: list[OutboxOutcome] = []
+
+        async def flush() -> None:
+            if done:
+                batch = done[:]
+                done.clear()
+                await engine.mark(batch)
 
         async def one(msg: Claimed) -> None:
             started = time.monotonic()
             sent = await dispatcher.send(msg, engine.ctx.directory)
             if sent.ok:
-                assert sent.channel is not None
-                await engine.mark_sent(msg.id, f"{sent.channel}/{sent.kind}")
+                done.append(OutboxOutcome(msg.id, True, f"{sent.channel}/{sent.kind}"))
                 log.info(
                     "message_sent",
                     message=msg.id,
@@ -233,9 +247,14 @@ class Daemon:
                     ms=round((time.monotonic() - started) * 1000),
                 )
             else:
-                await engine.mark_failed(msg.id, sent.error or "failed", permanent=sent.permanent)
+                done.append(
+                    OutboxOutcome(msg.id, False, None, sent.error or "failed", sent.permanent)
+                )
+            if len(done) >= MARK_BATCH:
+                await flush()
 
         await asyncio.gather(*(one(m) for m in claimed))
+        await flush()
 
     async def _schedule_next(self) -> None:
         if self.scheduler is None or self.engine is None:

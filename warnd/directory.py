@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from warnd import phone
-from warnd.division import DIRECTORY_LEVELS, Level, level_of, normalise, significant
+from warnd.division import DIRECTORY_LEVELS, LEVELS, Level, level_of, normalise, significant
 from warnd.errors import ContactsError
 
 Rank = Literal["A", "B", "duty"]
 RANKS: tuple[Rank, ...] = get_args(Rank)
 
+#: the header of contracts §1, in order; ``channels`` (e.g. ``voice;sms``) may follow
 COLUMNS: tuple[str, ...] = (
     "contact_id",
     "division_code",
@@ -38,15 +39,10 @@ COLUMNS: tuple[str, ...] = (
 )
 #: cells that may be empty; every other column of COLUMNS must have a value
 OPTIONAL_CELLS: frozenset[str] = frozenset({"role", "name", "alt_phone", "channels"})
+_RANK_CASE: dict[str, Rank] = {rank.lower(): rank for rank in RANKS}
 _REQUIRED = frozenset(COLUMNS) - OPTIONAL_CELLS
 _CODE_LENGTH: dict[str, int] = {"county": 6, "township": 9, "village": 12}
-_LEVEL_ZH: dict[str, str] = {
-    "province": "省",
-    "prefecture": "市州",
-    "county": "县",
-    "township": "乡镇",
-    "village": "村",
-}
+_LEVEL_ZH: dict[str, str] = dict(zip(LEVELS, ("省", "市州", "县", "乡镇", "村"), strict=True))
 _PROGRESS_EVERY = 2048
 
 #: progress(lines_done, lines_total): called while loading, for the CLI's progress bar
@@ -278,6 +274,7 @@ def _check_code(raw: str, level: str) -> tuple[str, Level | None]:
             f"bad_code 区划代码 (division_code) '{raw}' 是{zh}级代码，通讯录只收县、乡镇、村",
             None,
         )
+    level = level.lower()
     if level not in _CODE_LENGTH:
         return f"unknown_level 未知的级别 (level) '{level}'，应为 county、township 或 village", None
     if level != actual:
@@ -369,10 +366,16 @@ class _Reader:
             self.problem(order, file, line, kind, message)
             return
         if rank not in RANKS:
-            self.problem(
-                order, file, line, "unknown_rank", f"未知的角色 (rank) '{rank}'，应为 A、B 或 duty"
-            )
-            return
+            rank = _RANK_CASE.get(rank.lower(), rank)  # "a", "Duty": obvious, so accepted
+            if rank not in RANKS:
+                self.problem(
+                    order,
+                    file,
+                    line,
+                    "unknown_rank",
+                    f"未知的角色 (rank) '{rank}'，应为 A、B 或 duty",
+                )
+                return
         e164 = phone.normalise(raw_phone)
         if e164 is None:
             self.problem(order, file, line, "bad_phone", f"电话号码无效 (phone) '{raw_phone}'")
@@ -456,7 +459,7 @@ class _Reader:
     ) -> None:
         """A/B backups sharing a number defeat the backup: one number per division."""
         seen = self.phones.setdefault((code, number), source)
-        if seen is not source:
+        if seen is not source:  # identity: the value is our own unless the pair was seen
             self.problem(
                 order,
                 file,

@@ -27,6 +27,7 @@ from warnd.clock import ManualClock
 from warnd.directory import Directory
 from warnd.duration import parse_duration
 from warnd.engine import Context, Engine
+from warnd.engine.outbox import Outcome as SendOutcome
 from warnd.errors import InputError
 from warnd.feeds import FeedItem, Outcome
 from warnd.policy import Policy
@@ -161,8 +162,8 @@ class Simulation:
     async def _send(self, now: datetime) -> bool:
         claimed = await self.engine.claim(limit=100_000)
         rules = self.engine.ctx.rules
+        await self.engine.mark([SendOutcome(m.id, True, "drill") for m in claimed])
         for msg in claimed:
-            await self.engine.mark_sent(msg.id, "drill")
             self.sent[msg.purpose] += 1
             if msg.purpose == "call" and msg.attempt == 1 and msg.contact in self.responders:
                 after = self.responders[msg.contact]

@@ -88,11 +88,14 @@ class Engine:
         return await acks.ack_by_officer(self.ctx, **kw)  # type: ignore[arg-type]
 
     # sending
-    async def claim(self, limit: int = 200) -> list[outbox.Claimed]:
+    async def claim(self, limit: int = 500) -> list[outbox.Claimed]:
         return await outbox.claim(self.ctx, self.ctx.now(), limit)
 
     async def mark_sent(self, message_id: str, channel: str) -> None:
         await outbox.mark_sent(self.ctx, message_id, channel, self.ctx.now())
+
+    async def mark(self, outcomes: list[outbox.Outcome]) -> None:
+        await outbox.mark(self.ctx, outcomes, self.ctx.now())
 
     async def mark_failed(self, message_id: str, error: str, *, permanent: bool) -> None:
         await outbox.mark_failed(

@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
-from warnd.engine.calls import step_division
+from warnd.engine.calls import Job, run_jobs
 from warnd.engine.context import Context
-from warnd.store import chainrows
 from warnd.store.tables import Ack, Call, Division, Outbox, WarningRow
 
 log = structlog.get_logger("warnd.engine")
@@ -66,8 +65,7 @@ async def acknowledge_call(
         )
     )
     if w.state == "active" or w.state == "cancelled":
-        drow, calls = await chainrows.load(session, call.division_id)
-        await step_division(ctx, session, w, drow, calls, [ladder.Acked(call.key, source)], now)
+        await run_jobs(ctx, session, [Job(call.division_id, [ladder.Acked(call.key, source)])], now)
     log.info(
         "ack_recorded",
         warning=w.key,

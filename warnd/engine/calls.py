@@ -1,63 +1,92 @@
-"""Fires due stages and moves due calls along the ladder (the engine's timer work)."""
+"""Fires due stages and moves due calls along the ladder (the engine's timer work).
+
+Work is done in batches: a batch of divisions is loaded with one query, each is stepped
+through the pure ladder, and everything it produced is written back with bulk statements in
+the same transaction, so a crash leaves either all of a batch or none of it.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
-from warnd.engine.context import Context, carry_out, phones_for, record_event
+from warnd.engine.context import Context, carry_out, event_row, phones_for
 from warnd.store import chainrows
 from warnd.store.tables import Call, Division, Stage, WarningRow
 
 log = structlog.get_logger("warnd.engine")
 
-BATCH = 500
+BATCH = 5000
+_C = Call.__table__  # type: ignore[attr-defined]
+_D = Division.__table__  # type: ignore[attr-defined]
 
 
-async def step_division(
-    ctx: Context,
-    session: AsyncSession,
-    w: WarningRow,
-    drow: Division,
-    calls: list[Call],
-    events: list[ladder.Event],
-    now: datetime,
-) -> int:
-    """Apply events to one division inside the caller's transaction; persist and carry out."""
-    state = chainrows.to_state(drow, calls)
-    commands: list[ladder.Command] = []
-    for ev in events:
-        state, out = ladder.step(state, ev, now, ctx.rules, ctx.people)
-        commands.extend(out)
-    phones = {c.contact_id: c.phone for c in calls}
-    new_ids = [c.contact_id for c in state.calls if c.contact_id not in phones]
-    phones.update(phones_for(ctx, new_ids))
-    rows = await chainrows.save(session, drow, calls, state, phones)
-    call_ids = {k: c.id for k, c in rows.items() if c.id is not None}
-    for cmd in commands:
-        if isinstance(cmd, ladder.SendAttempt):
-            log.info(
-                "attempt_queued",
-                warning=w.key,
-                division=drow.code,
-                contact=cmd.contact_id,
-                attempt=cmd.attempt,
-                rung=cmd.rung,
-            )
-        elif cmd.type in ("escalate", "unreached", "ack"):
-            log.info(
-                cmd.type,
-                warning=w.key,
-                division=drow.code,
-                contact=cmd.contact_id,
-                **dict(cmd.data),
-            )
-    return carry_out(ctx, session, w, drow, commands, call_ids, phones, now)
+@dataclass
+class Job:
+    """Events to apply to one division, in order."""
+
+    division_id: int
+    events: list[ladder.Event] = field(default_factory=list)
+
+
+async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: datetime) -> int:
+    """Step every job's division through the ladder and persist the outcome. Returns attempts."""
+    merged: dict[int, list[ladder.Event]] = defaultdict(list)
+    for job in jobs:
+        merged[job.division_id].extend(job.events)
+    if not merged:
+        return 0
+    loaded = await chainrows.load_many(session, merged)
+    warnings: dict[int, WarningRow] = {}
+    rules, people = ctx.rules, ctx.people
+    changes = []
+    produced: list[tuple[Any, list[ladder.Command], dict[str, str]]] = []
+    for division_id, events in merged.items():
+        row, calls = loaded[division_id]
+        if row.warning_id not in warnings:
+            w = await session.get(WarningRow, row.warning_id)
+            assert w is not None
+            warnings[row.warning_id] = w
+        state = chainrows.to_state(row, calls)
+        commands: list[ladder.Command] = []
+        for ev in events:
+            state, out = ladder.step(state, ev, now, rules, people)
+            commands.extend(out)
+        phones = {c.contact_id: c.phone for c in calls}
+        missing = [c.contact_id for c in state.calls if c.contact_id not in phones]
+        if missing:
+            phones.update(phones_for(ctx, missing))
+        changes.append((row, calls, state, phones))
+        produced.append((row, commands, phones))
+    saved = await chainrows.save_many(session, changes)
+    ids: dict[int, dict[str, int]] = defaultdict(dict)
+    for (did, key), cid in saved.items():
+        ids[did][key] = cid
+    outbox: list[dict[str, Any]] = []
+    events_out: list[dict[str, Any]] = []
+    queued = 0
+    for row, commands, phones in produced:
+        w = warnings[row.warning_id]
+        queued += carry_out(ctx, w, row, commands, ids[row.id], phones, now, outbox, events_out)
+        for cmd in commands:
+            if isinstance(cmd, ladder.Record) and cmd.type in ("escalate", "unreached", "ack"):
+                log.info(
+                    cmd.type,
+                    warning=w.key,
+                    division=row.code,
+                    contact=cmd.contact_id,
+                    **{str(k): v for k, v in cmd.data},
+                )
+    await chainrows.insert_outbox(session, outbox)
+    await chainrows.insert_events(session, events_out)
+    return queued
 
 
 async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: datetime) -> int:
@@ -69,43 +98,56 @@ async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: dat
         return 0
     if w.expires_at is not None and now >= w.expires_at:
         stage.state = "expired"
-        record_event(
+        await chainrows.insert_events(
             session,
-            w,
-            now,
-            "skip",
-            contact_id=None,
-            division=None,
-            level=stage.level,
-            data={"reason": "warning expired before this stage (预警已过期)"},
+            [
+                event_row(
+                    w,
+                    now,
+                    "skip",
+                    contact_id=None,
+                    division=None,
+                    level=stage.level,
+                    data={"reason": "warning expired before this stage (预警已过期)"},
+                )
+            ],
         )
         return 0
     divisions = ctx.directory.overlapping(list(w.area), stage.level)  # type: ignore[arg-type]
-    existing = {
-        d.code: d
-        for d in (
-            await session.execute(select(Division).where(Division.warning_id == w.id))
-        ).scalars()
-    }
+    existing = dict(
+        (await session.execute(select(_D.c.code, _D.c.id).where(_D.c.warning_id == w.id))).all()
+    )
+    fresh = [d for d in divisions if d.code not in existing]
+    new_ids = await chainrows.insert_divisions(
+        session,
+        [
+            {
+                "warning_id": w.id,
+                "code": d.code,
+                "name": d.name,
+                "level": d.level,
+                "county": d.code[:6],
+                "round": 0,
+                "rung": ladder.STAGE,
+                "rung_started_at": None,
+                "reached_at": None,
+                "reached_by": None,
+                "reached_source": None,
+                "unreached_at": None,
+                "resolved_at": None,
+                "resolved_by": None,
+                "resolved_note": None,
+                "stopped": False,
+            }
+            for d in fresh
+        ],
+    )
+    existing.update({d.code: i for d, i in zip(fresh, new_ids, strict=True)})
     queued = 0
-    for d in divisions:
-        drow = existing.get(d.code)
-        if drow is None:
-            county = ctx.directory.county_of(d.code)
-            drow = Division(
-                warning_id=w.id,
-                code=d.code,
-                name=d.name,
-                level=d.level,
-                county=county.code if county else None,
-                round=0,
-            )
-            session.add(drow)
-            await session.flush()
-            calls: list[Call] = []
-        else:
-            drow, calls = await chainrows.load(session, drow.id)  # type: ignore[arg-type]
-        queued += await step_division(ctx, session, w, drow, calls, [ladder.Start()], now)
+    ids = [existing[d.code] for d in divisions]
+    for i in range(0, len(ids), BATCH):
+        jobs = [Job(did, [ladder.Start()]) for did in ids[i : i + BATCH]]
+        queued += await run_jobs(ctx, session, jobs, now)
     stage.state = "fired"
     stage.fired_at = now
     stage.divisions = [d.code for d in divisions]
@@ -123,8 +165,8 @@ async def fire_due_stages(ctx: Context, now: datetime) -> int:
                 (
                     await session.execute(
                         select(Stage)
-                        .where(Stage.state == "pending", Stage.due_at <= now)  # type: ignore[operator]
-                        .order_by(Stage.due_at, Stage.id)
+                        .where(Stage.state == "pending", Stage.due_at <= now)  # type: ignore[arg-type, operator]
+                        .order_by(Stage.due_at, Stage.id)  # type: ignore[arg-type]
                         .limit(1)
                     )
                 )
@@ -143,26 +185,15 @@ async def advance_due_calls(ctx: Context, now: datetime) -> int:
     while True:
         async with ctx.store.write() as session:
             due = (
-                (
-                    await session.execute(
-                        select(Call)
-                        .where(Call.state == "active", Call.next_due_at <= now)  # type: ignore[operator]
-                        .order_by(Call.next_due_at, Call.id)
-                        .limit(BATCH)
-                    )
+                await session.execute(
+                    select(_C.c.id, _C.c.division_id, _C.c.key)
+                    .where(_C.c.state == "active", _C.c.next_due_at <= now)
+                    .order_by(_C.c.next_due_at, _C.c.id)
+                    .limit(BATCH)
                 )
-                .scalars()
-                .all()
-            )
+            ).all()
             if not due:
                 return handled
-            keys: dict[int, list[str]] = defaultdict(list)
-            for c in due:
-                keys[c.division_id].append(c.key)
-            for division_id, call_keys in keys.items():
-                drow, calls = await chainrows.load(session, division_id)
-                w = await session.get(WarningRow, drow.warning_id)
-                assert w is not None
-                events: list[ladder.Event] = [ladder.CallDue(k) for k in call_keys]
-                await step_division(ctx, session, w, drow, calls, events, now)
+            jobs = [Job(d.division_id, [ladder.CallDue(d.key)]) for d in due]
+            await run_jobs(ctx, session, jobs, now)
             handled += len(due)

@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from warnd import division as div_codes
 from warnd.chain.ladder import STAGE, Record, Rules, SendAttempt
 from warnd.clock import Clock
@@ -18,7 +16,7 @@ from warnd.directory import Directory
 from warnd.notice import WarningFacts, call_text
 from warnd.policy import Policy
 from warnd.store import Store
-from warnd.store.tables import Division, Event, Outbox, WarningRow
+from warnd.store.tables import WarningRow
 
 
 class DirectoryPeople:
@@ -92,31 +90,6 @@ def division_name(ctx: Context, code: str, fallback: str | None = None) -> str:
     return d.name if d else (fallback or code)
 
 
-def record_event(
-    session: AsyncSession,
-    w: WarningRow,
-    at: datetime,
-    type_: str,
-    *,
-    contact_id: str | None,
-    division: str | None,
-    level: str | None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        Event(
-            warning_id=w.id,
-            at=at,
-            type=type_,
-            warning_key=w.key,
-            contact_id=contact_id,
-            division=division,
-            level=level,
-            data=dict(data or {}),
-        )
-    )
-
-
 def new_message_id() -> str:
     return uuid.uuid4().hex
 
@@ -127,16 +100,18 @@ def new_reply_code() -> str:
 
 def carry_out(
     ctx: Context,
-    session: AsyncSession,
     w: WarningRow,
-    drow: Division,
+    drow: Any,
     commands: list[Any],
     call_ids: dict[str, int],
     phones: dict[str, str],
     now: datetime,
+    outbox: list[dict[str, Any]],
+    events: list[dict[str, Any]],
 ) -> int:
-    """Turn the ladder's commands into outbox rows and history events. Returns attempts queued."""
+    """Turn the ladder's commands into outbox and event rows (appended). Returns attempts."""
     queued = 0
+    wf = facts(w)
     for cmd in commands:
         if isinstance(cmd, SendAttempt):
             on_behalf = drow.name if cmd.rung in ("superior", "duty") else None
@@ -144,7 +119,7 @@ def carry_out(
             code = new_reply_code()
             link = f"{ctx.public_url.rstrip('/')}/a/{token}" if ctx.public_url and token else None
             text = call_text(
-                facts(w),
+                wf,
                 division_name=drow.name,
                 rung=cmd.rung,
                 attempt=cmd.attempt,
@@ -153,37 +128,95 @@ def carry_out(
                 tz=ctx.tz,
                 on_behalf_of=on_behalf,
             )
-            assert w.id is not None
-            session.add(
-                Outbox(
-                    id=new_message_id(),
-                    warning_id=w.id,
-                    call_id=call_ids[cmd.call_key],
+            outbox.append(
+                outbox_row(
+                    w,
                     contact_id=cmd.contact_id,
                     to=phones.get(cmd.contact_id, ""),
                     purpose="call",
+                    text=text,
+                    now=now,
+                    call_id=call_ids[cmd.call_key],
                     attempt=cmd.attempt,
                     rung=cmd.rung,
-                    text=text,
-                    due_at=now,
                     reply_code=code,
                     token=token,
-                    drill=w.drill,
                 )
             )
             queued += 1
         elif isinstance(cmd, Record):
-            record_event(
-                session,
-                w,
-                now,
-                cmd.type,
-                contact_id=cmd.contact_id,
-                division=drow.code,
-                level=drow.level,
-                data=dict(cmd.data),
+            events.append(
+                event_row(
+                    w,
+                    now,
+                    cmd.type,
+                    contact_id=cmd.contact_id,
+                    division=drow.code,
+                    level=drow.level,
+                    data=dict(cmd.data),
+                )
             )
     return queued
+
+
+def outbox_row(
+    w: WarningRow,
+    *,
+    contact_id: str,
+    to: str,
+    purpose: str,
+    text: str,
+    now: datetime,
+    call_id: int | None = None,
+    attempt: int | None = None,
+    rung: str | None = None,
+    reply_code: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": new_message_id(),
+        "warning_id": w.id,
+        "call_id": call_id,
+        "contact_id": contact_id,
+        "to": to,
+        "purpose": purpose,
+        "attempt": attempt,
+        "rung": rung,
+        "text": text,
+        "due_at": now,
+        "state": "pending",
+        "tries": 0,
+        "channel": None,
+        "error": None,
+        "lease_until": None,
+        "claimed_by": None,
+        "sent_at": None,
+        "reply_code": reply_code,
+        "token": token,
+        "drill": w.drill,
+    }
+
+
+def event_row(
+    w: WarningRow,
+    at: datetime,
+    type_: str,
+    *,
+    contact_id: str | None,
+    division: str | None,
+    level: str | None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "warning_id": w.id,
+        "at": at,
+        "type": type_,
+        "warning_key": w.key,
+        "contact_id": contact_id,
+        "division": division,
+        "level": level,
+        "data": dict(data or {}),
+    }
 
 
 def phones_for(ctx: Context, contact_ids: list[str] | tuple[str, ...]) -> dict[str, str]:

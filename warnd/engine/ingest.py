@@ -13,8 +13,8 @@ from warnd.cap import Alert
 from warnd.chain import ladder
 from warnd.chain.plan import plan, severity_rank, stage_due
 from warnd.division import overlaps
-from warnd.engine.calls import step_division
-from warnd.engine.context import Context, facts, new_message_id, record_event
+from warnd.engine.calls import Job, run_jobs
+from warnd.engine.context import Context, event_row, facts, outbox_row
 from warnd.errors import CapError
 from warnd.feeds import FeedItem, IngestResult, Outcome
 from warnd.notice import lift_text, update_text
@@ -143,8 +143,7 @@ async def _new_warning(
     else:
         await _plan_stages(ctx, session, w, alert, now)
     if w.state == "skipped":
-        record_event(
-            session,
+        skip = event_row(
             w,
             now,
             "skip",
@@ -153,6 +152,7 @@ async def _new_warning(
             level=None,
             data={"reason": w.reason, "code": w.reason_code},
         )
+        await chainrows.insert_events(session, [skip])
     return w
 
 
@@ -196,27 +196,25 @@ async def notified_contacts(session: AsyncSession, w: WarningRow) -> list[tuple[
     return list(seen.items())
 
 
-def _notice(
-    session: AsyncSession,
-    w: WarningRow,
-    contact_id: str,
-    phone: str,
-    purpose: str,
-    text: str,
-    now: datetime,
+async def _notify_all(
+    session: AsyncSession, w: WarningRow, purpose: str, event: str, text: str, now: datetime
 ) -> None:
-    assert w.id is not None
-    session.add(
-        Outbox(
-            id=new_message_id(),
-            warning_id=w.id,
-            contact_id=contact_id,
-            to=phone,
-            purpose=purpose,
-            text=text,
-            due_at=now,
-            drill=w.drill,
-        )
+    """An update or lift notice to everyone notified so far, and its history events."""
+    people = await notified_contacts(session, w)
+    await chainrows.insert_outbox(
+        session,
+        [
+            outbox_row(w, contact_id=cid, to=phone, purpose=purpose, text=text, now=now)
+            for cid, phone in people
+        ],
+    )
+    data = {"severity": w.severity} if event == "update" else {}
+    await chainrows.insert_events(
+        session,
+        [
+            event_row(w, now, event, contact_id=cid, division=None, level=None, data=data)
+            for cid, _phone in people
+        ],
     )
 
 
@@ -224,55 +222,32 @@ async def _update(
     ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
 ) -> None:
     """Re-time and re-target unfired stages; tell the notified; re-call on a severity rise."""
-    if w.state in ("cancelled",):
+    if w.state == "cancelled":
         w.note = ((w.note or "") + " update after cancel ignored (解除后的更新已忽略)").strip()
         return
     rose = severity_rank(alert.severity) > severity_rank(w.severity)
     _apply_facts(w, alert, now)
     if w.state == "skipped":
-        await _plan_stages(ctx, session, w, alert, now)  # may qualify now
+        await _plan_stages(ctx, session, w, alert, now)  # it may qualify now
         return
     assert w.reference_at is not None
-    stages = (
-        (
-            await session.execute(
-                select(Stage).where(Stage.warning_id == w.id, Stage.state == "pending")
-            )
-        )
-        .scalars()
-        .all()
-    )
-
-    for st in stages:
+    pending = select(Stage).where(Stage.warning_id == w.id, Stage.state == "pending")
+    for st in (await session.execute(pending)).scalars():
         st.due_at, _late = stage_due(w.reference_at, timedelta(seconds=st.lead_s), now)
-    text = update_text(facts(w), tz=ctx.tz)
-    for cid, phone in await notified_contacts(session, w):
-        _notice(session, w, cid, phone, "update", text, now)
-        record_event(
-            session,
-            w,
-            now,
-            "update",
-            contact_id=cid,
-            division=None,
-            level=None,
-            data={"severity": w.severity},
-        )
+    await _notify_all(session, w, "update", "update", update_text(facts(w), tz=ctx.tz), now)
     if rose:
-        rows = (
-            (
-                await session.execute(
-                    select(Division).where(Division.warning_id == w.id, Division.stopped == False)  # noqa: E712
-                )
+        rows = await session.execute(
+            select(Division.id, Division.code).where(
+                Division.warning_id == w.id,
+                Division.stopped == False,  # noqa: E712
             )
-            .scalars()
-            .all()
         )
-        for drow in rows:
-            if any(overlaps(code, drow.code) for code in w.area):
-                assert drow.id is not None
-                drow, calls = await chainrows.load(session, drow.id)
-                await step_division(ctx, session, w, drow, calls, [ladder.Start()], now)
+        jobs = [
+            Job(did, [ladder.Start()])
+            for did, code in rows
+            if any(overlaps(a, code) for a in w.area)
+        ]
+        await run_jobs(ctx, session, jobs, now)
     log.info("warning_updated", warning=w.key, severity=w.severity, rose=rose)
 
 
@@ -291,13 +266,8 @@ async def _cancel(
     )
     if not was_active:
         return
-    rows = (
-        (await session.execute(select(Division).where(Division.warning_id == w.id))).scalars().all()
-    )
-    for drow in rows:
-        assert drow.id is not None
-        drow, calls = await chainrows.load(session, drow.id)
-        await step_division(ctx, session, w, drow, calls, [ladder.Stop()], now)
+    ids = (await session.execute(select(Division.id).where(Division.warning_id == w.id))).scalars()
+    await run_jobs(ctx, session, [Job(did, [ladder.Stop()]) for did in ids], now)
     await session.execute(
         update(Outbox)
         .where(
@@ -307,8 +277,5 @@ async def _cancel(
         )
         .values(state="cancelled")
     )
-    text = lift_text(facts(w), tz=ctx.tz)
-    for cid, phone in await notified_contacts(session, w):
-        _notice(session, w, cid, phone, "lift", text, now)
-        record_event(session, w, now, "cancel", contact_id=cid, division=None, level=None)
+    await _notify_all(session, w, "lift", "cancel", lift_text(facts(w), tz=ctx.tz), now)
     log.info("warning_cancelled", warning=w.key)
