@@ -50,17 +50,21 @@ class FileClock:
 
     Only ``warnd serve --clock-file`` uses it (crash tests, live rehearsals); the file is re-read
     when it changes. A missing or unreadable file is an error: a daemon must not guess the time.
+    Writers should replace the file atomically (write a temporary file, then rename it).
     """
 
     def __init__(self, path: str) -> None:
         from pathlib import Path
 
         self.path = Path(path)
-        self._stamp: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._now: datetime | None = None
 
     def now(self) -> datetime:
-        stamp = self.path.stat().st_mtime_ns
+        st = self.path.stat()
+        # The mtime alone misses a rewrite within the file system's timestamp granularity
+        # (a jiffy on many kernels); a rename gives a new inode, a rewrite usually a new size.
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp or self._now is None:
             value = datetime.fromisoformat(self.path.read_text(encoding="utf-8").strip())
             if value.tzinfo is None:

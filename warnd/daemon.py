@@ -34,7 +34,7 @@ from warnd.store import Store
 
 log = structlog.get_logger("warnd.daemon")
 
-MARK_BATCH = 50
+MARK_BATCH = 200
 
 
 class Daemon:
@@ -61,6 +61,7 @@ class Daemon:
         self.bound_port: int | None = None
         self._wake_lock = asyncio.Lock()
         self._wake_again = False
+        self._background: set[asyncio.Task[None]] = set()
         self.started_at: datetime | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -151,6 +152,9 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -196,7 +200,16 @@ class Daemon:
         if self._wake_lock.locked():
             self._wake_again = True
         else:
-            asyncio.get_running_loop().create_task(self.wake())
+            # Keep a reference: the event loop holds tasks only weakly, and ``stop`` must not
+            # leave a wake running against a closed store.
+            task = asyncio.get_running_loop().create_task(self.wake())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait until the wakes started by new input (``_wake_soon``) have finished."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def wake(self) -> None:
         """Do all work that is due now: fire stages, advance calls, send the outbox."""
@@ -208,11 +221,13 @@ class Daemon:
                 claimed = await self.engine.claim()
                 if claimed:
                     await self._send_all(claimed)
-                if not (
-                    claimed or report.stages_fired or report.calls_advanced or self._wake_again
-                ):
+                if claimed or report.stages_fired or report.calls_advanced or self._wake_again:
+                    continue
+                await self._schedule_next()
+                # New input that arrived while the next wake was being scheduled would
+                # otherwise wait for the safety tick: go round once more.
+                if not self._wake_again:
                     break
-            await self._schedule_next()
 
     async def _send_all(self, claimed: list[Claimed]) -> None:
         """Send concurrently (channel limiters bound it); record outcomes in small batches.

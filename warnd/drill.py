@@ -13,6 +13,7 @@ import io
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from warnd import cap
 from warnd.cap import Alert
@@ -201,7 +203,8 @@ async def report(store: Store, tz: Any = None) -> dict[str, Any]:
     """The contract's report: events in time order (shown in ``tz``), and a summary."""
     tz = tz or ZoneInfo("Asia/Shanghai")
     async with store.read() as s:
-        rows = (await s.execute(select(Event).order_by(Event.at, Event.id))).scalars().all()
+        q = select(Event).order_by(col(Event.at), col(Event.id))
+        rows = (await s.execute(q)).scalars().all()
         warnings = (await s.execute(select(WarningRow))).scalars().all()
     events: list[dict[str, Any]] = []
     for e in rows:
@@ -218,7 +221,7 @@ async def report(store: Store, tz: Any = None) -> dict[str, Any]:
     return {"events": events, "summary": summarise(events, warnings)}
 
 
-def summarise(events: list[dict[str, Any]], warnings: list[WarningRow]) -> dict[str, Any]:
+def summarise(events: list[dict[str, Any]], warnings: Sequence[WarningRow]) -> dict[str, Any]:
     by_type = Counter(e["type"] for e in events)
     notify = [e for e in events if e["type"] == "notify"]
     acks = [e for e in events if e["type"] == "ack"]

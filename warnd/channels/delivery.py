@@ -71,17 +71,30 @@ async def deliver(
         error = f"channel {channel.name} does not carry {msg.kind}"
         return DeliveryResult(ok=False, permanent=True, tries=0, error=error)
     start = now()
-    tries = 0
+    tries = 1
+    try:  # the common case, without building a retry loop for every message
+        async with limiter.slot():
+            await channel.send(msg)
+        return DeliveryResult(ok=True, permanent=False, tries=1, error=None)
+    except TransientError as exc:
+        if backoff.max_tries <= 1 or now() - start + backoff.wait(1, rng) > deadline_s:
+            return _failed(channel, msg, exc, tries)
+        await sleep(backoff.wait(1, rng))
+    except DeliveryError as exc:
+        return _failed(channel, msg, exc, tries)
+    except Exception as exc:  # a bug in one channel must not stop the dispatcher
+        _log.exception("channel crashed", channel=channel.name, id=msg.id)
+        return DeliveryResult(False, True, tries, f"{type(exc).__name__}: {exc}")
 
     def give_up(state: RetryCallState) -> bool:
-        if state.attempt_number >= backoff.max_tries:
+        if state.attempt_number + 1 >= backoff.max_tries:
             return True
         return now() - start + state.upcoming_sleep > deadline_s
 
     retrying = AsyncRetrying(
         sleep=cast(Any, sleep),
         retry=retry_if_exception_type(TransientError),
-        wait=lambda state: backoff.wait(state.attempt_number, rng),
+        wait=lambda state: backoff.wait(state.attempt_number + 1, rng),
         stop=give_up,
         reraise=True,
     )
@@ -92,17 +105,21 @@ async def deliver(
                 async with limiter.slot():
                     await channel.send(msg)
     except DeliveryError as exc:
-        permanent = isinstance(exc, PermanentError)
-        _log.warning(
-            "delivery failed",
-            channel=channel.name,
-            id=msg.id,
-            tries=tries,
-            permanent=permanent,
-            error=str(exc),
-        )
-        return DeliveryResult(False, permanent, tries, str(exc), exc.status)
+        return _failed(channel, msg, exc, tries)
     except Exception as exc:  # a bug in one channel must not stop the dispatcher
         _log.exception("channel crashed", channel=channel.name, id=msg.id)
         return DeliveryResult(False, True, tries, f"{type(exc).__name__}: {exc}")
     return DeliveryResult(ok=True, permanent=False, tries=tries, error=None)
+
+
+def _failed(channel: Channel, msg: Outbound, exc: DeliveryError, tries: int) -> DeliveryResult:
+    permanent = isinstance(exc, PermanentError)
+    _log.warning(
+        "delivery failed",
+        channel=channel.name,
+        id=msg.id,
+        tries=tries,
+        permanent=permanent,
+        error=str(exc),
+    )
+    return DeliveryResult(False, permanent, tries, str(exc), exc.status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +16,6 @@ from warnd.cli.common import (
     config_option,
     contacts_path,
     emit_json,
-    fail,
     guarded,
     json_option,
     load,
@@ -47,13 +45,12 @@ def inspect_cmd(files: tuple[str, ...], config_path: str | None, as_json: bool) 
     results: list[dict[str, Any]] = []
     for name in files:
         try:
-            data = Path(name).read_bytes()
-            alert = cap.parse(data, source=name)
+            # parse_file reads at most MAX_BYTES + 1 bytes: `inspect /dev/zero` is refused, not
+            # read until memory runs out; unreadable files come back as a CapError naming them
+            alert = cap.parse_file(name)
             item: dict[str, Any] = {"file": name, "ok": True, **cap.summary(alert)}
         except CapError as exc:
             item = {"file": name, "ok": False, "error": str(exc)}
-        except OSError as exc:
-            item = {"file": name, "ok": False, "error": f"{name}: cannot read: {exc.strerror}"}
         results.append(item)
         if as_json:
             emit_json(item)
@@ -122,15 +119,12 @@ def plan_cmd(
     policy = config.policy if config else Policy.default()
     tz = config.tz if config else _default_tz()
     path = contacts_path(contacts, config)
-    try:
-        data = Path(cap_file).read_bytes()
-    except OSError as exc:
-        fail(f"{cap_file}: cannot read: {exc.strerror}")
-    alert = cap.parse(data, source=cap_file)
+    # cheap checks first: a bad --at or CAP file is reported before a province directory loads
+    arrival = parse_time(at, tz) if at else SystemClock().now().astimezone(tz)
+    alert = cap.parse_file(cap_file)  # bounded read; CapError (one line, exit 2) when unreadable
     directory_, problems = directory.load(path)
     for prob in problems:
         click.echo(f"warnd: 通讯录问题 {prob}", err=True)
-    arrival = parse_time(at, tz) if at else SystemClock().now().astimezone(tz)
     p = plan(alert, directory_, policy, arrival)
     if as_json:
         emit_json(plan_json(alert, p))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from warnd.engine import acks, calls, ingest, outbox
 from warnd.engine.context import Context
@@ -44,24 +45,26 @@ class Engine:
             candidates = [
                 (
                     await s.execute(
-                        select(func.min(Stage.due_at))
-                        .join(WarningRow, WarningRow.id == Stage.warning_id)
-                        .where(Stage.state == "pending", WarningRow.state == "active")
+                        select(func.min(col(Stage.due_at)))
+                        .join(WarningRow, col(WarningRow.id) == col(Stage.warning_id))
+                        .where(col(Stage.state) == "pending", col(WarningRow.state) == "active")
                     )
                 ).scalar(),
                 (
                     await s.execute(
-                        select(func.min(Call.next_due_at)).where(Call.state == "active")
+                        select(func.min(col(Call.next_due_at))).where(col(Call.state) == "active")
                     )
                 ).scalar(),
                 (
                     await s.execute(
-                        select(func.min(Outbox.due_at)).where(Outbox.state == "pending")
+                        select(func.min(col(Outbox.due_at))).where(col(Outbox.state) == "pending")
                     )
                 ).scalar(),
                 (
                     await s.execute(
-                        select(func.min(Outbox.lease_until)).where(Outbox.state == "sending")
+                        select(func.min(col(Outbox.lease_until))).where(
+                            col(Outbox.state) == "sending"
+                        )
                     )
                 ).scalar(),
             ]
@@ -84,8 +87,18 @@ class Engine:
     async def ack_message(self, message_id: str, source: str) -> acks.AckResult:
         return await acks.ack_message(self.ctx, message_id, source=source)
 
-    async def ack_by_officer(self, **kw: object) -> acks.AckResult:
-        return await acks.ack_by_officer(self.ctx, **kw)  # type: ignore[arg-type]
+    async def ack_by_officer(
+        self,
+        *,
+        warning: str,
+        contact_id: str | None,
+        division: str | None,
+        by: str,
+        note: str | None,
+    ) -> acks.AckResult:
+        return await acks.ack_by_officer(
+            self.ctx, warning=warning, contact_id=contact_id, division=division, by=by, note=note
+        )
 
     # sending
     async def claim(self, limit: int = 500) -> list[outbox.Claimed]:

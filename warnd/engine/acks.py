@@ -13,6 +13,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from warnd.chain import ladder
 from warnd.engine.calls import Job, run_jobs
@@ -45,7 +46,9 @@ async def acknowledge_call(
 ) -> AckResult:
     w = await session.get(WarningRow, call.warning_id)
     assert w is not None and call.id is not None
-    existing = (await session.execute(select(Ack.id).where(Ack.dedupe_key == dedupe_key))).first()
+    existing = (
+        await session.execute(select(col(Ack.id)).where(col(Ack.dedupe_key) == dedupe_key))
+    ).first()
     if existing is not None:
         return AckResult(True, "已确认（重复）", w.key, call.contact_id, duplicate=True)
     late = call.state != "active"
@@ -109,7 +112,9 @@ async def ack_message(
 
 async def ack_token(ctx: Context, token: str) -> AckResult:
     async with ctx.store.read() as session:
-        row = (await session.execute(select(Outbox.id).where(Outbox.token == token))).first()
+        row = (
+            await session.execute(select(col(Outbox.id)).where(col(Outbox.token) == token))
+        ).first()
     if row is None:
         return AckResult(False, "链接无效或已过期 (unknown link)")
     return await ack_message(ctx, row[0], source="link", dedupe_key=f"link:{row[0]}")
@@ -118,7 +123,9 @@ async def ack_token(ctx: Context, token: str) -> AckResult:
 async def describe_token(ctx: Context, token: str) -> str | None:
     """The text of the message a confirmation link belongs to (for the GET page)."""
     async with ctx.store.read() as session:
-        row = (await session.execute(select(Outbox.text).where(Outbox.token == token))).first()
+        row = (
+            await session.execute(select(col(Outbox.text)).where(col(Outbox.token) == token))
+        ).first()
     return row[0] if row else None
 
 
@@ -132,14 +139,14 @@ async def ack_reply(
     body = text.strip()
     async with ctx.store.read() as session:
         q = (
-            select(Outbox.id, Outbox.reply_code)
+            select(col(Outbox.id), col(Outbox.reply_code))
             .where(
-                Outbox.to == phone,
-                Outbox.purpose == "call",
-                Outbox.state.in_(("sent", "sending")),  # type: ignore[attr-defined]
+                col(Outbox.to) == phone,
+                col(Outbox.purpose) == "call",
+                col(Outbox.state).in_(("sent", "sending")),
             )
-            .order_by(Outbox.due_at.desc(), Outbox.id.desc())
-        )  # type: ignore[union-attr, attr-defined]
+            .order_by(col(Outbox.due_at).desc(), col(Outbox.id).desc())
+        )
         candidates = (await session.execute(q.limit(200))).all()
     if not candidates:
         return AckResult(False, "该号码没有待确认的呼叫 (no open call for this number)")
@@ -184,15 +191,15 @@ async def ack_by_officer(
         w = await find_warning(session, warning)
         if w is None:
             return AckResult(False, f"未找到预警 {warning} (unknown or ambiguous warning)")
-        q = select(Call).where(Call.warning_id == w.id)
+        q = select(Call).where(col(Call.warning_id) == w.id)
         if contact_id:
-            q = q.where(Call.contact_id == contact_id)
+            q = q.where(col(Call.contact_id) == contact_id)
         if division:
             drow = (
                 (
                     await session.execute(
                         select(Division).where(
-                            Division.warning_id == w.id, Division.code == division
+                            col(Division.warning_id) == w.id, col(Division.code) == division
                         )
                     )
                 )
@@ -201,12 +208,12 @@ async def ack_by_officer(
             )
             if drow is None:
                 return AckResult(False, f"预警 {w.key} 不涉及区划 {division}")
-            q = q.where(Call.division_id == drow.id)
+            q = q.where(col(Call.division_id) == drow.id)
         calls = (
-            (await session.execute(q.order_by(Call.start_at.desc(), Call.id.desc())))
+            (await session.execute(q.order_by(col(Call.start_at).desc(), col(Call.id).desc())))
             .scalars()
             .all()
-        )  # type: ignore[union-attr, attr-defined]
+        )
         if not calls:
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
         call = next((c for c in calls if c.state == "active"), calls[0])
@@ -230,12 +237,18 @@ async def ack_by_officer(
 
 async def find_warning(session: AsyncSession, key: str) -> WarningRow | None:
     """A warning by key or by a unique prefix of its identifier."""
-    exact = (await session.execute(select(WarningRow).where(WarningRow.key == key))).scalars().all()
+    exact = (
+        (await session.execute(select(WarningRow).where(col(WarningRow.key) == key)))
+        .scalars()
+        .all()
+    )
     if len(exact) == 1:
         return exact[0]
     like = (
         (
-            await session.execute(select(WarningRow).where(WarningRow.key.startswith(key)).limit(2))  # type: ignore[attr-defined]
+            await session.execute(
+                select(WarningRow).where(col(WarningRow.key).startswith(key)).limit(2)
+            )
         )
         .scalars()
         .all()

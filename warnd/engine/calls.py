@@ -142,7 +142,7 @@ async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: dat
             for d in fresh
         ],
     )
-    existing.update({d.code: i for d, i in zip(fresh, new_ids, strict=True)})
+    existing.update(new_ids)
     queued = 0
     ids = [existing[d.code] for d in divisions]
     for i in range(0, len(ids), BATCH):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from warnd import cap
 from warnd.cap import Alert
@@ -40,10 +41,10 @@ async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> I
     async with ctx.store.write() as session:
         dup = (
             await session.execute(
-                select(Message.id).where(
-                    Message.sender == alert.sender,
-                    Message.identifier == alert.identifier,
-                    Message.sent_utc == sent_utc,
+                select(col(Message.id)).where(
+                    col(Message.sender) == alert.sender,
+                    col(Message.identifier) == alert.identifier,
+                    col(Message.sent_utc) == sent_utc,
                 )
             )
         ).first()
@@ -95,8 +96,8 @@ async def _find_referenced(
         wid = (
             (
                 await session.execute(
-                    select(Message.warning_id).where(
-                        Message.sender == ref.sender, Message.identifier == ref.identifier
+                    select(col(Message.warning_id)).where(
+                        col(Message.sender) == ref.sender, col(Message.identifier) == ref.identifier
                     )
                 )
             )
@@ -181,13 +182,13 @@ async def notified_contacts(session: AsyncSession, w: WarningRow) -> list[tuple[
     """(contact_id, phone) of everyone who has been sent a call for this warning so far."""
     rows = (
         await session.execute(
-            select(Outbox.contact_id, Outbox.to)
+            select(col(Outbox.contact_id), col(Outbox.to))
             .where(
-                Outbox.warning_id == w.id,
-                Outbox.purpose == "call",
-                Outbox.state.in_(("sent", "sending")),
-            )  # type: ignore[attr-defined]
-            .order_by(Outbox.due_at, Outbox.id)
+                col(Outbox.warning_id) == w.id,
+                col(Outbox.purpose) == "call",
+                col(Outbox.state).in_(("sent", "sending")),
+            )
+            .order_by(col(Outbox.due_at), col(Outbox.id))
         )
     ).all()
     seen: dict[str, str] = {}
@@ -231,21 +232,21 @@ async def _update(
         await _plan_stages(ctx, session, w, alert, now)  # it may qualify now
         return
     assert w.reference_at is not None
-    pending = select(Stage).where(Stage.warning_id == w.id, Stage.state == "pending")
+    pending = select(Stage).where(col(Stage.warning_id) == w.id, col(Stage.state) == "pending")
     for st in (await session.execute(pending)).scalars():
         st.due_at, _late = stage_due(w.reference_at, timedelta(seconds=st.lead_s), now)
     await _notify_all(session, w, "update", "update", update_text(facts(w), tz=ctx.tz), now)
     if rose:
         rows = await session.execute(
-            select(Division.id, Division.code).where(
-                Division.warning_id == w.id,
-                Division.stopped == False,  # noqa: E712
+            select(col(Division.id), col(Division.code)).where(
+                col(Division.warning_id) == w.id,
+                col(Division.stopped) == False,  # noqa: E712
             )
         )
         jobs = [
-            Job(did, [ladder.Start()])
+            Job(int(did), [ladder.Start()])
             for did, code in rows
-            if any(overlaps(a, code) for a in w.area)
+            if did is not None and any(overlaps(a, code) for a in w.area)
         ]
         await run_jobs(ctx, session, jobs, now)
     log.info("warning_updated", warning=w.key, severity=w.severity, rose=rose)
@@ -261,19 +262,23 @@ async def _cancel(
     w.state, w.updated_at = "cancelled", now
     await session.execute(
         update(Stage)
-        .where(Stage.warning_id == w.id, Stage.state == "pending")  # type: ignore[arg-type]
+        .where(col(Stage.warning_id) == w.id, col(Stage.state) == "pending")
         .values(state="cancelled")
     )
     if not was_active:
         return
-    ids = (await session.execute(select(Division.id).where(Division.warning_id == w.id))).scalars()
-    await run_jobs(ctx, session, [Job(did, [ladder.Stop()]) for did in ids], now)
+    ids = (
+        await session.execute(select(col(Division.id)).where(col(Division.warning_id) == w.id))
+    ).scalars()
+    await run_jobs(
+        ctx, session, [Job(int(did), [ladder.Stop()]) for did in ids if did is not None], now
+    )
     await session.execute(
         update(Outbox)
         .where(
-            Outbox.warning_id == w.id,
-            Outbox.purpose == "call",  # type: ignore[arg-type]
-            Outbox.state == "pending",
+            col(Outbox.warning_id) == w.id,
+            col(Outbox.purpose) == "call",
+            col(Outbox.state) == "pending",
         )
         .values(state="cancelled")
     )

@@ -63,13 +63,16 @@ async def load_many(
     return out
 
 
-async def insert_divisions(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+async def insert_divisions(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert division rows of one warning; returns their ids by code.
+
+    RETURNING is matched by code, not by order: asking the driver to keep parameter order
+    makes bulk inserts several times slower.
+    """
     if not rows:
-        return []
-    result = await session.execute(
-        insert(_D).returning(_D.c.id, sort_by_parameter_order=True), rows
-    )
-    return [r.id for r in result]
+        return {}
+    result = await session.execute(insert(_D).returning(_D.c.id, _D.c.code), rows)
+    return {r.code: r.id for r in result}
 
 
 async def save_many(
@@ -119,7 +122,7 @@ async def save_many(
     for i in range(0, len(call_inserts), 5000):
         part = call_inserts[i : i + 5000]
         result = await session.execute(
-            insert(_C).returning(_C.c.id, _C.c.division_id, _C.c.key, sort_by_parameter_order=True),
+            insert(_C).returning(_C.c.id, _C.c.division_id, _C.c.key),
             part,
         )
         for r in result:
