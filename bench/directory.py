@@ -1,6 +1,6 @@
 """Province-scale contacts directory: load time and memory, ``overlapping()``, and ``plan()``.
 
-Run: ``.venv/bin/python bench/directory.py`` (about two minutes on 2 shared cores).
+Run: ``.venv/bin/python bench/directory.py`` (about 45 s on 2 shared cores).
 
 Generates a Hunan-sized directory with ``tests/directory_gen.py`` (122 counties, 1,464
 townships, 24,888 villages, 253,760 rows in 122 files), then prints:

@@ -12,7 +12,9 @@ headers, when it arrived, what it answered) and can misbehave on demand:
   every later request waiting until ``release()`` — requests are received and recorded but
   never answered, exactly what a sender sees when it dies mid-send;
 - ``down()`` / ``up()``: close the listening socket (connection refused) and open it again on
-  the same port.
+  the same port;
+- ``on_count(n, fn)``: call ``fn(receipt)`` the moment request number ``n`` arrives, before it
+  is answered (e.g. to SIGKILL the sender at an exact point of a fan-out).
 
 Waiting is always bounded: ``wait_for(count)`` polls the observable count with a timeout.
 Used in-process by tests/test_daemon.py and as the gateway of the daemon subprocess in
@@ -87,6 +89,7 @@ class GatewayFake:
         self._fail_next: list[int] = []
         self._scripts: list[_Script] = []
         self._hold_after: int | None = None
+        self._triggers: dict[int, Callable[[Receipt], object]] = {}
         self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -132,6 +135,9 @@ class GatewayFake:
 
     def script(self, pred: Predicate, *statuses: int) -> None:
         self._scripts.append(_Script(pred, list(statuses)))
+
+    def on_count(self, n: int, fn: Callable[[Receipt], object]) -> None:
+        self._triggers[n] = fn
 
     def reset(self) -> None:
         """Forget every failure mode: answer 200 from now on (receipts are kept)."""
@@ -224,6 +230,9 @@ class GatewayFake:
             virtual=self._now() if self._now else None,
         )
         self.receipts.append(receipt)
+        trigger = self._triggers.pop(receipt.n, None)
+        if trigger is not None:
+            trigger(receipt)
         if self._hold_after is not None and receipt.n > self._hold_after:
             await self._released.wait()
         if self.latency:

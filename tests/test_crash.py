@@ -12,6 +12,7 @@ due work at the current file-clock time), in bounded polling loops; see docs/tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -125,9 +126,16 @@ class Run:
             await asyncio.sleep(0.05)
         raise AssertionError(f"no daemon_started within {timeout}s: {log.read_text()[-2000:]}")
 
-    async def kill(self) -> Kill:
+    def sigkill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+
+    async def kill(self) -> Kill:
+        """SIGKILL (unless a gateway trigger already did), then what was in flight."""
+        assert self.proc is not None
+        self.sigkill()
         await asyncio.wait_for(self.proc.wait(), 10)
         assert self.proc.returncode == -signal.SIGKILL
         received = self.gateway.count
@@ -321,6 +329,7 @@ async def _scenario(run: Run) -> None:
     stage_ids = {r["id"] for r in run.rows("SELECT id FROM outbox WHERE attempt = 1")}
     assert stage_ids - {r.id for r in gw.receipts} == set(), "every first attempt went out"
     wave_start = gw.count
+    gw.on_count(wave_start + 15, lambda _r: run.sigkill())  # killed at the 15th redial
     run.set_clock(T0 + WINDOW)
     await gw.wait_for(wave_start + 15)
     k3 = await run.kill()

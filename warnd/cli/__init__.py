@@ -28,7 +28,7 @@ def main(log_level: str, log_json: bool | None) -> None:
 
 def _register() -> None:
     """Import the command modules so that they attach themselves to ``main``."""
-    from warnd.cli import contacts, drill, inspect, serve  # noqa: F401
+    from warnd.cli import ack, contacts, drill, inspect, serve  # noqa: F401
 
 
 _register()
