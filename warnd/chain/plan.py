@@ -24,9 +24,8 @@ class Decision:
     """Whether a warning dispatches at all, and why not."""
 
     dispatch: bool
-    code: str | None = (
-        None  # expired | below_threshold | not_a_warning | cancel | no_area | no_division
-    )
+    #: expired | below_threshold | not_a_warning | cancel | no_area | no_division
+    code: str | None = None
     reason: str | None = None
 
 
@@ -93,7 +92,10 @@ def decide(alert: Alert, policy: Policy, arrival: datetime) -> Decision:
             f"below min_severity (低于触发级别): {alert.severity} < {policy.min_severity}",
         )
     if not alert.geocodes:
-        return Decision(False, "no_area", "no division code in the area (预警区域无行政区划代码)")
+        codes = ", ".join(alert.unmatched_geocodes) or "none"
+        return Decision(
+            False, "no_area", f"no division code in the area (预警区域无行政区划代码): {codes}"
+        )
     return Decision(True)
 
 
