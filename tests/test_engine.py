@@ -29,11 +29,11 @@ ID = "43312241600000_20250614080000"
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, url: str | None = None) -> None:
         self.tmp = tmp
         write_contacts(tmp / "contacts", county_rows(townships=1, villages=1))
         self.directory, _ = directory.load(tmp / "contacts")
-        self.url = f"sqlite:///{tmp / 'warnd.db'}"
+        self.url = url or f"sqlite:///{tmp / 'warnd.db'}"
         self.clock = ManualClock(T0)
         self.store: Store | None = None
         self.engine: Engine | None = None
@@ -73,8 +73,9 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
+async def rig(tmp_path: Path, store_url: str) -> AsyncIterator[Rig]:
+    """An engine over a real store: SQLite, and PostgreSQL when the test server is there."""
+    r = Rig(tmp_path, store_url)
     await r.open()
     yield r
     if r.store is not None:
