@@ -8,6 +8,7 @@ configured as a ``webhook`` channel. Time moves only when a test advances the cl
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -30,6 +31,8 @@ from warnd import dispatch
 from warnd.channels.delivery import Backoff, deliver
 from warnd.clock import ManualClock
 from warnd.daemon import Daemon
+from warnd.errors import ConfigError
+from warnd.feeds import FeedItem, Outcome
 from warnd.policy import load_config
 from warnd.signature import sign
 from warnd.store.tables import Ack, Call, Division, Outbox, Stage, WarningRow
@@ -158,6 +161,7 @@ class Harness:
         assert (report.items, report.accepted, report.error) == (1, 1, None)
         await self.daemon.settle()
         await self.daemon.wake()
+        await self.daemon.settle()
 
     async def to(self, when: datetime) -> list[Sent]:
         """Move the clock to ``when``, wake the daemon; what the gateway received meanwhile."""
@@ -569,3 +573,81 @@ async def test_poll_feed_outcome_for_a_duplicate_file(h: Harness) -> None:
     assert (report.items, report.duplicates) == (1, 1)
     assert h.gateway.count == 1
     assert (h.tmp / "incoming" / "processed" / "dup.xml").exists()
+
+
+async def test_input_arriving_while_the_next_wake_is_scheduled_is_not_left_waiting(
+    h: Harness,
+) -> None:
+    """A warning ingested during ``_schedule_next`` is worked on in the same wake."""
+    original = h.daemon._schedule_next
+    fed = False
+
+    async def schedule_next() -> None:
+        nonlocal fed
+        await original()
+        if not fed:  # a feed poll lands right now, while the wake lock is still held
+            fed = True
+            item = FeedItem(cap_xml(ID, T0, onset=T0 + 6 * H), "test:late.xml")
+            assert (await h.daemon.ingest(item)).outcome == Outcome.ACCEPTED
+
+    h.daemon._schedule_next = schedule_next  # type: ignore[method-assign]
+    await h.daemon.wake()
+    await h.daemon.settle()
+    assert fed and [r.body["contact"] for r in h.gateway.receipts] == [COUNTY_A]
+
+
+async def test_a_taken_port_is_a_one_line_config_error(h: Harness) -> None:
+    other = Daemon(h.config, clock=h.clock, scheduler=False, port=h.daemon.bound_port)
+    with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1") as err:
+        await other.start()
+    await other.stop()  # releases what the failed start opened
+    assert "\n" not in str(err.value) and other.store is None
+
+
+async def test_a_hung_gateway_does_not_stop_the_chain_timers(h: Harness) -> None:
+    """Redials, escalations and stages keep their times while sends hang on the gateway."""
+    h.gateway.hold_after(0)  # the gateway takes requests and never answers (until released)
+    h.clock.set(T0)
+    path = h.tmp / "incoming" / "hang.xml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(cap_xml(ID, T0, onset=T0 + 6 * H))
+    os.utime(path, (time.time() - 60,) * 2)
+    await h.daemon.poll_feed(h.daemon.feeds[0])
+    await h.gateway.wait_for(1)  # attempt 1 is stuck in the gateway
+    h.clock.set(T0 + 5 * M)
+    await asyncio.wait_for(h.daemon.wake(), 3)  # bounded: the timers must not wait for sends
+    (call,) = await h.all(Call)
+    assert call.attempts_made == 2  # the redial is queued on time
+    h.gateway.release()
+    await h.daemon.settle()
+    await h.daemon.wake()
+    await h.daemon.settle()
+    attempts = [(s.row.attempt, s.receipt.status) for s in await h.joined(h.gateway.receipts)]
+    assert (2, 200) in attempts
+
+
+async def test_a_hook_that_failed_inside_can_be_retried_with_the_same_signature(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.feed(cap_xml(ID, T0, onset=T0 + 6 * H))
+    (sent,) = await h.joined(h.gateway.receipts)
+    raw, headers = h.signed({"id": sent.row.id, "digits": "1"})
+    engine = h.daemon.engine
+    assert engine is not None
+    real = engine.ack_ivr
+    calls = 0
+
+    async def flaky(message_id: str, digits: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("store briefly unavailable")
+        return await real(message_id, digits)
+
+    monkeypatch.setattr(engine, "ack_ivr", flaky)
+    assert (await h.post("/hooks/ivr", raw, headers))[0] == 500
+    assert await h.all(Ack) == []
+    status, answer = await h.post("/hooks/ivr", raw, headers)  # the platform's retry
+    assert status == 200 and answer["ok"] is True
+    assert len(await h.all(Ack)) == 1
+    assert (await h.post("/hooks/ivr", raw, headers))[0] == 401  # now it is a replay

@@ -162,3 +162,14 @@ def test_masking() -> None:
     assert mask_secret("abcdefghijkl") == "ab…(12)"
     assert mask_secret("abc") == "…(3)"
     assert "cdef" not in mask_secret("abcdefghijkl")
+
+
+def test_replay_guard_forgets_a_request_whose_processing_failed() -> None:
+    guard = ReplayGuard(300)
+    guard.check(1_000, "sha256=ab", now=1_000)
+    with pytest.raises(SignatureError):
+        guard.check(1_000, "sha256=ab", now=1_001)
+    guard.forget(1_000, "sha256=ab")
+    guard.check(1_000, "sha256=ab", now=1_002)  # the sender's retry is accepted once more
+    with pytest.raises(SignatureError):
+        guard.check(1_000, "sha256=ab", now=1_003)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -48,8 +49,12 @@ def make_app(
     return app
 
 
-async def _signed_json(request: web.Request) -> dict[str, Any]:
-    """The verified JSON body of a hook, or an HTTP error (nothing changes on failure)."""
+async def _signed_json(request: web.Request) -> tuple[dict[str, Any], tuple[int, str]]:
+    """The verified JSON body of a hook and its replay key, or an HTTP error (nothing changes).
+
+    The caller forgets the replay key when processing fails, so that the sender's retry of a
+    request that changed nothing is not refused as a replay.
+    """
     body = await request.read()
     engine = request.app[ENGINE]
     now = engine.ctx.now().timestamp()
@@ -67,7 +72,20 @@ async def _signed_json(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(text="body must be JSON") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
+    return data, (int(ts or 0), sig or "")
+
+
+@asynccontextmanager
+async def _forget_on_failure(request: web.Request, key: tuple[int, str]) -> AsyncIterator[None]:
+    try:
+        yield
+    except web.HTTPException as exc:
+        if exc.status >= 500:
+            request.app[GUARD].forget(*key)
+        raise
+    except Exception:
+        request.app[GUARD].forget(*key)
+        raise
 
 
 def _answer(result: AckResult) -> web.Response:
@@ -84,24 +102,26 @@ def _answer(result: AckResult) -> web.Response:
 
 
 async def reply_hook(request: web.Request) -> web.Response:
-    data = await _signed_json(request)
+    data, key = await _signed_json(request)
     sender, text = data.get("from"), data.get("text")
     if not isinstance(sender, str) or not isinstance(text, str):
         raise web.HTTPBadRequest(text='expected {"from": "+86…", "text": "1"}')
     number = phone.normalise(sender)
     if number is None:
         raise web.HTTPBadRequest(text="from: not a phone number")
-    result = await request.app[ENGINE].ack_reply(number, text)
+    async with _forget_on_failure(request, key):
+        result = await request.app[ENGINE].ack_reply(number, text)
     log.info("sms_reply", from_=mask_phone(number), ok=result.ok, warning=result.warning)
     return _answer(result)
 
 
 async def ivr_hook(request: web.Request) -> web.Response:
-    data = await _signed_json(request)
+    data, key = await _signed_json(request)
     message_id, digits = data.get("id"), data.get("digits")
     if not isinstance(message_id, str) or not isinstance(digits, str):
         raise web.HTTPBadRequest(text='expected {"id": "...", "digits": "1"}')
-    result = await request.app[ENGINE].ack_ivr(message_id, digits)
+    async with _forget_on_failure(request, key):
+        result = await request.app[ENGINE].ack_ivr(message_id, digits)
     log.info("ivr_keypress", message=message_id, digits=digits, ok=result.ok)
     return _answer(result)
 

@@ -62,6 +62,8 @@ class Daemon:
         self._wake_lock = asyncio.Lock()
         self._wake_again = False
         self._background: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
+        self._send_again = False
         self.started_at: datetime | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -112,7 +114,16 @@ class Daemon:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.listen.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # port taken, address not local: a one-line reason, no trace
+            from warnd.errors import ConfigError
+
+            raise ConfigError(
+                f"无法监听 cannot listen on {cfg.listen.host}:{self.port}: {exc.strerror or exc}",
+                source=str(cfg.path),
+                field="listen",
+            ) from None
         sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
         self.started_at = self.clock.now()
@@ -196,38 +207,66 @@ class Daemon:
             log.warning("feed_poll_failed", feed=feed.name, error=report.error)
         return report
 
+    def _background_task(self, coro: Any) -> asyncio.Task[None]:
+        # Keep a reference: the event loop holds tasks only weakly, and ``stop`` must not
+        # leave work running against a closed store.
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     def _wake_soon(self) -> None:
         if self._wake_lock.locked():
             self._wake_again = True
         else:
-            # Keep a reference: the event loop holds tasks only weakly, and ``stop`` must not
-            # leave a wake running against a closed store.
-            task = asyncio.get_running_loop().create_task(self.wake())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background_task(self.wake())
 
     async def settle(self) -> None:
-        """Wait until the wakes started by new input (``_wake_soon``) have finished."""
+        """Wait until background work (wakes started by new input, the sender) has finished."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def wake(self) -> None:
-        """Do all work that is due now: fire stages, advance calls, send the outbox."""
+        """Do the timer work that is due now (fire stages, advance calls); start the sender.
+
+        Sending runs in its own task (``_send_loop``): a gateway that hangs or is down keeps
+        its messages retrying for up to a minute each, and the chain's timers — redials,
+        escalations, the next stage — must not wait for that.
+        """
         assert self.engine is not None
         async with self._wake_lock:
             while True:
                 self._wake_again = False
                 report = await self.engine.tick()
-                claimed = await self.engine.claim()
-                if claimed:
-                    await self._send_all(claimed)
-                if claimed or report.stages_fired or report.calls_advanced or self._wake_again:
+                self._send_soon()
+                if report.stages_fired or report.calls_advanced or self._wake_again:
                     continue
                 await self._schedule_next()
                 # New input that arrived while the next wake was being scheduled would
                 # otherwise wait for the safety tick: go round once more.
                 if not self._wake_again:
                     break
+
+    def _send_soon(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            self._send_again = True  # the running sender claims once more before it stops
+        else:
+            self._send_again = False
+            self._sender = self._background_task(self._send_loop())
+
+    async def _send_loop(self) -> None:
+        """Claim due messages and send them until nothing is due (one sender per daemon)."""
+        assert self.engine is not None
+        try:
+            while True:
+                self._send_again = False
+                claimed = await self.engine.claim()
+                if claimed:
+                    await self._send_all(claimed)
+                elif not self._send_again:
+                    break
+        except Exception:  # the store is busy or down: leased rows are resent after the lease
+            log.exception("sender_failed")
 
     async def _send_all(self, claimed: list[Claimed]) -> None:
         """Send concurrently (channel limiters bound it); record outcomes in small batches.
@@ -316,8 +355,8 @@ async def serve(config: Config, *, clock: Clock | None = None, tick_interval: fl
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_directory)
-    await daemon.start()
     try:
+        await daemon.start()
         await stop.wait()
     finally:
-        await daemon.stop()
+        await daemon.stop()  # also after a failed start: the store and listener are released

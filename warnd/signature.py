@@ -136,6 +136,10 @@ class ReplayGuard:
         while len(self._by_age) > self.max_entries:
             self._seen.discard(heapq.heappop(self._by_age))
 
+    def forget(self, timestamp: int, signature: str) -> None:
+        """Let a request be retried: its processing failed, so nothing was changed by it."""
+        self._seen.discard((timestamp, signature.strip().lower()))
+
     def _prune(self, now: float) -> None:
         while self._by_age and now - self._by_age[0][0] > self.max_age_s:
             self._seen.discard(heapq.heappop(self._by_age))
