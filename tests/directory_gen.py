@@ -1,6 +1,6 @@
 """A deterministic generator of well-formed contacts directories (one CSV file per county).
 
-Shared by tests (small scale) and bench/directory_load.py (province scale): every generated
+Shared by tests (small scale) and bench/directory.py (province scale): every generated
 directory must load with zero problems, so it doubles as a check on the loader's false alarms.
 """
 

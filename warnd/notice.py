@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 DRILL_MARK = "【演练】"
@@ -26,6 +27,7 @@ class WarningFacts:
     drill: bool
 
 
+@lru_cache(maxsize=1024)  # a fan-out formats the same few instants ~100,000 times
 def _when(t: datetime | None, tz: ZoneInfo) -> str:
     if t is None:
         return "时间未定"
@@ -48,10 +50,13 @@ def call_text(
     on_behalf_of: str | None = None,
 ) -> str:
     """An attempt: what, where, when, and how to answer (叫应)."""
-    when = {
-        "onset": f"预计{_when(w.reference_at, tz)}开始",
-        "effective": f"{_when(w.reference_at, tz)}起生效",
-    }.get(w.reference_kind, f"{_when(w.reference_at, tz)}发布")
+    at = _when(w.reference_at, tz)
+    if w.reference_kind == "onset":
+        when = f"预计{at}开始"
+    elif w.reference_kind == "effective":
+        when = f"{at}起生效"
+    else:
+        when = f"{at}发布"
     who = ""
     if rung == "superior" and on_behalf_of:
         who = f"{on_behalf_of}责任人未应答，请您立即联系督促转移避险。"

@@ -66,6 +66,13 @@ _NUMBER = re.compile(_NUM, re.ASCII)
 _PAIR = re.compile(rf"({_NUM}),({_NUM})", re.ASCII)
 _COMMA = re.compile(r"\s*,\s*")
 _BAD_ID = re.compile(r"[\s,<&]")
+#: geocode schemes that look like digits but are not Chinese division codes (US SAME/FIPS,
+#: Canada CAP-CP/CLC, MeteoAlarm EMMA, DWD warn cells, NUTS, Australian AMOC, postcodes);
+#: any other valueName with 6/9/12 digits is read as a division code (feeds name it variously)
+_FOREIGN_GEOCODE = re.compile(
+    r"\s*(SAME|FIPS|UGC|EMMA|NUTS|WARNCELL|AMOC|ZIP|POST|ISO|profile:CAP-CP|layer:)",
+    re.IGNORECASE,
+)
 _SCHEMA_LOCK = threading.Lock()  # an XMLSchema keeps its error log on itself
 
 _El = etree._Element
@@ -305,7 +312,8 @@ class _Parser:
                 self.warn(f"{w}/geocode", f"empty geocode ignored (valueName {name!r})", el)
                 continue
             digits = value.isascii() and value.isdigit() and len(value) in (6, 9, 12)
-            geocodes.append(Geocode(name, value, normalise(value) if digits else None))
+            chinese = digits and not _FOREIGN_GEOCODE.match(name)
+            geocodes.append(Geocode(name, value, normalise(value) if chinese else None))
         altitude, ceiling = self._number(kids, "altitude", w), self._number(kids, "ceiling", w)
         if ceiling is not None and altitude is None:
             self.warn(f"{w}/ceiling", "ceiling without altitude", el)

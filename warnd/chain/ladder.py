@@ -21,7 +21,7 @@ Rules, in the contract's words:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -86,7 +86,57 @@ class DivisionState:
         return self.reached_at is not None
 
     def call(self, key: str) -> CallState | None:
-        return next((c for c in self.calls if c.key == key), None)
+        for c in self.calls:
+            if c.key == key:
+                return c
+        return None
+
+
+# The hot paths below build states positionally (``dataclasses.replace`` costs several times
+# more, and a province-wide fan-out makes hundreds of thousands of them): keep these in step
+# with the field order above.
+assert [f.name for f in fields(CallState)] == [
+    "key", "contact_id", "rung", "round", "start_at", "attempts_made", "next_due_at", "state",
+    "ended_at", "acked_at", "ack_source",
+]  # fmt: skip
+assert [f.name for f in fields(DivisionState)] == [
+    "code", "level", "round", "rung", "rung_started_at", "reached_at", "reached_by",
+    "reached_source", "unreached_at", "stopped", "calls",
+]  # fmt: skip
+
+
+def _with_calls(div: DivisionState, calls: tuple[CallState, ...]) -> DivisionState:
+    """``replace(div, calls=calls)``."""
+    return DivisionState(
+        div.code,
+        div.level,
+        div.round,
+        div.rung,
+        div.rung_started_at,
+        div.reached_at,
+        div.reached_by,
+        div.reached_source,
+        div.unreached_at,
+        div.stopped,
+        calls,
+    )
+
+
+def _ended(c: CallState, state: str, now: datetime) -> CallState:
+    """``replace(c, state=state, ended_at=now, next_due_at=None)``."""
+    return CallState(
+        c.key,
+        c.contact_id,
+        c.rung,
+        c.round,
+        c.start_at,
+        c.attempts_made,
+        None,
+        state,
+        now,
+        c.acked_at,
+        c.ack_source,
+    )
 
 
 # ---- events -------------------------------------------------------------------------------
@@ -154,7 +204,7 @@ def step(
     elif isinstance(event, Acked):
         div = _acked(div, event, now, out)
     elif isinstance(event, Stop):
-        div = replace(div, stopped=True, calls=_end_calls(div.calls, lambda c: True, now))
+        div = replace(div, stopped=True, calls=_end_calls(div.calls, _every, now))
     return div, out
 
 
@@ -170,15 +220,19 @@ def _start_round(
     if div.stopped:
         return div
     # A new round supersedes what is still running of the last one.
-    calls = _end_calls(div.calls, lambda c: True, now)
-    div = replace(
-        div,
-        round=div.round + 1,
-        calls=calls,
-        reached_at=None,
-        reached_by=None,
-        reached_source=None,
-        unreached_at=None,
+    calls = _end_calls(div.calls, _every, now)
+    div = DivisionState(
+        div.code,
+        div.level,
+        div.round + 1,
+        div.rung,
+        div.rung_started_at,
+        None,  # reached_at
+        None,  # reached_by
+        None,  # reached_source
+        None,  # unreached_at
+        div.stopped,
+        calls,
     )
     return _enter_rung(div, 0, now, rules, people, out)
 
@@ -202,13 +256,36 @@ def _enter_rung(
             div = replace(div, unreached_at=now)
             out.append(Record("unreached", None, (("rung", rung),)))
         if persons:
-            new = tuple(
-                CallState(f"{div.round}:{rung}:{cid}", cid, rung, div.round, now) for cid in persons
+            if len(set(persons)) != len(persons):  # the same person twice: the general path
+                new = tuple(
+                    CallState(f"{div.round}:{rung}:{cid}", cid, rung, div.round, now)
+                    for cid in persons
+                )
+                div = replace(div, rung=rung, rung_started_at=now, calls=div.calls + new)
+                for call in new:
+                    div = _attempt(div, call.key, now, rules, out)
+                return div
+            # Each new call made and attempted at once: what ``_attempt`` does to a fresh call.
+            rnd, due = div.round, now + rules.window
+            started: list[CallState] = []
+            for cid in persons:
+                key = f"{rnd}:{rung}:{cid}"
+                started.append(CallState(key, cid, rung, rnd, now, 1, due))
+                out.append(SendAttempt(key, cid, 1, rung))
+                out.append(Record("notify", cid, (("attempt", 1), ("rung", rung))))
+            return DivisionState(
+                div.code,
+                div.level,
+                rnd,
+                rung,
+                now,  # rung_started_at
+                div.reached_at,
+                div.reached_by,
+                div.reached_source,
+                div.unreached_at,
+                div.stopped,
+                div.calls + tuple(started),
             )
-            div = replace(div, rung=rung, rung_started_at=now, calls=div.calls + new)
-            for call in new:
-                div = _attempt(div, call.key, now, rules, out)
-            return div
         index += 1
     return replace(div, rung=ENDED, rung_started_at=now)
 
@@ -219,7 +296,19 @@ def _attempt(
     call = div.call(key)
     assert call is not None
     n = call.attempts_made + 1
-    call = replace(call, attempts_made=n, next_due_at=now + rules.window)
+    call = CallState(
+        call.key,
+        call.contact_id,
+        call.rung,
+        call.round,
+        call.start_at,
+        n,
+        now + rules.window,
+        call.state,
+        call.ended_at,
+        call.acked_at,
+        call.ack_source,
+    )
     out.append(SendAttempt(call.key, call.contact_id, n, call.rung))
     out.append(Record("notify", call.contact_id, (("attempt", n), ("rung", call.rung))))
     return _put(div, call)
@@ -238,7 +327,7 @@ def _call_due(
         return div  # stale timer (already handled, acked or cancelled): nothing to do
     if call.attempts_made < rules.attempts:
         return _attempt(div, key, now, rules, out)
-    div = _put(div, replace(call, state="failed", ended_at=now, next_due_at=None))
+    div = _put(div, _ended(call, "failed", now))
     return _maybe_escalate(div, now, rules, people, out)
 
 
@@ -247,9 +336,10 @@ def _maybe_escalate(
 ) -> DivisionState:
     if div.reached or div.stopped or div.rung == ENDED:
         return div
-    current = [c for c in div.calls if c.round == div.round and c.rung == div.rung]
-    if any(c.active for c in current):
-        return div
+    rnd, rung = div.round, div.rung
+    for c in div.calls:
+        if c.state == "active" and c.round == rnd and c.rung == rung:
+            return div
     return _enter_rung(div, rules.rungs.index(div.rung) + 1, now, rules, people, out)
 
 
@@ -278,14 +368,18 @@ def _acked(div: DivisionState, event: Acked, now: datetime, out: list[Command]) 
     return replace(div, calls=_end_calls(div.calls, lambda c: c.rung != STAGE, now))
 
 
+def _every(_call: CallState) -> bool:
+    return True
+
+
 def _end_calls(
     calls: Sequence[CallState], pick: Callable[[CallState], bool], now: datetime
 ) -> tuple[CallState, ...]:
     return tuple(
-        replace(c, state="cancelled", ended_at=now, next_due_at=None) if c.active and pick(c) else c
-        for c in calls
+        _ended(c, "cancelled", now) if c.state == "active" and pick(c) else c for c in calls
     )
 
 
 def _put(div: DivisionState, call: CallState) -> DivisionState:
-    return replace(div, calls=tuple(call if c.key == call.key else c for c in div.calls))
+    key = call.key
+    return _with_calls(div, tuple(call if c.key == key else c for c in div.calls))

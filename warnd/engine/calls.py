@@ -17,13 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
-from warnd.engine.context import Context, carry_out, event_row, phones_for
+from warnd.engine.context import Context, carry_out, event_row, facts, phones_for
 from warnd.store import chainrows
 from warnd.store.tables import Call, Division, Stage, WarningRow
 
 log = structlog.get_logger("warnd.engine")
 
 BATCH = 5000
+_LOGGED = frozenset(("escalate", "unreached", "ack"))
 _C = Call.__table__  # type: ignore[attr-defined]
 _D = Division.__table__  # type: ignore[attr-defined]
 
@@ -46,8 +47,9 @@ async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: da
     loaded = await chainrows.load_many(session, merged)
     warnings: dict[int, WarningRow] = {}
     rules, people = ctx.rules, ctx.people
+    step = ladder.step
     changes = []
-    produced: list[tuple[Any, list[ladder.Command], dict[str, str]]] = []
+    produced: list[tuple[chainrows.DivisionRow, list[ladder.Command], dict[str, str]]] = []
     for division_id, events in merged.items():
         row, calls = loaded[division_id]
         if row.warning_id not in warnings:
@@ -57,9 +59,9 @@ async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: da
         state = chainrows.to_state(row, calls)
         commands: list[ladder.Command] = []
         for ev in events:
-            state, out = ladder.step(state, ev, now, rules, people)
+            state, out = step(state, ev, now, rules, people)
             commands.extend(out)
-        phones = {c.contact_id: c.phone for c in calls}
+        phones = {c.values[1]: c.phone for c in calls}
         missing = [c.contact_id for c in state.calls if c.contact_id not in phones]
         if missing:
             phones.update(phones_for(ctx, missing))
@@ -72,12 +74,16 @@ async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: da
     outbox: list[dict[str, Any]] = []
     events_out: list[dict[str, Any]] = []
     queued = 0
+    said = log.bind()  # one bound logger for the batch, not one per line
+    wf = {wid: facts(w) for wid, w in warnings.items()}
     for row, commands, phones in produced:
         w = warnings[row.warning_id]
-        queued += carry_out(ctx, w, row, commands, ids[row.id], phones, now, outbox, events_out)
+        queued += carry_out(
+            ctx, w, row, commands, ids[row.id], phones, now, outbox, events_out, wf[row.warning_id]
+        )
         for cmd in commands:
-            if isinstance(cmd, ladder.Record) and cmd.type in ("escalate", "unreached", "ack"):
-                log.info(
+            if isinstance(cmd, ladder.Record) and cmd.type in _LOGGED:
+                said.info(
                     cmd.type,
                     warning=w.key,
                     division=row.code,

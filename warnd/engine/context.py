@@ -108,16 +108,23 @@ def carry_out(
     now: datetime,
     outbox: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    wf: WarningFacts | None = None,
 ) -> int:
-    """Turn the ladder's commands into outbox and event rows (appended). Returns attempts."""
+    """Turn the ladder's commands into outbox and event rows (appended). Returns attempts.
+
+    ``wf`` is ``facts(w)``, when the caller already has it (one per warning, not per division).
+    """
     queued = 0
-    wf = facts(w)
+    if wf is None:
+        wf = facts(w)
+    base = ctx.public_url.rstrip("/") if ctx.public_url else None
+    tz = ctx.tz
     for cmd in commands:
         if isinstance(cmd, SendAttempt):
             on_behalf = drow.name if cmd.rung in ("superior", "duty") else None
-            token = secrets.token_urlsafe(24) if ctx.public_url else None
+            token = secrets.token_urlsafe(24) if base is not None else None
             code = new_reply_code()
-            link = f"{ctx.public_url.rstrip('/')}/a/{token}" if ctx.public_url and token else None
+            link = f"{base}/a/{token}" if token else None
             text = call_text(
                 wf,
                 division_name=drow.name,
@@ -125,7 +132,7 @@ def carry_out(
                 attempt=cmd.attempt,
                 reply_code=code,
                 link=link,
-                tz=ctx.tz,
+                tz=tz,
                 on_behalf_of=on_behalf,
             )
             outbox.append(

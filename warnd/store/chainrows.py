@@ -1,24 +1,44 @@
 """Rows ↔ core values for the chain, in bulk: the one place that knows both shapes.
 
-The engine moves thousands of divisions per tick during a province-wide fan-out, so loading
-and saving go through Core statements (one SELECT per batch, executemany UPDATEs, INSERT …
-RETURNING) rather than the ORM's object-at-a-time unit of work.
+The engine moves thousands of divisions per tick during a province-wide fan-out (a province is
+~100,000 calls, outbox rows and history events per stage), so loading and saving are bulk
+statements, never the ORM's object-at-a-time unit of work. The backend decides how they are
+issued (``bulk_for``):
+
+* ``CoreBulk``, for any database (PostgreSQL): SQLAlchemy Core statements — one SELECT per
+  chunk of ids, executemany UPDATEs, INSERT … RETURNING for new ids.
+* ``SQLiteBulk``: the same statements as driver-level ``executemany`` over plain tuples.
+  SQLAlchemy's per-row work (a parameter dict per row, bind processing, the ``UTCDateTime``
+  TypeDecorator) costs more than SQLite itself on these paths. Values still go through the very
+  bind and result processors SQLAlchemy would apply on the dialect (memoised per statement for
+  timestamps: a batch repeats a handful of instants), so what is stored and what is read back
+  is identical to the Core path (tests/test_chainrows.py compares the two). New ids are
+  taken from ``max(id)``: every write transaction begins with ``BEGIN IMMEDIATE``, so nobody
+  else can insert meanwhile, and ``max(id) + 1`` is what SQLite would pick itself; no
+  RETURNING round trip.
+
+Only the call columns a ladder step can change are written back: key, person, rung, round
+and start are a call's identity (``CALL_FIXED``) and never change once it exists.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain.ladder import CallState, DivisionState
-from warnd.store.tables import Call, Division, Event, Outbox
+from warnd.store.tables import Call, Division, Event, Outbox, UTCDateTime
 
 CALL_FIELDS = [f.name for f in fields(CallState)]
+CALL_FIXED = ("key", "contact_id", "rung", "round", "start_at")  # a call's identity
+CALL_CHANGING = tuple(CALL_FIELDS[len(CALL_FIXED) :])
 DIV_FIELDS = [
     "round",
     "rung",
@@ -29,112 +49,455 @@ DIV_FIELDS = [
     "unreached_at",
     "stopped",
 ]
-_D = Division.__table__  # type: ignore[attr-defined]
-_C = Call.__table__  # type: ignore[attr-defined]
-_O = Outbox.__table__  # type: ignore[attr-defined]
-_E = Event.__table__  # type: ignore[attr-defined]
+# to_state builds the core values positionally from these layouts
+assert tuple(CALL_FIELDS[: len(CALL_FIXED)]) == CALL_FIXED
+assert [f.name for f in fields(DivisionState)] == ["code", "level", *DIV_FIELDS, "calls"]
+
+_D: Table = Division.__table__  # type: ignore[attr-defined]
+_C: Table = Call.__table__  # type: ignore[attr-defined]
+_O: Table = Outbox.__table__  # type: ignore[attr-defined]
+_E: Table = Event.__table__  # type: ignore[attr-defined]
+_DIV_COLS = ("id", "warning_id", "code", "name", "level", *DIV_FIELDS)
+_CALL_COLS = ("id", "division_id", "phone", *CALL_FIELDS)
 _CHUNK = 500  # IN (...) lists stay well below every backend's parameter limit
+_ROWS = 5000  # rows per executemany on the portable path
 
 
-def to_state(row: Any, calls: Sequence[Any]) -> DivisionState:
+@dataclass(slots=True)
+class DivisionRow:
+    """A division as stored: identity, and its ladder fields (``DIV_FIELDS`` order)."""
+
+    id: int
+    warning_id: int
+    code: str
+    name: str
+    level: str
+    values: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class CallRow:
+    """A call as stored: ids, phone, and its ladder fields (``CALL_FIELDS`` order)."""
+
+    id: int
+    division_id: int
+    phone: str
+    values: tuple[Any, ...]
+
+    @property
+    def key(self) -> str:
+        return str(self.values[0])
+
+    @property
+    def contact_id(self) -> str:
+        return str(self.values[1])
+
+
+def to_state(row: DivisionRow, calls: Sequence[CallRow]) -> DivisionState:
+    v = row.values
     return DivisionState(
-        code=row.code,
-        level=row.level,
-        **{name: getattr(row, name) for name in DIV_FIELDS},
-        calls=tuple(CallState(**{n: getattr(c, n) for n in CALL_FIELDS}) for c in calls),
+        row.code,
+        row.level,
+        v[0],
+        v[1],
+        v[2],
+        v[3],
+        v[4],
+        v[5],
+        v[6],
+        v[7],
+        tuple(CallState(*c.values) for c in calls),
     )
+
+
+def _state_values(state: DivisionState) -> tuple[Any, ...]:
+    return (
+        state.round,
+        state.rung,
+        state.rung_started_at,
+        state.reached_at,
+        state.reached_by,
+        state.reached_source,
+        state.unreached_at,
+        state.stopped,
+    )
+
+
+def _call_values(c: CallState) -> tuple[Any, ...]:
+    return (
+        c.key,
+        c.contact_id,
+        c.rung,
+        c.round,
+        c.start_at,
+        c.attempts_made,
+        c.next_due_at,
+        c.state,
+        c.ended_at,
+        c.acked_at,
+        c.ack_source,
+    )
+
+
+# ---- backends -----------------------------------------------------------------------------
+
+
+class CoreBulk:
+    """Bulk statements through SQLAlchemy Core: correct on every backend."""
+
+    async def select_in(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        where: str,
+        ids: Sequence[int],
+    ) -> list[tuple[Any, ...]]:
+        """``cols`` of the rows whose ``where`` column is in ``ids``, in id order per chunk."""
+        out: list[tuple[Any, ...]] = []
+        columns = [table.c[c] for c in cols]
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i : i + _CHUNK]
+            q = select(*columns).where(table.c[where].in_(part)).order_by(table.c.id)
+            out.extend(tuple(r) for r in await session.execute(q))
+        return out
+
+    async def insert(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        await self.insert_dicts(session, table, [dict(zip(cols, r, strict=True)) for r in rows])
+
+    async def insert_dicts(
+        self, session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        for i in range(0, len(rows), _ROWS):
+            await session.execute(insert(table), list(rows[i : i + _ROWS]))
+
+    async def insert_returning_ids(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        key: Sequence[str],
+    ) -> list[int]:
+        """Insert; the new ids in row order. ``key`` (columns) must be unique among ``rows``.
+
+        RETURNING is matched by key, not by order: asking the driver to keep parameter order
+        makes bulk inserts several times slower.
+        """
+        if not rows:
+            return []
+        pos = [cols.index(k) for k in key]
+        found: dict[tuple[Any, ...], int] = {}
+        returning = [table.c.id, *(table.c[k] for k in key)]
+        for i in range(0, len(rows), _ROWS):
+            part = [dict(zip(cols, r, strict=True)) for r in rows[i : i + _ROWS]]
+            for r in await session.execute(insert(table).returning(*returning), part):
+                found[tuple(r[1:])] = r[0]
+        return [found[tuple(r[p] for p in pos)] for r in rows]
+
+    async def update_by_id(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """Rows are ``(*values of cols, id)``."""
+        if not rows:
+            return
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values({c: bindparam(c) for c in cols})
+        )
+        names = (*cols, "_id")
+        for i in range(0, len(rows), _ROWS):
+            part = [dict(zip(names, r, strict=True)) for r in rows[i : i + _ROWS]]
+            await session.execute(stmt, part)
+
+
+Processor = Callable[[Any], Any]
+
+
+def _memoised(proc: Processor) -> Processor:
+    """``proc`` for one statement's rows; None stays None (as every processor here keeps it)."""
+    seen: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = proc(value)
+            return out
+
+    return process
+
+
+class SQLiteBulk(CoreBulk):
+    """The same statements as driver-level executemany over tuples (see the module docstring)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._quote = dialect.identifier_preparer.quote
+        self._binds: dict[tuple[str, str], Processor | None] = {}
+        self._results: dict[tuple[str, str], Processor | None] = {}
+        self._defaults: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+    def _processor(self, table: Table, col: str, *, bind: bool) -> Processor | None:
+        cache = self._binds if bind else self._results
+        k = (table.name, col)
+        if k not in cache:
+            t = table.c[col].type
+            impl = t.dialect_impl(self.dialect)
+            cache[k] = (
+                impl.bind_processor(self.dialect)
+                if bind
+                else impl.result_processor(self.dialect, None)
+            )
+        return cache[k]
+
+    def _procs(
+        self, table: Table, cols: Sequence[str], *, bind: bool
+    ) -> list[tuple[int, Processor]]:
+        """(position, processor) for each column that has one, fresh memos for timestamps."""
+        out = []
+        for i, c in enumerate(cols):
+            proc = self._processor(table, c, bind=bind)
+            if proc is not None:
+                if isinstance(table.c[c].type, UTCDateTime):
+                    proc = _memoised(proc)
+                out.append((i, proc))
+        return out
+
+    def _bound(
+        self, table: Table, cols: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> list[tuple[Any, ...]]:
+        procs = self._procs(table, cols, bind=True)
+        if not procs:
+            return [tuple(r) for r in rows]
+        out = []
+        for r in rows:
+            v = list(r)
+            for i, proc in procs:
+                v[i] = proc(v[i])
+            out.append(tuple(v))
+        return out
+
+    async def _executemany(
+        self, session: AsyncSession, sql: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        if rows:
+            conn = await session.connection()
+            await conn.exec_driver_sql(sql, rows)
+
+    async def select_in(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        where: str,
+        ids: Sequence[int],
+    ) -> list[tuple[Any, ...]]:
+        q = self._quote
+        head = f"SELECT {', '.join(q(c) for c in cols)} FROM {q(table.name)} WHERE {q(where)} IN "
+        procs = self._procs(table, cols, bind=False)
+        conn = await session.connection()
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), _CHUNK):
+            part = tuple(ids[i : i + _CHUNK])
+            sql = f"{head}({', '.join('?' * len(part))}) ORDER BY {q('id')}"
+            rows = (await conn.exec_driver_sql(sql, part)).all()
+            if not procs:
+                out.extend(tuple(r) for r in rows)
+                continue
+            for r in rows:
+                v = list(r)
+                for j, proc in procs:
+                    v[j] = proc(v[j])
+                out.append(tuple(v))
+        return out
+
+    def _insert_sql(self, table: Table, cols: Sequence[str]) -> str:
+        q = self._quote
+        return (
+            f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in cols)})"
+            f" VALUES ({', '.join('?' * len(cols))})"
+        )
+
+    def _defaulted(self, table: Table, cols: Sequence[str]) -> bool:
+        """Whether a column left out of ``cols`` has a default that Core would fill in."""
+        k = (table.name, tuple(cols))
+        if k not in self._defaults:
+            self._defaults[k] = any(
+                c.name not in cols and (c.default is not None or c.server_default is not None)
+                for c in table.c
+            )
+        return self._defaults[k]
+
+    async def insert(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        if self._defaulted(table, cols):  # rare: leave the defaults to Core
+            await super().insert(session, table, cols, rows)
+            return
+        await self._executemany(
+            session, self._insert_sql(table, cols), self._bound(table, cols, rows)
+        )
+
+    async def insert_dicts(
+        self, session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])  # like executemany: the first row names the columns
+        get = itemgetter(*cols)
+        values = [get(r) for r in rows] if len(cols) > 1 else [(get(r),) for r in rows]
+        await self.insert(session, table, cols, values)
+
+    async def insert_returning_ids(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        key: Sequence[str],
+    ) -> list[int]:
+        if not rows:
+            return []
+        conn = await session.connection()
+        q = self._quote
+        top = (await conn.exec_driver_sql(f"SELECT max({q('id')}) FROM {q(table.name)}")).scalar()
+        first = int(top or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        await self.insert(
+            session,
+            table,
+            ("id", *cols),
+            [(i, *r) for i, r in zip(ids, rows, strict=True)],
+        )
+        return ids
+
+    async def update_by_id(
+        self,
+        session: AsyncSession,
+        table: Table,
+        cols: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        q = self._quote
+        sql = (
+            f"UPDATE {q(table.name)} SET {', '.join(f'{q(c)} = ?' for c in cols)}"
+            f" WHERE {q('id')} = ?"
+        )
+        await self._executemany(session, sql, self._bound(table, (*cols, "id"), rows))
+
+
+_CORE = CoreBulk()
+_BY_DIALECT: dict[str, Callable[[Dialect], CoreBulk]] = {"sqlite": SQLiteBulk}
+_made: dict[int, CoreBulk] = {}
+
+
+def bulk_for(session: AsyncSession) -> CoreBulk:
+    """The bulk statements for this session's backend (the portable Core ones by default)."""
+    dialect = session.get_bind().dialect
+    make = _BY_DIALECT.get(dialect.name)
+    if make is None:
+        return _CORE
+    bulk = _made.get(id(dialect))
+    if bulk is None or getattr(bulk, "dialect", None) is not dialect:
+        bulk = _made[id(dialect)] = make(dialect)
+    return bulk
+
+
+# ---- the chain's rows ---------------------------------------------------------------------
 
 
 async def load_many(
     session: AsyncSession, division_ids: Iterable[int]
-) -> dict[int, tuple[Any, list[Any]]]:
+) -> dict[int, tuple[DivisionRow, list[CallRow]]]:
     """Division rows and their calls (in creation order), by division id."""
+    bulk = bulk_for(session)
     ids = sorted(set(division_ids))
-    out: dict[int, tuple[Any, list[Any]]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        part = ids[i : i + _CHUNK]
-        divs = (await session.execute(select(_D).where(_D.c.id.in_(part)))).all()
-        calls: dict[int, list[Any]] = defaultdict(list)
-        rows = await session.execute(select(_C).where(_C.c.division_id.in_(part)).order_by(_C.c.id))
-        for c in rows:
-            calls[c.division_id].append(c)
-        for d in divs:
-            out[d.id] = (d, calls[d.id])
+    divs = await bulk.select_in(session, _D, _DIV_COLS, "id", ids)
+    calls: dict[int, list[CallRow]] = defaultdict(list)
+    for c in await bulk.select_in(session, _C, _CALL_COLS, "division_id", ids):
+        calls[c[1]].append(CallRow(c[0], c[1], c[2], c[3:]))
+    out: dict[int, tuple[DivisionRow, list[CallRow]]] = {}
+    for d in divs:
+        out[d[0]] = (DivisionRow(d[0], d[1], d[2], d[3], d[4], d[5:]), calls[d[0]])
     return out
 
 
 async def insert_divisions(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert division rows of one warning; returns their ids by code.
-
-    RETURNING is matched by code, not by order: asking the driver to keep parameter order
-    makes bulk inserts several times slower.
-    """
+    """Insert division rows of one warning; returns their ids by code."""
     if not rows:
         return {}
-    result = await session.execute(insert(_D).returning(_D.c.id, _D.c.code), rows)
-    return {r.code: r.id for r in result}
+    cols = list(rows[0])
+    get = itemgetter(*cols)
+    ids = await bulk_for(session).insert_returning_ids(
+        session, _D, cols, [get(r) for r in rows], ("code",)
+    )
+    return {r["code"]: i for r, i in zip(rows, ids, strict=True)}
 
 
 async def save_many(
     session: AsyncSession,
-    changes: Sequence[tuple[Any, Sequence[Any], DivisionState, dict[str, str]]],
+    changes: Sequence[tuple[DivisionRow, Sequence[CallRow], DivisionState, dict[str, str]]],
 ) -> dict[tuple[int, str], int]:
     """Write new states over their rows; returns call ids by (division id, call key)."""
-    div_updates: list[dict[str, Any]] = []
-    call_updates: list[dict[str, Any]] = []
-    call_inserts: list[dict[str, Any]] = []
+    bulk = bulk_for(session)
+    div_updates: list[tuple[Any, ...]] = []
+    call_updates: list[tuple[Any, ...]] = []
+    call_inserts: list[tuple[Any, ...]] = []
     ids: dict[tuple[int, str], int] = {}
+    fixed = len(CALL_FIXED)
     for row, calls, state, phones in changes:
-        upd = {name: getattr(state, name) for name in DIV_FIELDS}
-        if any(getattr(row, n) != v for n, v in upd.items()):
-            div_updates.append({"_id": row.id, **upd})
-        old = {c.key: c for c in calls}
+        values = _state_values(state)
+        if values != row.values:
+            div_updates.append((*values, row.id))
+        old: dict[str, CallRow] = {}
         for c in calls:
-            ids[(row.id, c.key)] = c.id
+            key = c.values[0]
+            old[key] = c
+            ids[(row.id, key)] = c.id
         for cs in state.calls:
+            new = _call_values(cs)
             prev = old.get(cs.key)
-            values = {n: getattr(cs, n) for n in CALL_FIELDS}
             if prev is None:
-                call_inserts.append(
-                    {
-                        **values,
-                        "warning_id": row.warning_id,
-                        "division_id": row.id,
-                        "phone": phones.get(cs.contact_id, ""),
-                    }
-                )
-            elif any(getattr(prev, n) != v for n, v in values.items()):
-                call_updates.append({"_id": prev.id, **values})
-    if div_updates:
-        await session.execute(
-            update(_D)
-            .where(_D.c.id == bindparam("_id"))
-            .values({n: bindparam(n) for n in DIV_FIELDS}),
-            div_updates,
-        )
-    if call_updates:
-        await session.execute(
-            update(_C)
-            .where(_C.c.id == bindparam("_id"))
-            .values({n: bindparam(n) for n in CALL_FIELDS}),
-            call_updates,
-        )
-    for i in range(0, len(call_inserts), 5000):
-        part = call_inserts[i : i + 5000]
-        result = await session.execute(
-            insert(_C).returning(_C.c.id, _C.c.division_id, _C.c.key),
-            part,
-        )
-        for r in result:
-            ids[(r.division_id, r.key)] = r.id
+                call_inserts.append((row.warning_id, row.id, phones.get(cs.contact_id, ""), *new))
+            elif new != prev.values:
+                if new[:fixed] != prev.values[:fixed]:
+                    raise ValueError(f"call {prev.id} would change its identity: {new[:fixed]}")
+                call_updates.append((*new[fixed:], prev.id))
+    await bulk.update_by_id(session, _D, DIV_FIELDS, div_updates)
+    await bulk.update_by_id(session, _C, CALL_CHANGING, call_updates)
+    new_ids = await bulk.insert_returning_ids(
+        session,
+        _C,
+        ("warning_id", "division_id", "phone", *CALL_FIELDS),
+        call_inserts,
+        ("division_id", "key"),
+    )
+    for r, cid in zip(call_inserts, new_ids, strict=True):
+        ids[(r[1], r[3])] = cid
     return ids
 
 
 async def insert_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), 5000):
-        await session.execute(insert(_O), rows[i : i + 5000])
+    await bulk_for(session).insert_dicts(session, _O, rows)
 
 
 async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), 5000):
-        await session.execute(insert(_E), rows[i : i + 5000])
+    await bulk_for(session).insert_dicts(session, _E, rows)
