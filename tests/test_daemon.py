@@ -651,3 +651,22 @@ async def test_a_hook_that_failed_inside_can_be_retried_with_the_same_signature(
     assert status == 200 and answer["ok"] is True
     assert len(await h.all(Ack)) == 1
     assert (await h.post("/hooks/ivr", raw, headers))[0] == 401  # now it is a replay
+
+
+async def test_metrics_expose_chain_state_and_process_counters(h: Harness) -> None:
+    await h.feed(cap_xml(ID, T0, onset=T0 + 6 * H))  # county stage fires at arrival
+    (sent,) = await h.joined(h.gateway.receipts)
+    assert (await h.hook("/hooks/ivr", {"id": sent.row.id, "digits": "1"}))[0] == 200
+    async with h.http.get(h.base + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    lines = set(text.splitlines())
+    assert 'warnd_warnings{drill="false",state="active"} 1.0' in lines
+    assert 'warnd_acknowledgements_total{source="ivr"} 1.0' in lines
+    assert 'warnd_outbox_messages{channel="gateway/voice",purpose="call",state="sent"} 1.0' in lines
+    assert any(
+        line.startswith('warnd_messages_total{channel="gateway",purpose="call",result="sent"}')
+        for line in lines
+    )
+    assert any(line.startswith('warnd_time_to_ack_seconds_count{source="ivr"}') for line in lines)
+    assert any(line.startswith('warnd_feed_polls_total{feed="incoming"}') for line in lines)

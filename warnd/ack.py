@@ -46,6 +46,7 @@ def make_app(
     app.router.add_get("/a/{token}", link_page)
     app.router.add_post("/a/{token}", link_confirm)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
     return app
 
 
@@ -162,4 +163,17 @@ async def healthz(request: web.Request) -> web.Response:
         report,
         status=200 if report.get("ok") else 503,
         dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str),
+    )
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus exposition (text format 0.0.4)."""
+    from warnd.metrics import exposition
+
+    body = await exposition(request.app[ENGINE].ctx.store)
+    return web.Response(
+        body=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
     )

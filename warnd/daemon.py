@@ -18,6 +18,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from warnd import directory as directory_mod
+from warnd import metrics
 from warnd.ack import make_app
 from warnd.channels import build_channel
 from warnd.channels.ratelimit import Limiter
@@ -30,6 +31,7 @@ from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.folder import FolderFeed
 from warnd.feeds.http import HttpFeed
 from warnd.policy import Config
+from warnd.sdnotify import Notifier
 from warnd.store import Store
 
 log = structlog.get_logger("warnd.daemon")
@@ -203,7 +205,9 @@ class Daemon:
 
     async def poll_feed(self, feed: Feed) -> PollReport:
         report = await feed.poll(self.ingest)
+        metrics.FEED_POLLS.labels(feed.name).inc()
         if report.error:
+            metrics.FEED_ERRORS.labels(feed.name).inc()
             log.warning("feed_poll_failed", feed=feed.name, error=report.error)
         return report
 
@@ -237,6 +241,9 @@ class Daemon:
         async with self._wake_lock:
             while True:
                 self._wake_again = False
+                due, now = await self.engine.next_due(), self.clock.now()
+                if due is not None and due <= now:
+                    metrics.SCHEDULER_LAG.observe((now - due).total_seconds())
                 report = await self.engine.tick()
                 self._send_soon()
                 if report.stages_fired or report.calls_advanced or self._wake_again:
@@ -287,6 +294,8 @@ class Daemon:
         async def one(msg: Claimed) -> None:
             started = time.monotonic()
             sent = await dispatcher.send(msg, engine.ctx.directory)
+            result = "sent" if sent.ok else "failed" if sent.permanent else "retry"
+            metrics.SENT.labels(sent.channel or "-", msg.purpose, result).inc()
             if sent.ok:
                 done.append(OutboxOutcome(msg.id, True, f"{sent.channel}/{sent.kind}"))
                 log.info(
@@ -354,9 +363,20 @@ async def serve(config: Config, *, clock: Clock | None = None, tick_interval: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload_directory)
+    notifier = Notifier()
+
+    def reload() -> None:
+        ok = daemon.reload_directory()
+        notifier.status("contacts reloaded" if ok else "contacts reload failed: kept the old ones")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.start()
+        # READY only now: the store is open, overdue rows were picked up, timers are scheduled.
+        notifier.ready(f"serving on {config.listen.host}:{daemon.bound_port}")
+        notifier.start_watchdog()
         await stop.wait()
+        notifier.stopping()
     finally:
+        await notifier.stop()
         await daemon.stop()  # also after a failed start: the store and listener are released

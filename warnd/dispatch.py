@@ -42,9 +42,26 @@ class Dispatcher:
         self.limiters = dict(limiters)
         self.deadline_s = deadline_s
         self.link_base = link_base.rstrip("/") if link_base else None
+        # Routes by (purpose, preference), worked out once: a fan-out asks the same few
+        # questions 100,000 times. The channels are fixed once the dispatcher is built.
+        self._routes: dict[tuple[str, tuple[str, ...]], tuple[tuple[Channel, str], ...]] = {}
+        self._ok: dict[tuple[str, str], Sent] = {}
 
     def routes(self, purpose: str, preference: tuple[str, ...] = ()) -> list[tuple[Channel, str]]:
         """(channel, kind) pairs to try in order."""
+        return list(self._cached_routes(purpose, preference))
+
+    def _cached_routes(
+        self, purpose: str, preference: tuple[str, ...]
+    ) -> tuple[tuple[Channel, str], ...]:
+        found = self._routes.get((purpose, preference))
+        if found is None:
+            found = self._routes[(purpose, preference)] = tuple(
+                self._find_routes(purpose, preference)
+            )
+        return found
+
+    def _find_routes(self, purpose: str, preference: tuple[str, ...]) -> list[tuple[Channel, str]]:
         out: list[tuple[Channel, str]] = []
         kinds = DEFAULT_KINDS.get(purpose, ("sms",))
         wanted = preference or kinds
@@ -68,7 +85,7 @@ class Dispatcher:
     async def send(self, msg: Claimed, directory: Directory | None = None) -> Sent:
         contact = directory.contact(msg.contact) if directory is not None else None
         preference = tuple(contact.channels) if contact is not None else ()
-        routes = self.routes(msg.purpose, preference)
+        routes = self._cached_routes(msg.purpose, preference)
         if not routes:
             return Sent(False, None, None, True, f"no channel carries a {msg.purpose} message")
         link = f"{self.link_base}/a/{msg.token}" if self.link_base and msg.token else None
@@ -91,10 +108,17 @@ class Dispatcher:
                 channel, out, limiter=self.limiters[channel.name], deadline_s=self.deadline_s
             )
             if result.ok:
-                return Sent(True, channel.name, kind, False, None)
+                return self._sent(channel.name, kind)
             errors.append(f"{channel.name}/{kind}: {result.error}")
             permanent = permanent and result.permanent
         return Sent(False, None, None, permanent, "; ".join(errors))
+
+    def _sent(self, channel: str, kind: str) -> Sent:
+        """The (frozen, shareable) success result for a route."""
+        ok = self._ok.get((channel, kind))
+        if ok is None:
+            ok = self._ok[(channel, kind)] = Sent(True, channel, kind, False, None)
+        return ok
 
     async def aclose(self) -> None:
         for ch in self.channels.values():

@@ -51,6 +51,9 @@ class DeliveryResult:
     status: int | None = None
 
 
+_DELIVERED = DeliveryResult(ok=True, permanent=False, tries=1, error=None)  # frozen: shared
+
+
 async def deliver(
     channel: Channel,
     msg: Outbound,
@@ -75,7 +78,7 @@ async def deliver(
     try:  # the common case, without building a retry loop for every message
         async with limiter.slot():
             await channel.send(msg)
-        return DeliveryResult(ok=True, permanent=False, tries=1, error=None)
+        return _DELIVERED
     except TransientError as exc:
         if backoff.max_tries <= 1 or now() - start + backoff.wait(1, rng) > deadline_s:
             return _failed(channel, msg, exc, tries)

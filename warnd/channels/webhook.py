@@ -23,6 +23,9 @@ from warnd.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 _OPTIONS = ("url", "timeout", "secret_file", "secret_env")
 DEFAULT_TIMEOUT = timedelta(seconds=10)
+_PLAIN_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+# json.dumps(..., ensure_ascii=False, separators=(",", ":")) without a new encoder per message
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _timeout(cfg: ChannelConfig) -> float:
@@ -104,15 +107,16 @@ class WebhookChannel:
         )
 
     def _headers(self, body: bytes) -> dict[str, str]:
-        headers = {"Content-Type": "application/json; charset=utf-8"}
-        if self._secret is not None:
-            timestamp = int(self._clock.now().timestamp())
-            headers[TIMESTAMP_HEADER] = str(timestamp)
-            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+        if self._secret is None:
+            return _PLAIN_HEADERS  # aiohttp copies headers; this dict is never changed
+        headers = dict(_PLAIN_HEADERS)
+        timestamp = int(self._clock.now().timestamp())
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         return headers
 
     async def send(self, msg: Outbound) -> None:
-        body = json.dumps(msg.body(), ensure_ascii=False, separators=(",", ":")).encode()
+        body = _encode(msg.body()).encode()
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             self._session = aiohttp.ClientSession(timeout=timeout)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from warnd import metrics
 from warnd.chain import ladder
 from warnd.engine.calls import Job, run_jobs
 from warnd.engine.context import Context
@@ -69,6 +70,8 @@ async def acknowledge_call(
     )
     if w.state == "active" or w.state == "cancelled":
         await run_jobs(ctx, session, [Job(call.division_id, [ladder.Acked(call.key, source)])], now)
+    if call.start_at is not None and not late:
+        metrics.TIME_TO_ACK.labels(source).observe((now - call.start_at).total_seconds())
     log.info(
         "ack_recorded",
         warning=w.key,

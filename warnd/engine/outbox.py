@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.engine.context import Context
+from warnd.store import chainrows
 from warnd.store.tables import Call, Outbox, WarningRow
 
 log = structlog.get_logger("warnd.outbox")
@@ -56,58 +59,45 @@ class Outcome:
 async def claim(ctx: Context, now: datetime, limit: int = 500) -> list[Claimed]:
     """Take due messages (and ones whose lease ran out) for sending, under a lease."""
     async with ctx.store.write() as session:
-        q = (
-            select(
-                _O.c.id,
-                _O.c.to,
-                _O.c.purpose,
-                _O.c.text,
-                _W.c.key,
-                _O.c.contact_id,
-                _O.c.drill,
-                _O.c.attempt,
-                _O.c.rung,
-                _O.c.reply_code,
-                _O.c.token,
-                _O.c.call_id,
-                _O.c.tries,
-                _C.c.state.label("call_state"),
-                _C.c.attempts_made,
-            )
-            .select_from(
-                _O.join(_W, _W.c.id == _O.c.warning_id).outerjoin(_C, _C.c.id == _O.c.call_id)
-            )
-            .where(
-                or_(
-                    (_O.c.state == "pending") & (_O.c.due_at <= now),
-                    (_O.c.state == "sending") & (_O.c.lease_until <= now),
-                )
-            )
-            .order_by(_O.c.due_at, _O.c.id)
-            .limit(limit)
-        )
-        if not ctx.store.is_sqlite:
-            q = q.with_for_update(skip_locked=True, of=_O)
-        rows = (await session.execute(q)).all()
-        stale = [
-            r.id
-            for r in rows
-            if r.purpose == "call"
-            and (r.call_state != "active" or (r.attempt or 0) < (r.attempts_made or 0))
-        ]
-        stale_set = set(stale)
-        take = [r for r in rows if r.id not in stale_set]
+        bulk = chainrows.bulk_for(session)
+        sqlite = bulk if isinstance(bulk, chainrows.SQLiteBulk) else None
+        if sqlite is not None:
+            rows = await _due_sqlite(sqlite, session, now, limit)
+        else:
+            rows = await _due_core(ctx, session, now, limit)
+        # rows: Claimed's fields (tries as stored), the call's state and attempts made, and
+        # (SQLite) the rowid
+        stale = [r for r in rows if _stale(r)]
+        take = [r for r in rows if not _stale(r)] if stale else rows
         if stale:
             # Answered, cancelled, or overtaken by the next attempt: sending is pointless.
-            await session.execute(
-                update(_O)
-                .where(_O.c.id.in_(stale))
-                .values(state="cancelled", error="call no longer open")
+            if sqlite is not None:
+                await _by_rowid(
+                    sqlite,
+                    session,
+                    "UPDATE outbox SET state = 'cancelled', error = 'call no longer open'",
+                    (),
+                    [r[15] for r in stale],
+                )
+            else:
+                await session.execute(
+                    update(_O)
+                    .where(_O.c.id.in_([r[0] for r in stale]))
+                    .values(state="cancelled", error="call no longer open")
+                )
+        if take and sqlite is not None:
+            await _by_rowid(
+                sqlite,
+                session,
+                "UPDATE outbox SET state = 'sending', lease_until = ?, claimed_by = ?,"
+                " tries = tries + 1",
+                (sqlite.bind(_O, "lease_until", now + LEASE), ctx.instance),
+                [r[15] for r in take],
             )
-        if take:
+        elif take:
             await session.execute(
                 update(_O)
-                .where(_O.c.id.in_([r.id for r in take]))
+                .where(_O.c.id.in_([r[0] for r in take]))
                 .values(
                     state="sending",
                     lease_until=now + LEASE,
@@ -116,23 +106,103 @@ async def claim(ctx: Context, now: datetime, limit: int = 500) -> list[Claimed]:
                 )
             )
     return [
-        Claimed(
-            r.id,
-            r.to,
-            r.purpose,
-            r.text,
-            r.key,
-            r.contact_id,
-            r.drill,
-            r.attempt,
-            r.rung,
-            r.reply_code,
-            r.token,
-            r.call_id,
-            r.tries + 1,
-        )
+        Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12] + 1)
         for r in take
     ]
+
+
+async def _by_rowid(
+    bulk: chainrows.SQLiteBulk,
+    session: AsyncSession,
+    sql: str,
+    params: tuple[Any, ...],
+    rowids: list[int],
+) -> None:
+    """``sql WHERE rowid IN (...)``, in chunks that stay below SQLite's parameter limit."""
+    for i in range(0, len(rowids), 5000):
+        part = rowids[i : i + 5000]
+        await bulk.execute(
+            session, f"{sql} WHERE rowid IN ({', '.join('?' * len(part))})", (*params, *part)
+        )
+
+
+def _stale(r: tuple[Any, ...]) -> bool:
+    """A call attempt whose call was answered, cancelled, or overtaken by the next attempt."""
+    return r[2] == "call" and (r[13] != "active" or (r[7] or 0) < (r[14] or 0))
+
+
+async def _due_sqlite(
+    bulk: chainrows.SQLiteBulk, session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[Any, ...]]:
+    """The due rows in order of due time, then of queueing (rowid), reading no more than needed.
+
+    SQLite walks ``ix_outbox_due`` (state, due_at, rowid) in order and stops at ``limit``. The
+    portable query's tie-break on the message id would make it sort every due row first (a
+    province-wide fan-out queues ~100,000 at the same instant) on every claim.
+    """
+    head = (
+        'SELECT o.id, o."to", o.purpose, o.text, w."key", o.contact_id, o.drill, o.attempt,'
+        " o.rung, o.reply_code, o.token, o.call_id, o.tries, c.state, c.attempts_made,"
+        ' o.rowid, o.due_at FROM outbox AS o JOIN "warning" AS w ON w.id = o.warning_id'
+        ' LEFT OUTER JOIN "call" AS c ON c.id = o.call_id'
+    )
+    pending = await bulk.execute(
+        session,
+        f"{head} WHERE o.state = 'pending' AND o.due_at <= ? ORDER BY o.due_at, o.rowid LIMIT ?",
+        (bulk.bind(_O, "due_at", now), limit),
+    )
+    expired = await bulk.execute(
+        session,
+        f"{head} WHERE o.state = 'sending' AND o.lease_until <= ?"
+        f" ORDER BY o.due_at, o.rowid LIMIT ?",
+        (bulk.bind(_O, "lease_until", now), limit),
+    )
+    rows, late = pending.all(), expired.all()
+    if late:  # both kinds, in one order (stored timestamps as Core reads them)
+        rows = bulk.results(_O, _ORDER_COLS, [*rows, *late])
+        rows.sort(key=lambda r: (r[16], r[15]))
+        rows = rows[:limit]
+    drill = bulk.reader(_O, "drill")
+    return [(*r[:6], drill(r[6]), *r[7:]) for r in rows]
+
+
+_ORDER_COLS = (*(None,) * 16, "due_at")
+
+
+async def _due_core(
+    ctx: Context, session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[Any, ...]]:
+    q = (
+        select(
+            _O.c.id,
+            _O.c.to,
+            _O.c.purpose,
+            _O.c.text,
+            _W.c.key,
+            _O.c.contact_id,
+            _O.c.drill,
+            _O.c.attempt,
+            _O.c.rung,
+            _O.c.reply_code,
+            _O.c.token,
+            _O.c.call_id,
+            _O.c.tries,
+            _C.c.state.label("call_state"),
+            _C.c.attempts_made,
+        )
+        .select_from(_O.join(_W, _W.c.id == _O.c.warning_id).outerjoin(_C, _C.c.id == _O.c.call_id))
+        .where(
+            or_(
+                (_O.c.state == "pending") & (_O.c.due_at <= now),
+                (_O.c.state == "sending") & (_O.c.lease_until <= now),
+            )
+        )
+        .order_by(_O.c.due_at, _O.c.id)
+        .limit(limit)
+    )
+    if not ctx.store.is_sqlite:
+        q = q.with_for_update(skip_locked=True, of=_O)
+    return [tuple(r) for r in await session.execute(q)]
 
 
 async def mark(ctx: Context, outcomes: list[Outcome], now: datetime) -> None:
@@ -148,45 +218,96 @@ async def mark(ctx: Context, outcomes: list[Outcome], now: datetime) -> None:
         for o in outcomes
         if not o.ok and not o.permanent
     ]
-    live = or_(_O.c.state == "sending", _O.c.state == "pending")  # no IN: executemany
     async with ctx.store.write() as session:
-        if sent:
-            await session.execute(
-                update(_O)
-                .where(_O.c.id == bindparam("_id"), live)
-                .values(
-                    state="sent",
-                    channel=bindparam("channel"),
-                    sent_at=now,
-                    error=None,
-                    lease_until=None,
-                ),
-                sent,
-            )
-        if failed:
-            await session.execute(
-                update(_O)
-                .where(_O.c.id == bindparam("_id"), live)
-                .values(state="failed", error=bindparam("error"), lease_until=None),
-                failed,
-            )
-        if retry:
-            await session.execute(
-                update(_O)
-                .where(_O.c.id == bindparam("_id"), live)
-                .values(
-                    state="pending",
-                    error=bindparam("error"),
-                    lease_until=None,
-                    due_at=now + RETRY_AFTER,
-                ),
-                retry,
-            )
+        bulk = chainrows.bulk_for(session)
+        if isinstance(bulk, chainrows.SQLiteBulk):
+            await _mark_sqlite(bulk, session, sent, failed, retry, now)
+        else:
+            await _mark_core(session, sent, failed, retry, now)
     for o in outcomes:
         if not o.ok:
             log.warning(
                 "send_failed", message=o.id, permanent=o.permanent, error=(o.error or "")[:200]
             )
+
+
+_LIVE = "(state = 'sending' OR state = 'pending')"
+
+
+async def _mark_sqlite(
+    bulk: chainrows.SQLiteBulk,
+    session: AsyncSession,
+    sent: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    retry: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """The statements of ``_mark_core`` as driver-level executemany."""
+    if sent:
+        at = bulk.bind(_O, "sent_at", now)
+        await bulk.execute(
+            session,
+            "UPDATE outbox SET state = 'sent', channel = ?, sent_at = ?, error = NULL,"
+            f" lease_until = NULL WHERE id = ? AND {_LIVE}",
+            [(o["channel"], at, o["_id"]) for o in sent],
+        )
+    if failed:
+        await bulk.execute(
+            session,
+            f"UPDATE outbox SET state = 'failed', error = ?, lease_until = NULL"
+            f" WHERE id = ? AND {_LIVE}",
+            [(o["error"], o["_id"]) for o in failed],
+        )
+    if retry:
+        due = bulk.bind(_O, "due_at", now + RETRY_AFTER)
+        await bulk.execute(
+            session,
+            "UPDATE outbox SET state = 'pending', error = ?, lease_until = NULL, due_at = ?"
+            f" WHERE id = ? AND {_LIVE}",
+            [(o["error"], due, o["_id"]) for o in retry],
+        )
+
+
+async def _mark_core(
+    session: AsyncSession,
+    sent: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    retry: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    live = or_(_O.c.state == "sending", _O.c.state == "pending")  # no IN: executemany
+    if sent:
+        await session.execute(
+            update(_O)
+            .where(_O.c.id == bindparam("_id"), live)
+            .values(
+                state="sent",
+                channel=bindparam("channel"),
+                sent_at=now,
+                error=None,
+                lease_until=None,
+            ),
+            sent,
+        )
+    if failed:
+        await session.execute(
+            update(_O)
+            .where(_O.c.id == bindparam("_id"), live)
+            .values(state="failed", error=bindparam("error"), lease_until=None),
+            failed,
+        )
+    if retry:
+        await session.execute(
+            update(_O)
+            .where(_O.c.id == bindparam("_id"), live)
+            .values(
+                state="pending",
+                error=bindparam("error"),
+                lease_until=None,
+                due_at=now + RETRY_AFTER,
+            ),
+            retry,
+        )
 
 
 async def mark_sent(ctx: Context, message_id: str, channel: str, now: datetime) -> None:

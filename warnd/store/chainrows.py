@@ -225,6 +225,10 @@ class CoreBulk:
 Processor = Callable[[Any], Any]
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _memoised(proc: Processor) -> Processor:
     """``proc`` for one statement's rows; None stays None (as every processor here keeps it)."""
     seen: dict[Any, Any] = {}
@@ -297,6 +301,52 @@ class SQLiteBulk(CoreBulk):
         if rows:
             conn = await session.connection()
             await conn.exec_driver_sql(sql, rows)
+
+    # For statements of other modules (the outbox) that take the same fast path.
+
+    def quote(self, name: str) -> str:
+        return self._quote(name)
+
+    def bind(self, table: Table, col: str, value: Any) -> Any:
+        """``value`` as the driver receives it for ``table.col``."""
+        proc = self._processor(table, col, bind=True)
+        return value if proc is None else proc(value)
+
+    async def execute(
+        self, session: AsyncSession, sql: str, params: Sequence[Any] | list[tuple[Any, ...]]
+    ) -> Any:
+        """A driver-level statement: one tuple of parameters, or a list of them (executemany)."""
+        if isinstance(params, list) and not params:
+            return None
+        conn = await session.connection()
+        return await conn.exec_driver_sql(
+            sql, params if isinstance(params, list) else tuple(params)
+        )
+
+    def reader(self, table: Table, col: str) -> Processor:
+        """What Core does to a stored ``table.col`` value when reading it."""
+        proc = self._processor(table, col, bind=False)
+        return proc if proc is not None else _same
+
+    def results(
+        self, table: Table, cols: Sequence[str | None], rows: Iterable[Sequence[Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of a driver-level SELECT, processed as Core would for ``table.col`` columns
+        (None: a column of another table that needs no processing)."""
+        procs = []
+        for i, c in enumerate(cols):
+            proc = None if c is None else self._processor(table, c, bind=False)
+            if proc is not None:
+                procs.append((i, proc))
+        if not procs:
+            return [tuple(r) for r in rows]
+        out = []
+        for r in rows:
+            v = list(r)
+            for i, proc in procs:
+                v[i] = proc(v[i])
+            out.append(tuple(v))
+        return out
 
     async def select_in(
         self,

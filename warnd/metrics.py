@@ -1,0 +1,123 @@
+"""Prometheus metrics on the listener's ``/metrics``.
+
+Two kinds: what happens in this process (sends, feed polls, scheduler lag, time to acknowledge)
+is counted as it happens; what the chain's state is (warnings by state, acknowledgements,
+escalations, the not-woken list, outbox by channel) is read from the store at scrape time, so
+every instance sharing a database reports the same truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from warnd.store import Store
+from warnd.store.tables import Ack, Division, Event, Outbox, WarningRow
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+SENT = Counter(
+    "warnd_messages_total",
+    "Outbound messages handed to a channel, by outcome.",
+    ["channel", "purpose", "result"],
+    registry=REGISTRY,
+)
+FEED_POLLS = Counter("warnd_feed_polls_total", "Feed polls.", ["feed"], registry=REGISTRY)
+FEED_ERRORS = Counter(
+    "warnd_feed_poll_errors_total",
+    "Feed polls that reported an error.",
+    ["feed"],
+    registry=REGISTRY,
+)
+SCHEDULER_LAG = Histogram(
+    "warnd_scheduler_lag_seconds",
+    "How late due rows were picked up by the engine.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+    registry=REGISTRY,
+)
+TIME_TO_ACK = Histogram(
+    "warnd_time_to_ack_seconds",
+    "From a call's first attempt to its acknowledgement.",
+    ["source"],
+    buckets=(15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600),
+    registry=REGISTRY,
+)
+
+
+class StoreCollector(Collector):
+    """Chain state from the store, refreshed (async) just before each scrape."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+
+    async def refresh(self, store: Store) -> None:
+        w, o, a, e, d = (
+            t.__table__  # type: ignore[union-attr]
+            for t in (WarningRow, Outbox, Ack, Event, Division)
+        )
+        n = func.count()
+        async with store.read() as s:
+            snap: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+            rows = await s.execute(select(w.c.state, w.c.drill, n).group_by(w.c.state, w.c.drill))
+            snap["warnings"] = [((st, str(dr).lower()), c) for st, dr, c in rows]
+            group = (o.c.channel, o.c.purpose, o.c.state)
+            rows = await s.execute(select(*group, n).group_by(*group))
+            snap["outbox"] = [((ch or "", p, st), c) for ch, p, st, c in rows]
+            rows = await s.execute(select(a.c.source, n).group_by(a.c.source))
+            snap["acks"] = [((src,), c) for src, c in rows]
+            rung = e.c.data["rung"].as_string()
+            rows = await s.execute(select(rung, n).where(e.c.type == "escalate").group_by(rung))
+            snap["escalations"] = [((r or "",), c) for r, c in rows]
+            rows = await s.execute(
+                select(w.c.drill, n)
+                .select_from(d.join(w, w.c.id == d.c.warning_id))
+                .where(
+                    d.c.unreached_at.is_not(None),
+                    d.c.reached_at.is_(None),
+                    d.c.resolved_at.is_(None),
+                )
+                .group_by(w.c.drill)
+            )
+            snap["not_woken"] = [((str(dr).lower(),), c) for dr, c in rows]
+        self.snapshot = snap
+
+    def collect(self) -> Iterator[Any]:
+        families: list[tuple[str, str, list[str], str]] = [
+            ("warnings", "warnd_warnings", ["state", "drill"], "gauge"),
+            ("outbox", "warnd_outbox_messages", ["channel", "purpose", "state"], "gauge"),
+            ("acks", "warnd_acknowledgements", ["source"], "counter"),
+            ("escalations", "warnd_escalations", ["rung"], "counter"),
+            ("not_woken", "warnd_not_woken_divisions", ["drill"], "gauge"),
+        ]
+        helps = {
+            "warnings": "Warnings by state (drills apart).",
+            "outbox": "Outbound messages by channel, purpose and state.",
+            "acks": "Acknowledgements stored, by source.",
+            "escalations": "Divisions moved up the ladder, by rung.",
+            "not_woken": "Divisions on the duty office's not-woken list, unresolved.",
+        }
+        for key, name, labels, kind in families:
+            family: Any = (
+                CounterMetricFamily(name, helps[key], labels=labels)
+                if kind == "counter"
+                else GaugeMetricFamily(name, helps[key], labels=labels)
+            )
+            for values, n in self.snapshot.get(key, []):
+                family.add_metric(list(values), float(n))
+            yield family
+
+
+STORE = StoreCollector()
+REGISTRY.register(STORE)
+
+
+async def exposition(store: Store | None) -> bytes:
+    """The text exposition format, with the store-derived families refreshed first."""
+    if store is not None:
+        await STORE.refresh(store)
+    return generate_latest(REGISTRY)
