@@ -11,13 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlmodel import SQLModel, select
 
 from warnd.errors import StoreError
-from warnd.store import tables
-from warnd.store.tables import SCHEMA_VERSION, Meta
+from warnd.store import schema, tables
 
 
 def async_url(url: str) -> str:
@@ -47,11 +45,16 @@ class Store:
         self.is_sqlite = write.dialect.name == "sqlite"
 
     @classmethod
-    async def open(cls, url: str, *, create: bool = True) -> Store:
-        """Open (and by default create) the store; refuse a schema the code does not know."""
+    async def open(cls, url: str, *, create: bool = True, migrate: bool = False) -> Store:
+        """Open the store; refuse a schema other than the code's (unless ``migrate``).
+
+        ``create``: an empty (or missing SQLite) database is brought to the current schema.
+        ``migrate``: an older schema is upgraded (``warnd db upgrade``); the daemon never does
+        this on its own.
+        """
         path = _sqlite_path(url)
         if path is not None and str(path) not in ("", ":memory:"):
-            if not create and not path.exists():
+            if not create and not migrate and not path.exists():
                 raise StoreError(
                     f"no store at {path}: run `warnd serve` or `warnd db upgrade` first"
                 )
@@ -67,35 +70,35 @@ class Store:
             read = write
         store = cls(url, write, read)
         try:
-            await store._prepare(create)
+            await store._prepare(create=create, migrate=migrate)
         except Exception:
             await store.close()
             raise
         return store
 
-    async def _prepare(self, create: bool) -> None:
+    async def _prepare(self, *, create: bool, migrate: bool) -> None:
         async with self._write.begin() as conn:
-            if create:
-                await conn.run_sync(SQLModel.metadata.create_all)
-            row = (
-                await conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'"))
-            ).first()
-            if row is None:
-                await conn.execute(
-                    tables.Meta.__table__.insert().values(  # type: ignore[attr-defined]
-                        key="schema_version", value=str(SCHEMA_VERSION)
-                    )
-                )
-            elif int(row[0]) < SCHEMA_VERSION:
+            empty = await conn.run_sync(schema.is_empty)
+            at = None if empty else await conn.run_sync(schema.current)
+            head = schema.head()
+            if at == head:
+                return
+            if empty and not (create or migrate):
+                raise StoreError("the store is empty: run `warnd db upgrade` first")
+            if not empty and at is not None and not schema.is_ancestor(at):
                 raise StoreError(
-                    f"store schema {row[0]} is older than this warnd ({SCHEMA_VERSION}):"
-                    " run `warnd db upgrade`"
+                    f"store schema {at} is newer than this warnd ({head}): upgrade warnd"
                 )
-            elif int(row[0]) > SCHEMA_VERSION:
+            if not empty and not migrate:
                 raise StoreError(
-                    f"store schema {row[0]} is newer than this warnd ({SCHEMA_VERSION}):"
-                    " upgrade warnd"
+                    f"store schema {at or 'unversioned'} is older than this warnd ({head}):"
+                    " run `warnd db upgrade --config PATH` (stop every instance first)"
                 )
+            await conn.run_sync(schema.upgrade)
+
+    async def revision(self) -> str | None:
+        async with self._read.connect() as conn:
+            return await conn.run_sync(schema.current)
 
     async def close(self) -> None:
         await self._write.dispose()
@@ -115,15 +118,6 @@ class Store:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with AsyncSession(self._read, expire_on_commit=False) as session:
             yield session
-
-    async def schema_version(self) -> int:
-        async with self.read() as s:
-            meta = (
-                (await s.execute(select(Meta).where(Meta.key == "schema_version")))
-                .scalars()
-                .first()
-            )
-            return int(meta.value) if meta else 0
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:

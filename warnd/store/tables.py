@@ -14,8 +14,6 @@ from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Text, UniqueC
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware datetimes on every backend (SQLite keeps no offset of its own)."""
@@ -45,12 +43,6 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
 
 def _json() -> Any:
     return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-
-
-class Meta(SQLModel, table=True):
-    __tablename__ = "meta"
-    key: str = Field(primary_key=True)
-    value: str
 
 
 class WarningRow(SQLModel, table=True):
@@ -226,3 +218,24 @@ class Event(SQLModel, table=True):
     division: str | None = None
     level: str | None = None
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Receipt(SQLModel, table=True):
+    """What a provider reported about one message: submitted, delivered, answered, no key, failed.
+
+    Recorded for the record and never an acknowledgement (domain: a picked-up call without the
+    key press does not count); ``ref`` is the provider's own id (CallId, BizId, SerialNo) so that
+    a callback that does not echo warnd's message id can still be matched.
+    """
+
+    __tablename__ = "receipt"
+    __table_args__ = (Index("ix_receipt_ref", "provider", "ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    warning_id: int | None = Field(default=None, foreign_key="warning.id", index=True)
+    outbox_id: str | None = Field(default=None, index=True)
+    contact_id: str | None = None
+    provider: str  # channel type: aliyun|tencent|...
+    ref: str | None = None
+    status: str  # submitted|delivered|undelivered|answered|no_key|keypress|no_answer|failed
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime | None = _ts(nullable=False)
