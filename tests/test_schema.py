@@ -20,7 +20,7 @@ async def test_new_store_is_at_head_and_matches_the_tables(store_url: str) -> No
     store = await Store.open(store_url)
     try:
         assert await store.revision() == schema.head()
-        async with store._write.connect() as conn:  # noqa: SLF001
+        async with store._write.connect() as conn:
 
             def diff(sync_conn: object) -> list[object]:
                 ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from factory import county_rows, write_contacts
+
 from warnd.sdnotify import Notifier
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from warnd import phone
+from warnd.clock import wall_now
 from warnd.engine import Engine
 from warnd.engine.acks import AckResult
 from warnd.signature import ReplayGuard, SignatureError, mask_phone, verify
@@ -35,7 +36,9 @@ def make_app(
     health: Callable[[], Awaitable[dict[str, Any]]],
     *,
     max_age_s: float = 300,
+    extra_routes: Iterable[web.RouteDef] = (),
 ) -> web.Application:
+    """The listener's app; ``extra_routes`` are channels' vendor callbacks (warnd.vendors)."""
     app = web.Application(client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app[SECRET] = secret
@@ -47,6 +50,7 @@ def make_app(
     app.router.add_post("/a/{token}", link_confirm)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    app.router.add_routes(list(extra_routes))
     return app
 
 
@@ -58,7 +62,7 @@ async def _signed_json(request: web.Request) -> tuple[dict[str, Any], tuple[int,
     """
     body = await request.read()
     engine = request.app[ENGINE]
-    now = engine.ctx.now().timestamp()
+    now = wall_now(engine.ctx.clock).timestamp()  # real time even during a sped-up drill
     ts = request.headers.get("X-Warnd-Timestamp")
     sig = request.headers.get("X-Warnd-Signature")
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -12,6 +15,13 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current instant, timezone-aware."""
         ...
+
+
+def wall_now(clock: Clock) -> datetime:
+    """The clock's idea of the wall-clock instant, for protocols outside the chain (signature
+    freshness): a drill's scaled clock answers real time, every other clock its own time."""
+    wall = getattr(clock, "wall", None)
+    return wall() if callable(wall) else clock.now()
 
 
 class SystemClock:
@@ -73,3 +83,63 @@ class FileClock:
                 value = self._now  # never backwards
             self._now, self._stamp = value, stamp
         return self._now
+
+
+class ScaledClock:
+    """Drill time for a live replay: virtual time runs ``speed`` times faster than real time.
+
+    At ``speed`` 60 the 6h/3h/1h chain takes 6/3/1 real minutes and a 5-minute window 5 s.
+    ``real`` is a monotonic seconds source (injected in tests, which advance it instead of
+    sleeping); ``wall_start`` is the wall-clock instant that corresponds to ``start`` (by
+    default, when the clock begins running).
+    """
+
+    def __init__(
+        self,
+        start: datetime,
+        speed: float,
+        *,
+        real: Callable[[], float] = time.monotonic,
+        wall_start: datetime | None = None,
+        paused: bool = False,
+    ) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ScaledClock needs a timezone-aware start")
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number, got {speed!r}")
+        self.start = start
+        self.speed = float(speed)
+        self._real = real
+        self._wall0 = wall_start
+        self._real0: float | None = None
+        if not paused:
+            self.begin()
+
+    def begin(self) -> None:
+        """Let time run (a paused clock shows ``start`` until then, e.g. while a daemon starts)."""
+        if self._real0 is None:
+            self._real0 = self._real()
+            if self._wall0 is None:
+                self._wall0 = datetime.now(UTC)
+
+    @property
+    def wall_start(self) -> datetime | None:
+        """The wall-clock instant that corresponds to ``start`` (None while paused)."""
+        return self._wall0 if self._real0 is not None else None
+
+    def real_elapsed(self) -> float:
+        """Real seconds since the clock began running."""
+        return 0.0 if self._real0 is None else max(0.0, self._real() - self._real0)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.real_elapsed() * self.speed)
+
+    def real_delay(self, when: datetime) -> float:
+        """Real seconds until the virtual clock shows ``when`` (0.0 when it already has)."""
+        return max(0.0, (when - self.now()).total_seconds() / self.speed)
+
+    def wall(self, when: datetime | None = None) -> datetime:
+        """The wall-clock instant at which virtual time shows ``when`` (default: now)."""
+        virtual = self.now() if when is None else when
+        base = self._wall0 if self._wall0 is not None else datetime.now(UTC)
+        return base + (virtual - self.start) / self.speed

@@ -67,6 +67,7 @@ class Daemon:
         self._sender: asyncio.Task[None] | None = None
         self._send_again = False
         self.started_at: datetime | None = None
+        self._groups: list[Any] = []  # channels with ``observe``: duty-group digests
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -107,11 +108,20 @@ class Daemon:
             elif f.url is not None:
                 self.feeds.append(HttpFeed(f.name, f.url, timeout_s=f.timeout.total_seconds()))
         assert cfg.hooks is not None
+        # vendor callbacks (warnd.vendors) of the channels that have them
+        vendor_routes = [
+            route
+            for ch in channels.values()
+            if hasattr(ch, "routes")
+            for route in ch.routes(self.engine)
+        ]
+        self._groups = [ch for ch in channels.values() if hasattr(ch, "observe")]
         app = make_app(
             self.engine,
             cfg.hooks.secret(),
             self.health,
             max_age_s=cfg.hooks.max_age.total_seconds(),
+            extra_routes=vendor_routes,
         )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -284,6 +294,7 @@ class Daemon:
         assert self.engine is not None and self.dispatcher is not None
         engine, dispatcher = self.engine, self.dispatcher
         done: list[OutboxOutcome] = []
+        said = log.bind()  # bound once: the module's lazy proxy binds anew on every line
 
         async def flush() -> None:
             if done:
@@ -298,7 +309,7 @@ class Daemon:
             metrics.SENT.labels(sent.channel or "-", msg.purpose, result).inc()
             if sent.ok:
                 done.append(OutboxOutcome(msg.id, True, f"{sent.channel}/{sent.kind}"))
-                log.info(
+                said.info(
                     "message_sent",
                     message=msg.id,
                     warning=msg.warning,
@@ -318,6 +329,14 @@ class Daemon:
 
         await asyncio.gather(*(one(m) for m in claimed))
         await flush()
+        if self._groups:
+            self._background_task(self._digests(claimed))
+
+    async def _digests(self, claimed: list[Claimed]) -> None:
+        """Duty-group robots summarise what was just sent (warnd.channels.groups)."""
+        assert self.engine is not None
+        for group in self._groups:
+            await group.observe(claimed, self.engine.ctx.directory)
 
     async def _schedule_next(self) -> None:
         if self.scheduler is None or self.engine is None:

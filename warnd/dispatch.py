@@ -68,10 +68,11 @@ class Dispatcher:
         for item in wanted:
             if item in self.channels:  # a channel name: its best kind for this purpose
                 ch = self.channels[item]
-                for kind in kinds:
-                    if kind in ch.kinds:
-                        out.append((ch, kind))
-                        break
+                best = next((kind for kind in kinds if kind in ch.kinds), None)
+                if best is None and ch.kinds:  # e.g. an e-mail or group channel named by a person
+                    best = sorted(ch.kinds)[0]
+                if best is not None:
+                    out.append((ch, best))
             else:  # a kind: every channel carrying it, in config order
                 out.extend((ch, item) for ch in self.channels.values() if item in ch.kinds)
         seen: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ import io
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +38,9 @@ from warnd.store.tables import Call, Event, WarningRow
 
 NEVER = None
 MAX_STEPS = 1_000_000
+
+#: progress(virtual seconds done, estimated virtual seconds in all): for a progress bar
+Progress = Callable[[float, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,20 @@ def load_feed(paths: list[str | Path]) -> list[FeedMessage]:
         out.append(FeedMessage(cap.parse(raw, source=str(f)), raw, str(f)))
     out.sort(key=lambda m: m.alert.sent)
     return out
+
+
+def horizon(alerts: Sequence[Alert], policy: Policy) -> datetime | None:
+    """A generous guess at when a drill over ``alerts`` goes quiet (progress bars only).
+
+    The last stage of a message fires at its reference time less the shortest lead (or on
+    arrival), and a division's ladder lasts at most every rung's attempts × window after that.
+    """
+    if not alerts:
+        return None
+    rungs = 1 + len(policy.ladder)
+    ladder = policy.ack.window * policy.ack.attempts * rungs
+    shortest = min((s.lead for s in policy.stages), default=timedelta(0))
+    return max(max(a.sent, (a.onset or a.effective or a.sent) - shortest) + ladder for a in alerts)
 
 
 def load_responders(path: str | Path) -> dict[str, timedelta | None]:
@@ -116,8 +133,10 @@ class Simulation:
         clock: ManualClock,
         feed: list[FeedMessage],
         responders: dict[str, timedelta | None],
+        progress: Progress | None = None,
     ) -> None:
         self.engine = engine
+        self.progress = progress
         self.clock = clock
         self.feed = feed
         self.responders = responders
@@ -129,6 +148,9 @@ class Simulation:
     async def run(self) -> None:
         pending = list(self.feed)
         steps = 0
+        start = self.clock.now()
+        end = horizon([m.alert for m in self.feed], self.engine.ctx.policy) or start
+        total = max(1.0, (end - start).total_seconds())
         while True:
             steps += 1
             if steps > MAX_STEPS:
@@ -155,6 +177,9 @@ class Simulation:
                 )
                 if t is not None
             ]
+            if self.progress is not None:
+                done = (self.clock.now() - start).total_seconds()
+                self.progress(total if not nxt else min(done, total * 0.99), total)
             if not nxt:
                 return
             target = min(nxt)
@@ -260,6 +285,7 @@ async def simulate(
     *,
     tz: Any = None,
     public_url: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run a whole drill in virtual time and return the report (nothing is sent)."""
     feed = load_feed(feed_paths)
@@ -277,7 +303,7 @@ async def simulate(
             if tz is not None:
                 ctx.tz = tz
             engine = Engine(ctx)
-            sim = Simulation(engine, clock, feed, responders)
+            sim = Simulation(engine, clock, feed, responders, progress)
             await sim.run()
             result = await report(store, ctx.tz)
             result["summary"]["messages"] = dict(sim.outcomes)
@@ -291,4 +317,12 @@ async def simulate(
             await store.close()
 
 
-__all__ = ["FeedItem", "Simulation", "load_feed", "load_responders", "report", "simulate"]
+__all__ = [
+    "FeedItem",
+    "Simulation",
+    "horizon",
+    "load_feed",
+    "load_responders",
+    "report",
+    "simulate",
+]

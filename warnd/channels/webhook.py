@@ -15,7 +15,7 @@ from typing import Self
 import aiohttp
 
 from warnd.channels import Outbound, register, unknown_options
-from warnd.clock import Clock
+from warnd.clock import Clock, wall_now
 from warnd.duration import parse_duration
 from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.policy import ChannelConfig, read_secret, secret_ref
@@ -110,7 +110,7 @@ class WebhookChannel:
         if self._secret is None:
             return _PLAIN_HEADERS  # aiohttp copies headers; this dict is never changed
         headers = dict(_PLAIN_HEADERS)
-        timestamp = int(self._clock.now().timestamp())
+        timestamp = int(wall_now(self._clock).timestamp())
         headers[TIMESTAMP_HEADER] = str(timestamp)
         headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         return headers

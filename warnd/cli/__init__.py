@@ -28,9 +28,7 @@ def main(log_level: str, log_json: bool | None) -> None:
 
 def _register() -> None:
     """Import the command modules so that they attach themselves to ``main``."""
-    from warnd.cli import ack, contacts, db, drill, inspect, serve  # noqa: F401
-    from warnd.cli import replay, roster  # noqa: F401  (attach to drill / contacts)
-    from warnd.cli import report, status  # noqa: F401
+    from warnd.cli import ack, contacts, db, drill, inspect, replay, report, roster, serve, status  # noqa: F401  # noqa: F401  (attach to drill / contacts)  # noqa: F401
 
 
 _register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -51,9 +52,23 @@ def simulate_cmd(
     directory_, problems = directory.load(path)
     for prob in problems:
         click.echo(f"warnd: 通讯录问题 {prob}", err=True)
-    result = asyncio.run(
-        simulate(list(feeds), directory_, policy, responders, tz=config.tz if config else None)
-    )
+    from warnd.cli.replay import progress_for  # here: warnd.cli.replay imports this module
+
+    bar = progress_for(sys.stderr, "模拟演练")
+    try:
+        result = asyncio.run(
+            simulate(
+                list(feeds),
+                directory_,
+                policy,
+                responders,
+                tz=config.tz if config else None,
+                progress=bar,
+            )
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     out = Path(report_path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import JSON, Table, bindparam, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -245,6 +245,33 @@ def _memoised(proc: Processor) -> Processor:
     return process
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
+def _memoised_json(proc: Processor) -> Processor:
+    """``proc`` for one statement's JSON values; flat dicts of plain values are memoised.
+
+    The key keeps every type (``True`` and ``1`` are equal in Python, not in JSON).
+    """
+    seen: dict[tuple[Any, ...], Any] = {}
+
+    def process(value: Any) -> Any:
+        if type(value) is not dict:
+            return proc(value)
+        key = []
+        for k, v in value.items():
+            if type(k) is not str or type(v) not in _PLAIN:
+                return proc(value)
+            key.append((k, type(v), v))
+        t = tuple(key)
+        out = seen.get(t)
+        if out is None:
+            out = seen[t] = proc(value)
+        return out
+
+    return process
+
+
 class SQLiteBulk(CoreBulk):
     """The same statements as driver-level executemany over tuples (see the module docstring)."""
 
@@ -276,24 +303,24 @@ class SQLiteBulk(CoreBulk):
         for i, c in enumerate(cols):
             proc = self._processor(table, c, bind=bind)
             if proc is not None:
-                if isinstance(table.c[c].type, UTCDateTime):
+                kind = table.c[c].type
+                if isinstance(kind, UTCDateTime):
                     proc = _memoised(proc)
+                elif isinstance(kind, JSON) and bind:
+                    proc = _memoised_json(proc)
                 out.append((i, proc))
         return out
 
     def _bound(
-        self, table: Table, cols: Sequence[str], rows: Iterable[Sequence[Any]]
+        self, table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> list[tuple[Any, ...]]:
         procs = self._procs(table, cols, bind=True)
-        if not procs:
+        if not rows or not procs:
             return [tuple(r) for r in rows]
-        out = []
-        for r in rows:
-            v = list(r)
-            for i, proc in procs:
-                v[i] = proc(v[i])
-            out.append(tuple(v))
-        return out
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))  # column-wise: C loops
+        for i, proc in procs:
+            columns[i] = [proc(v) for v in columns[i]]
+        return list(zip(*columns, strict=True))
 
     async def _executemany(
         self, session: AsyncSession, sql: str, rows: list[tuple[Any, ...]]

@@ -1,0 +1,214 @@
+"""The pre-season audit (``warnd contacts audit``): can every post be reached in time?
+
+``contacts check`` finds broken rows; the audit asks, per division (post), what the duty office
+asks before the flood season: is there an A and a B, are their numbers valid and distinct, does
+the parent have an A (the superior rung), does the county have a duty row (the last rung), and
+does the worst-case ladder still end before onset for the level's lead time.
+
+Worst case (contracts §3): every person stays silent, so each rung that has somebody to call
+runs all of its attempts and fails one window after the last: ``attempts × window`` per rung.
+The rungs are the stage call (the division's A persons), then the policy's ladder — backup (its
+B persons), superior (the A persons of the nearest enclosing division that has any), duty (the
+county's duty office); a rung with nobody to call is skipped at once and costs nothing.
+
+    worst = attempts × window × (rungs that have people)    passes when  worst < lead(level)
+
+With the 631 defaults (5m × 3, ladder backup → superior → duty) a village with a B has four
+rungs: 4 × 15 min = 60 min, which does not end inside its 1 hour: the audit says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from warnd.chain.ladder import STAGE
+from warnd.directory import Directory, Problem
+from warnd.division import DIRECTORY_LEVELS, normalise
+from warnd.duration import format_duration
+from warnd.engine.context import DirectoryPeople
+from warnd.policy import Policy
+
+#: problems of ``contacts check`` that make a post's numbers fail
+PHONE_KINDS = frozenset({"bad_phone", "duplicate_phone", "landline"})
+LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
+FORMULA = (
+    "worst = attempts × window × rungs that have people (stage, backup, superior, duty);"
+    " a post passes when worst < the lead time of its level"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PostAudit:
+    """One division's audit; ``None`` marks a check that does not apply."""
+
+    code: str
+    name: str
+    level: str
+    a: int
+    b: int
+    phones_ok: bool
+    parent: str | None  # the immediate parent's code (townships, villages)
+    parent_a: bool | None
+    county_duty: bool
+    rungs: tuple[str, ...]  # the rungs that have somebody to call, in ladder order
+    worst: timedelta
+    lead: timedelta | None  # None: the policy has no stage for this level
+    problems: tuple[str, ...]
+
+    @property
+    def ladder_ok(self) -> bool | None:
+        return None if self.lead is None else self.worst < self.lead
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "level": self.level,
+            "ok": self.ok,
+            "a": self.a,
+            "b": self.b,
+            "phones_ok": self.phones_ok,
+            "parent": self.parent,
+            "parent_a": self.parent_a,
+            "county_duty": self.county_duty,
+            "rungs": list(self.rungs),
+            "worst": format_duration(self.worst),
+            "worst_s": int(self.worst.total_seconds()),
+            "lead": format_duration(self.lead) if self.lead is not None else None,
+            "lead_s": int(self.lead.total_seconds()) if self.lead is not None else None,
+            "ladder_ok": self.ladder_ok,
+            "problems": list(self.problems),
+        }
+
+
+def worst_case(rungs: int, policy: Policy) -> timedelta:
+    """How long the ladder runs when nobody answers: ``attempts × window`` per rung."""
+    return policy.ack.window * policy.ack.attempts * rungs
+
+
+def row_codes(path: str | Path) -> dict[tuple[str, int], str]:
+    """(file, line) → division code of every CSV row, to put a checker problem on its post.
+
+    Files are listed and lines counted exactly as ``warnd.directory.load`` does.
+    """
+    p = Path(path)
+    files = (
+        sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".csv")
+        if p.is_dir()
+        else [p]
+    )
+    out: dict[tuple[str, int], str] = {}
+    for f in files:
+        try:
+            text = f.read_bytes().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            continue  # the checker has said why already
+        rows = csv.reader(io.StringIO(text, newline=""))
+        end, column = 0, -1
+        try:
+            for row in rows:
+                line, end = end + 1, rows.line_num
+                if column < 0:
+                    header = [c.strip().lower() for c in row]
+                    if "division_code" in header:
+                        column = header.index("division_code")
+                    continue
+                code = normalise(row[column]) if column < len(row) else None
+                if code is not None:
+                    out[(str(f), line)] = code
+        except csv.Error:
+            continue
+    return out
+
+
+def audit(
+    directory: Directory,
+    policy: Policy,
+    problems: Iterable[Problem] = (),
+    codes: Mapping[tuple[str, int], str] | None = None,
+) -> tuple[list[PostAudit], list[Problem]]:
+    """Every division's audit, sorted by code, and the checker problems no post could take.
+
+    ``problems``/``codes`` come from ``warnd.directory.load`` and ``row_codes``: a row dropped
+    for a bad number still counts against its post.
+    """
+    people = DirectoryPeople(directory)
+    phone_trouble: dict[str, int] = {}
+    unplaced: list[Problem] = []
+    for p in problems:
+        code = (codes or {}).get((p.source, p.line or 0))
+        if code is None or directory.division(code) is None:
+            unplaced.append(p)  # no post to hold it: a bad code, or every row of it dropped
+        elif p.kind in PHONE_KINDS:
+            phone_trouble[code] = phone_trouble.get(code, 0) + 1
+    leads = {s.level: s.lead for s in policy.stages}
+    posts: list[PostAudit] = []
+    for div in directory.divisions():
+        code, level = div.code, div.level
+        a = len(directory.persons(code, "A"))
+        b = len(directory.persons(code, "B"))
+        parent = code[: len(code) - 3] if level != "county" else None
+        parent_a = bool(directory.persons(parent, "A")) if parent is not None else None
+        county = code[:6]
+        county_duty = bool(directory.persons(county, "duty"))
+        rungs = tuple(r for r in (STAGE, *policy.ladder) if people.for_rung(code, r))
+        worst = worst_case(len(rungs), policy)
+        lead = leads.get(level)
+        found: list[str] = []
+        if not a:
+            found.append("没有 A 角")
+        if not b:
+            found.append("没有 B 角")
+        if phone_trouble.get(code):
+            found.append(f"号码无效或重复 {phone_trouble[code]} 处（见 contacts check）")
+        if parent is not None and not parent_a:
+            zh = LEVEL_ZH.get("township" if len(parent) == 9 else "county", "")
+            known = directory.division(parent) is not None
+            found.append(
+                f"上级{zh} {parent} 没有 A 角" if known else f"上级{zh} {parent} 不在通讯录中"
+            )
+        if not county_duty:
+            found.append(f"县 {county} 没有值班室 (duty)")
+        if lead is not None and worst >= lead:
+            found.append(
+                f"最坏叫应 {format_duration(worst)}（{len(rungs)} 级 × {policy.ack.attempts} 次"
+                f" × {format_duration(policy.ack.window)}）不短于{LEVEL_ZH.get(level, level)}级"
+                f"提前量 {format_duration(lead)}"
+            )
+        posts.append(
+            PostAudit(
+                code,
+                div.name,
+                level,
+                a,
+                b,
+                not phone_trouble.get(code),
+                parent,
+                parent_a,
+                county_duty,
+                rungs,
+                worst,
+                lead,
+                tuple(found),
+            )
+        )
+    return posts, unplaced
+
+
+def counts(posts: Iterable[PostAudit]) -> dict[str, dict[str, int]]:
+    """Posts and failures per level (and in all)."""
+    out = {level: {"posts": 0, "failed": 0} for level in (*DIRECTORY_LEVELS, "all")}
+    for post in posts:
+        for key in (post.level, "all"):
+            out[key]["posts"] += 1
+            out[key]["failed"] += not post.ok
+    return out

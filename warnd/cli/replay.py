@@ -1,0 +1,256 @@
+"""``warnd drill replay``: a live drill — archived warnings through the real daemon, sped up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
+from warnd.cli.drill import drill
+from warnd.clock import ScaledClock, SystemClock
+from warnd.drill import load_feed
+from warnd.duration import format_duration
+from warnd.notice import LEVEL_LABEL
+
+if TYPE_CHECKING:
+    from warnd.replay import ReplayPlan
+
+EXIT_INTERRUPTED = 130
+
+
+class ClockProgress:
+    """A drill's progress bar on stderr: virtual time done of the estimated whole.
+
+    It appears only once the command has run for ``after`` seconds (short runs print just
+    their result) and only on a terminal (never in logs or pipes).
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        *,
+        after: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._console = console
+        self._label = label
+        self._after = after
+        self._clock = clock
+        self._start = clock()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self.total = 1.0
+
+    @property
+    def shown(self) -> bool:
+        return self._bar is not None
+
+    def __call__(self, done: float, total: float) -> None:
+        self.total = total
+        if self._bar is None:
+            if self._clock() - self._start < self._after:
+                return
+            self._bar = Progress(
+                TextColumn(self._label),
+                BarColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=total)
+        assert self._task is not None
+        shown = format_duration(timedelta(seconds=int(done)))
+        about = format_duration(timedelta(seconds=int(total)))
+        self._bar.update(
+            self._task, completed=done, total=total, description=f"演练时间 {shown} / 约 {about}"
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def progress_for(stream: TextIO, label: str) -> ClockProgress | None:
+    """A progress bar when ``stream`` is a terminal, else None."""
+    if not stream.isatty():
+        return None
+    return ClockProgress(Console(file=stream, stderr=True), label)
+
+
+def _pace(policy: Any, speed: float, fed: int, dropped: int) -> str:
+    """What the operator should expect in real time: leads and the answer window."""
+
+    def real(seconds: float) -> str:
+        return f"{seconds / 60:.1f} 分钟" if seconds >= 60 else f"{seconds:.1f} 秒"
+
+    leads = "/".join(real(s.lead.total_seconds() / speed) for s in policy.stages)
+    window = real(policy.ack.window.total_seconds() / speed)
+    skipped = f"（{dropped} 条不在 --only 区域内，未回放）" if dropped else ""
+    return (
+        f"演练回放 {fed} 条消息{skipped}，倍速 ×{speed:g}：各级提前量 {leads}，"
+        f"每次呼叫等待应答 {window}"
+    )
+
+
+def _start_time(text: str | None, config_tz: Any) -> datetime:
+    if text is None:
+        return SystemClock().now().astimezone(config_tz)
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--start: not an ISO 8601 time like 2025-06-14T08:00:00+08:00: {text!r}")
+    return value if value.tzinfo else value.replace(tzinfo=config_tz)
+
+
+@drill.command("replay")
+@click.argument("archive", metavar="ARCHIVE_DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="倍速：60 = 6h/3h/1h 变成 6/3/1 分钟 (time compression)",
+)
+@click.option("--start", "start_text", metavar="TIME", help="演练开始时间 (default: now)")
+@click.option("--only", metavar="CODE", help="只演练这个县/乡镇 (county/township code)")
+@click.option("--confirm-live", is_flag=True, help="确认要把真实预警 (Actual) 的演练发给真人")
+@click.option("--report", "report_path", metavar="OUT.json", help="演练报告（含全部事件）")
+@json_option
+@config_option
+@guarded
+def replay_cmd(
+    archive: Path,
+    speed: float,
+    start_text: str | None,
+    only: str | None,
+    confirm_live: bool,
+    report_path: str | None,
+    as_json: bool,
+    config_path: str | None,
+) -> None:
+    """实战演练：把 ARCHIVE_DIR 里的历史 CAP 消息按 sent 顺序、标记【演练】后经真实守护进程回放。
+
+    Runs the real daemon (the config's store, channels and hooks listener; not its feeds) on a
+    clock running SPEED times faster, until every message has been fed and nothing is due.
+    Exit 0 when done, 130 when stopped with Ctrl-C (the drill's pending work is cancelled),
+    2 when refused.
+    """
+    from warnd.replay import live_risk, prepare  # here: the daemon's imports are heavy
+
+    config = load(config_path, required=True)
+    assert config is not None
+    feed = load_feed([archive])
+    if not feed:
+        fail(f"{archive}: 档案中没有 CAP 文件 (no *.xml files)")
+    start = _start_time(start_text, config.tz)
+    tag = SystemClock().now().astimezone(config.tz).strftime("%Y%m%d%H%M%S")
+    plan = prepare(feed, start, tag, only)
+    if not plan.messages:
+        fail(f"--only {plan.only}: 档案中没有覆盖该区划的消息 (no message covers it)")
+    risk = live_risk(plan, config)
+    if risk is not None and not confirm_live:
+        fail(risk)
+    clock = ScaledClock(plan.start, speed, paused=True)
+    click.echo(_pace(config.policy, speed, len(plan.messages), len(plan.dropped)), err=True)
+    bar = progress_for(sys.stderr, "演练回放")
+    try:
+        result = asyncio.run(_run(config, plan, clock, bar))
+    finally:
+        if bar is not None:
+            bar.close()
+    if report_path:
+        out = Path(report_path)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as exc:
+            fail(f"{report_path}: cannot write report: {exc.strerror}")
+    if as_json:
+        emit_json({k: v for k, v in result.items() if k != "events"})
+    else:
+        _print(result, config.tz)
+    if result["replay"]["interrupted"]:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+async def _run(
+    config: Any, plan: ReplayPlan, clock: ScaledClock, bar: ClockProgress | None
+) -> dict[str, Any]:
+    from warnd.replay import run, sleep_until_stopped
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def sleep(seconds: float) -> None:
+        # In slices, so that the bar moves during the long quiet stretches between stages.
+        end = loop.time() + seconds
+        while not stop.is_set() and (left := end - loop.time()) > 0:
+            await sleep_until_stopped(stop, min(left, 0.5))
+            if bar is not None:
+                done = (clock.now() - plan.start).total_seconds()
+                bar(min(done, bar.total * 0.99), bar.total)
+
+    try:
+        return await run(config, plan, clock, sleep=sleep, stop=stop, progress=bar)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _print(result: dict[str, Any], tz: Any) -> None:
+    r, s = result["replay"], result["summary"]
+    console = Console()
+    table = Table(title=f"实战演练 drill replay {r['tag']}")
+    table.add_column("项目")
+    table.add_column("结果", justify="right")
+
+    def hm(text: str | None) -> str:
+        return (
+            datetime.fromisoformat(text).astimezone(tz).strftime("%m-%d %H:%M:%S") if text else "—"
+        )
+
+    table.add_row("演练时间 drill time", f"{hm(r['start'])} → {hm(r['ended_at'])}")
+    table.add_row(
+        "倍速 speed / 实际用时 real time", f"×{r['speed']:g} / {r['real_seconds']:.1f} 秒"
+    )
+    table.add_row("回放消息 messages fed", str(r["fed"]))
+    if r["dropped"]:
+        table.add_row("未回放 dropped (--only)", str(len(r["dropped"])))
+    for st in result["stages"]:
+        label = LEVEL_LABEL.get(st["level"], st["level"])
+        when = (
+            f"{hm(st['fired_at'])}（实际 {hm(st['real_at'])}）" if st["fired_at"] else st["state"]
+        )
+        table.add_row(f"{label}级阶段 stage", when)
+    rows = [
+        ("呼叫次数 attempts", s.get("attempts")),
+        ("通知人数 persons notified", s.get("persons_notified")),
+        ("应答人数 persons acknowledged", s.get("persons_acknowledged")),
+        ("未叫醒 unreached", s.get("unreached")),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    for level, d in (s.get("divisions") or {}).items():
+        table.add_row(
+            f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}"
+        )
+    console.print(table)
+    if r["interrupted"]:
+        console.print("演练已中止：本次演练未完成的阶段、呼叫和消息均已取消。")

@@ -1,0 +1,188 @@
+"""``warnd report``: the after-action report of a warning in the store or of a drill file.
+
+``warnd report WARNING`` reads the store (key or unique prefix); ``warnd report FILE.json``
+reads what ``warnd drill simulate --report FILE.json`` wrote. Both go through the same
+``warnd.report.build``, so a drill and a real warning are judged by the same yardstick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from warnd import directory as directory_mod
+from warnd.cli import main
+from warnd.cli.common import config_option, fail, guarded, load
+from warnd.cli.status import console, open_store
+from warnd.policy import Config, Policy
+from warnd.report import Report
+
+FORMATS = ("terminal", "csv", "html", "json")
+
+
+class Bar:
+    """A progress bar on stderr that appears only after ``after`` seconds, only on a terminal."""
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO,
+        *,
+        after: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._label, self._after, self._clock = label, after, clock
+        self._console = Console(file=stream, stderr=True) if stream.isatty() else None
+        self._start = clock()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self._bar is not None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._console is None:
+            return
+        if self._bar is None:
+            if self._clock() - self._start < self._after:
+                return
+            self._bar = Progress(
+                TextColumn(self._label),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("report", total=max(total, 1))
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, total=max(total, 1))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@main.command("report")
+@click.argument("target", metavar="WARNING|DRILL.json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="terminal",
+    show_default=True,
+    help="terminal (rich), csv (Excel, UTF-8 BOM), html (self-contained page), json",
+)
+@click.option("--out", "out", metavar="PATH", help="写入文件 write to PATH (default: stdout)")
+@click.option("--contacts", metavar="PATH", help="通讯录: names (and, for drill files, numbers)")
+@click.option(
+    "--limit", type=int, default=40, show_default=True, help="rows per list on the terminal"
+)
+@config_option
+@guarded
+def report_cmd(
+    target: str,
+    fmt: str,
+    out: str | None,
+    contacts: str | None,
+    limit: int,
+    config_path: str | None,
+) -> None:
+    """复盘报告 (after-action report): per level reached in time, acknowledgement times,
+    redials and escalations, posts nobody answered, channel success.
+
+    WARNING is a warning key or a unique prefix of its identifier; a path to an existing
+    ``.json`` file is read as a ``warnd drill simulate`` report.
+    """
+    path = Path(target)
+    drill_file = path.suffix.lower() == ".json" or path.is_file()
+    config = load(config_path, required=not drill_file)
+    tz = config.tz if config is not None else ZoneInfo("Asia/Shanghai")
+    directory = _directory(contacts, config)
+    bar = Bar("生成报告", sys.stderr)
+    try:
+        if drill_file:
+            if not path.is_file():
+                fail(f"{target}: no such drill report file")
+            from warnd.report.load import from_drill
+
+            policy = config.policy if config is not None else Policy.default()
+            leads: dict[str, timedelta] = {s.level: s.lead for s in policy.stages}
+            report = from_drill(path, tz, leads, directory=directory, progress=bar)
+        else:
+            assert config is not None
+            report = asyncio.run(_from_store(config, target, directory, bar))
+    finally:
+        bar.close()
+    write(report, fmt, out, limit)
+
+
+async def _from_store(
+    config: Config, ref: str, directory: directory_mod.Directory | None, bar: Bar
+) -> Report:
+    from warnd.report.load import from_store
+
+    store = await open_store(config)
+    try:
+        return await from_store(store, ref, config.tz, directory=directory, progress=bar)
+    finally:
+        await store.close()
+
+
+def _directory(explicit: str | None, config: Config | None) -> directory_mod.Directory | None:
+    path = Path(explicit) if explicit else (config.contacts_path if config else None)
+    if path is None:
+        return None
+    try:
+        d, _problems = directory_mod.load(path)
+    except Exception as exc:  # names are a convenience; the report stands without them
+        if explicit:
+            fail(f"--contacts: {exc}")
+        click.echo(f"warnd: 未能读取通讯录 (contacts unavailable): {exc}", err=True)
+        return None
+    return d
+
+
+def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
+    """Render ``report`` in ``fmt`` to ``out`` (a file) or stdout."""
+    from warnd.report import text as textout
+
+    if fmt == "terminal":
+        if out is None:
+            textout.render_terminal(report, console(), limit=limit)
+            return
+        recorder = Console(record=True, width=140, file=io.StringIO())
+        textout.render_terminal(report, recorder, limit=limit)
+        body = recorder.export_text()
+    elif fmt == "csv":
+        body = textout.render_csv(report)
+    elif fmt == "json":
+        import json
+
+        body = json.dumps(textout.to_json(report), ensure_ascii=False, indent=1) + "\n"
+    else:
+        from warnd.report.html import render_html
+
+        body = render_html(report)
+    if out is None:
+        sys.stdout.write(body)
+        return
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(body, encoding="utf-8", newline="")
+    except OSError as exc:
+        fail(f"{out}: cannot write report: {exc.strerror}")
+    click.echo(f"报告已写入 {out}", err=True)

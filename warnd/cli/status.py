@@ -1,0 +1,247 @@
+"""``warnd status`` and ``warnd unreached``: who has answered, who has not, whom to call now.
+
+Both only read the store (``Store.open(url, create=False)``), so they work while the daemon is
+down. What they print is in ``warnd.cli.statusview``; JSON keys are in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import click
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from warnd import views
+from warnd.cli import main
+from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
+from warnd.cli.statusview import (
+    Fmt,
+    detail_json,
+    detail_view,
+    summary_json,
+    summary_view,
+    unreached_json,
+    unreached_view,
+)
+from warnd.clock import Clock, FileClock, SystemClock
+from warnd.errors import WarndError
+from warnd.policy import Config
+from warnd.store import Store
+
+#: how ``--watch`` waits between refreshes; tests replace it (they never sleep)
+SLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+async def open_store(config: Config) -> Store:
+    """The configured store, never created: a missing or unreachable one is a one-line error."""
+    try:
+        return await Store.open(config.store_url, create=False)
+    except WarndError:
+        raise
+    except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
+        fail(f"cannot open store {config.store_url}: {type(exc).__name__}: {exc}")
+
+
+def clock_for(clock_file: str | None) -> Clock:
+    return FileClock(clock_file) if clock_file else SystemClock()
+
+
+def console() -> Console:
+    """Stdout; 200 columns when it is not a terminal (files, pipes, tests): no wrapping."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 200))
+
+
+def names_of(config: Config) -> dict[str, str]:
+    """contact id → name from the configured contacts directory (empty when unavailable)."""
+    from warnd import directory
+
+    if config.contacts_path is None:
+        return {}
+    try:
+        d, _problems = directory.load(config.contacts_path)
+    except WarndError as exc:  # names are a convenience: never stop the duty desk over them
+        click.echo(f"warnd: 未能读取通讯录姓名 (names unavailable): {exc}", err=True)
+        return {}
+    return {c.contact_id: c.name for c in d.contacts() if c.name}
+
+
+@main.command("status")
+@click.argument("warning", required=False)
+@click.option("--all", "show_all", is_flag=True, help="也显示已解除、已过期、未调度的预警")
+@click.option("--level", type=click.Choice(views.LEVEL_ORDER), help="只看该层级 only this level")
+@click.option("--pending", is_flag=True, help="只看未应答的人员 only persons not yet answered")
+@click.option("--unreached", is_flag=True, help="只看未叫醒的区划 only divisions not woken")
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=5.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="原地刷新 refresh in place every SECONDS (default 5)",
+)
+@click.option(
+    "--limit",
+    type=int,
+    default=200,
+    show_default=True,
+    help="终端最多显示的区划数 divisions on the terminal, most urgent first (0: all; --json: all)",
+)
+@click.option(
+    "--names", is_flag=True, help="从通讯录补充姓名 add names from the contacts directory"
+)
+@click.option("--clock-file", metavar="PATH", default=None, hidden=True)
+@click.option("--iterations", type=int, default=None, hidden=True)
+@config_option
+@json_option
+@guarded
+def status_cmd(
+    warning: str | None,
+    show_all: bool,
+    level: str | None,
+    pending: bool,
+    unreached: bool,
+    watch: float | None,
+    limit: int,
+    names: bool,
+    clock_file: str | None,
+    iterations: int | None,
+    config_path: str | None,
+    as_json: bool,
+) -> None:
+    """预警叫应进度 (progress of the warnings; WARNING: per division and person).
+
+    WARNING is a warning key or a unique prefix of its identifier.
+    """
+    if (pending or unreached) and warning is None:
+        fail("--pending/--unreached need a WARNING (所有预警的未叫醒名单: warnd unreached)")
+    if watch is not None and as_json:
+        fail("--watch and --json do not go together (run --json again instead)")
+    if watch is not None and watch <= 0:
+        fail("--watch: SECONDS must be more than 0")
+    config = load(config_path, required=True)
+    assert config is not None
+    clock = clock_for(clock_file)
+    who = names_of(config) if names and warning is not None else {}
+
+    async def snapshot(store: Store) -> Any:
+        f = Fmt(config.tz, clock.now())
+        if warning is None:
+            ws = await views.warnings(store, f.now, include_all=show_all)
+            return summary_json(ws, f, level) if as_json else summary_view(ws, f, level)
+        w = await views.warning(store, warning, f.now)
+        d = await views.detail(
+            store,
+            w,
+            f.now,
+            level=level,
+            pending=pending,
+            unreached=unreached,
+            limit=None if as_json or limit <= 0 else limit,
+        )
+        if who:
+            d = with_names(d, who)
+        return detail_json(d, f) if as_json else detail_view(d, f)
+
+    async def run() -> None:
+        store = await open_store(config)
+        try:
+            if watch is not None:
+                await watch_loop(lambda: snapshot(store), watch, iterations, console())
+                return
+            out = await snapshot(store)
+            if as_json:
+                emit_json(out)
+            else:
+                console().print(out)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+async def watch_loop(
+    render: Callable[[], Awaitable[RenderableType]],
+    interval: float,
+    iterations: int | None = None,
+    out: Console | None = None,
+) -> int:
+    """Redraw ``render()`` in place every ``interval`` seconds, ``iterations`` times (None: until
+    Ctrl-C). Returns how many frames were drawn."""
+    frames = 0
+    with Live(console=out or Console(), auto_refresh=False) as live:
+        try:
+            while True:
+                live.update(await render(), refresh=True)
+                frames += 1
+                if iterations is not None and frames >= iterations:
+                    break
+                await SLEEP(interval)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
+    return frames
+
+
+def with_names(d: views.Detail, who: dict[str, str]) -> views.Detail:
+    return replace(
+        d,
+        divisions=tuple(
+            dv._replace(persons=tuple(p._replace(name=who.get(p.contact_id)) for p in dv.persons))
+            for dv in d.divisions
+        ),
+    )
+
+
+@main.command("unreached")
+@click.option("--all", "show_all", is_flag=True, help="也显示已处置的条目和已解除预警的条目")
+@click.option("--county", metavar="CODE", help="只看该县（区划代码前缀）only divisions under CODE")
+@click.option(
+    "--limit",
+    type=int,
+    default=100,
+    show_default=True,
+    help="终端最多显示的条目数 entries on the terminal (0: all; --json: all)",
+)
+@click.option("--names/--no-names", default=True, show_default=True, help="从通讯录补充姓名")
+@click.option("--clock-file", metavar="PATH", default=None, hidden=True)
+@config_option
+@json_option
+@guarded
+def unreached_cmd(
+    show_all: bool,
+    county: str | None,
+    limit: int,
+    names: bool,
+    clock_file: str | None,
+    config_path: str | None,
+    as_json: bool,
+) -> None:
+    """未叫醒名单 (the duty office's not-woken list, oldest first, with numbers to call).
+
+    Real entries come first, drills after them. Resolve an entry with
+    ``warnd ack WARNING --division CODE --by NAME --note TEXT``.
+    """
+    if county is not None and not county.isdigit():
+        fail(f"--county: a division code is digits, like 433122 (got {county!r})")
+    config = load(config_path, required=True)
+    assert config is not None
+    f = Fmt(config.tz, clock_for(clock_file).now())
+
+    async def run() -> list[views.NotWoken]:
+        store = await open_store(config)
+        try:
+            return await views.not_woken(store, include_all=show_all, county=county)
+        finally:
+            await store.close()
+
+    entries = asyncio.run(run())
+    who = names_of(config) if names and entries else {}  # the list is short; the names help
+    if as_json:
+        emit_json(unreached_json(entries, f, who))
+    else:
+        console().print(unreached_view(entries, f, who, limit))

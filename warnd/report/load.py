@@ -1,0 +1,248 @@
+"""Where a report's inputs come from: a warning in the store, or a ``drill simulate`` file.
+
+Both end in ``warnd.report.build`` with the same kind of events; this module only gathers the
+facts around them. From the store: the warning and its stages, the number each person was
+called on, division names, outbox rows by channel and state, resolved not-woken entries. From
+a drill file: its events, its ``warnings`` facts when it carries them (else the onset is
+estimated from the stage times), names and numbers from the contacts directory when given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from warnd.directory import Directory
+from warnd.errors import InputError
+from warnd.report import Facts, Progress, Report, StageFact, as_time, build, estimate_facts
+from warnd.store import Store
+from warnd.views import Timestamps, find
+
+
+async def from_store(
+    store: Store,
+    ref: str,
+    tz: ZoneInfo,
+    *,
+    directory: Directory | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """The report of one warning in the store (key or unique prefix of its identifier)."""
+    w = await find(store, ref)
+    assert w.id is not None
+    wid = w.id
+    ts = Timestamps()
+    async with store.read() as s:
+        stages = tuple(
+            StageFact(r[0], timedelta(seconds=int(r[1])), ts(r[2]), ts(r[3]))
+            for r in await s.execute(
+                text(
+                    "SELECT level, lead_s, due_at, fired_at FROM stage"
+                    " WHERE warning_id = :w ORDER BY idx"
+                ),
+                {"w": wid},
+            )
+        )
+        count = text("SELECT count(*) FROM event WHERE warning_id = :w")
+        total = int((await s.execute(count, {"w": wid})).scalar_one())
+        phones = {
+            r[0]: r[1]
+            for r in await s.execute(
+                text("SELECT DISTINCT contact_id, phone FROM call WHERE warning_id = :w"),
+                {"w": wid},
+            )
+        }
+        names: dict[str, str] = {}
+        resolved: dict[str, str | None] = {}
+        for code, name, by in await s.execute(
+            text("SELECT code, name, resolved_by FROM division WHERE warning_id = :w"),
+            {"w": wid},
+        ):
+            names[code] = name
+            if by is not None:
+                resolved[code] = by
+        channels: dict[str, dict[str, int]] = {}
+        for channel, state, n in await s.execute(
+            text(
+                "SELECT channel, state, count(*) FROM outbox WHERE warning_id = :w"
+                " GROUP BY channel, state"
+            ),
+            {"w": wid},
+        ):
+            channels.setdefault(channel or "-", {})[state] = int(n)
+        events = await _events(s, wid, tz, ts, progress, total)
+    facts = Facts(
+        key=w.key,
+        headline=w.headline,
+        severity=w.severity,
+        drill=w.drill,
+        state=w.state,
+        reason=w.reason,
+        onset=w.reference_at,
+        onset_kind=w.reference_kind,
+        stages=stages,
+    )
+    people = _people(directory)
+    return build(
+        events,
+        {w.key: facts},
+        source="store",
+        origin=w.key,
+        tz=tz,
+        phones=phones,
+        names=people,
+        division_names=names,
+        channels={w.key: channels},
+        resolved={w.key: resolved},
+        progress=None if progress is None else (lambda d, t: progress(total + d, 2 * total)),
+        total=total,
+    )
+
+
+async def _events(
+    s: Any, wid: int, tz: ZoneInfo, ts: Timestamps, progress: Progress | None, total: int
+) -> list[dict[str, Any]]:
+    """The warning's history in the drill report's event shape (contracts §4)."""
+    q = text(
+        "SELECT at, type, warning_key, contact_id, division, level, data FROM event"
+        " WHERE warning_id = :w ORDER BY at, id"
+    )
+    out: list[dict[str, Any]] = []
+    shown: dict[Any, str] = {}
+    result = await s.stream(q, {"w": wid})
+    async for r in result:
+        when = shown.get(r[0])
+        if when is None:
+            at = ts(r[0])
+            assert at is not None
+            when = shown[r[0]] = at.astimezone(tz).isoformat()
+        item: dict[str, Any] = {
+            "at": when,
+            "type": r[1],
+            "warning": r[2],
+            "contact_id": r[3],
+            "division": r[4],
+            "level": r[5],
+        }
+        data = r[6]
+        if isinstance(data, str | bytes):
+            data = json.loads(data) if data not in ("{}", b"{}", "") else None
+        if data:
+            item.update(data)
+        out.append(item)
+        if progress is not None and len(out) % 20000 == 0:
+            progress(len(out), total * 2)
+    return out
+
+
+def _people(directory: Directory | None) -> dict[str, str]:
+    if directory is None:
+        return {}
+    return {c.contact_id: c.name for c in directory.contacts() if c.name}
+
+
+def read_drill(path: Path) -> dict[str, Any]:
+    """A drill report file (contracts §4: ``{"events": [...], "summary": {...}}``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise InputError(f"cannot read drill report: {exc.strerror}", source=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"not a drill report (invalid JSON: {exc.msg})", source=str(path), line=exc.lineno
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        raise InputError("not a drill report: no events list", source=str(path), field="events")
+    for i, e in enumerate(data["events"]):
+        if not isinstance(e, dict) or not {"at", "type", "warning"} <= e.keys():
+            raise InputError(
+                "event without at/type/warning", source=str(path), field=f"events[{i}]"
+            )
+    return data
+
+
+def from_drill(
+    path: Path,
+    tz: ZoneInfo,
+    leads: Mapping[str, timedelta],
+    *,
+    directory: Directory | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """The report of a ``drill simulate`` run, by the same ``build`` as a stored warning."""
+    data = read_drill(path)
+    events: list[dict[str, Any]] = data["events"]
+    given = {f.key: f for f in (_facts(x) for x in data.get("warnings") or [])}
+    by_warning: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_warning.setdefault(e["warning"], []).append(e)
+    facts = {
+        key: given.get(key) or estimate_facts(key, evs, leads) for key, evs in by_warning.items()
+    }
+    phones: dict[str, str] = {}
+    divisions: dict[str, str] = {}
+    if directory is not None:
+        phones = {c.contact_id: c.phone for c in directory.contacts()}
+        divisions = {d.code: d.name for d in directory.divisions()}
+    return build(
+        events,
+        facts,
+        source="drill",
+        origin=str(path),
+        tz=tz,
+        phones=phones,
+        names=_people(directory),
+        division_names=divisions,
+        progress=progress,
+        total=len(events),
+    )
+
+
+def _facts(raw: Mapping[str, Any]) -> Facts:
+    """Facts as a drill file may carry them (``warnings``: the shape of ``facts_json``)."""
+    stages = tuple(
+        StageFact(
+            s["level"],
+            timedelta(seconds=int(s["lead_s"])),
+            as_time(s["due"]) if s.get("due") else None,
+            as_time(s["fired_at"]) if s.get("fired_at") else None,
+        )
+        for s in raw.get("stages") or []
+    )
+    return Facts(
+        key=raw["key"],
+        headline=raw.get("headline"),
+        severity=raw.get("severity"),
+        drill=True,
+        state=raw.get("state"),
+        onset=as_time(raw["onset"]) if raw.get("onset") else None,
+        onset_kind=raw.get("onset_kind") or "onset",
+        stages=stages,
+    )
+
+
+def facts_json(facts: Facts, tz: ZoneInfo) -> dict[str, Any]:
+    """What a drill file's ``warnings`` list would hold for exact deadlines (see docs)."""
+    return {
+        "key": facts.key,
+        "headline": facts.headline,
+        "severity": facts.severity,
+        "state": facts.state,
+        "onset": facts.onset.astimezone(tz).isoformat() if facts.onset else None,
+        "onset_kind": facts.onset_kind,
+        "stages": [
+            {
+                "level": s.level,
+                "lead_s": int(s.lead.total_seconds()),
+                "due": s.due_at.astimezone(tz).isoformat() if s.due_at else None,
+                "fired_at": s.fired_at.astimezone(tz).isoformat() if s.fired_at else None,
+            }
+            for s in facts.stages
+        ],
+    }

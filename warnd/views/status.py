@@ -1,0 +1,354 @@
+"""The queries behind ``warnd status``: warnings with per-level progress, one warning in detail.
+
+Per-level progress is two grouped queries per call of ``warnings`` (divisions, then calls
+joined to their division); the detail reads divisions in urgency order and, when a limit is
+given, only the calls of the divisions it shows — a terminal shows a few hundred rows of a
+100,000-person warning, and reading the other 99,800 would cost most of the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from warnd.errors import InputError
+from warnd.store import Store
+from warnd.store.tables import WarningRow
+from warnd.views import (
+    LEVEL_ORDER,
+    RANK_OF_RUNG,
+    RUNG_ORDER,
+    Counts,
+    Detail,
+    DivisionView,
+    LevelView,
+    PersonView,
+    StageView,
+    Timestamps,
+    WarningView,
+    deadlines,
+    escalations_of,
+    level_key,
+)
+
+_WARNING_SQL = (
+    "SELECT id, key, sender, headline, event, severity, drill, state, reason, reference_at,"
+    " reference_kind, expires_at, arrived_at, updated_at FROM warning"
+)
+_IDS: Any = bindparam("ids", expanding=True)
+
+
+def _warning(r: Sequence[Any], ts: Timestamps) -> WarningView:
+    return WarningView(
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        bool(r[6]),
+        r[7],
+        r[8],
+        ts(r[9]),
+        r[10],
+        ts(r[11]),
+        ts(r[12]),
+        ts(r[13]),
+    )
+
+
+async def _stages(
+    s: AsyncSession, ws: Sequence[WarningView], ts: Timestamps
+) -> dict[int, tuple[StageView, ...]]:
+    q = text(
+        "SELECT warning_id, level, lead_s, due_at, state, fired_at FROM stage"
+        " WHERE warning_id IN :ids ORDER BY warning_id, idx"
+    ).bindparams(_IDS)
+    raw: dict[int, list[Sequence[Any]]] = {}
+    for r in await s.execute(q, {"ids": [w.id for w in ws]}):
+        raw.setdefault(int(r[0]), []).append(r)
+    onsets = {w.id: w.onset for w in ws}
+    out: dict[int, tuple[StageView, ...]] = {}
+    for wid, rows in raw.items():
+        dl = deadlines(onsets[wid], [(r[1], timedelta(seconds=int(r[2]))) for r in rows])
+        out[wid] = tuple(
+            StageView(r[1], timedelta(seconds=int(r[2])), ts(r[3]), r[4], ts(r[5]), dl.get(r[1]))  # type: ignore[arg-type]
+            for r in rows
+        )
+    return out
+
+
+async def _level_counts(
+    s: AsyncSession, ids: Sequence[int], now: datetime, deadline_of: Mapping[tuple[int, str], Any]
+) -> dict[tuple[int, str], Counts]:
+    """Per (warning, level): division and person counters, two grouped queries."""
+    qd = text(
+        "SELECT warning_id, level, count(*),"
+        " sum(CASE WHEN reached_at IS NOT NULL THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN rung <> 'stage' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN unreached_at IS NOT NULL AND resolved_at IS NULL THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN reached_at IS NULL AND NOT stopped THEN 1 ELSE 0 END)"
+        " FROM division WHERE warning_id IN :ids GROUP BY warning_id, level"
+    ).bindparams(_IDS)
+    qp = text(
+        "SELECT c.warning_id, d.level, count(DISTINCT c.contact_id),"
+        " count(DISTINCT CASE WHEN c.state = 'acked' THEN c.contact_id END),"
+        " count(DISTINCT CASE WHEN c.state = 'active' AND c.attempts_made > 1"
+        " THEN c.contact_id END),"
+        " sum(CASE WHEN c.state = 'active' THEN 1 ELSE 0 END)"
+        " FROM call c JOIN division d ON d.id = c.division_id"
+        " WHERE c.warning_id IN :ids GROUP BY c.warning_id, d.level"
+    ).bindparams(_IDS)
+    people = {
+        (int(r[0]), r[1]): tuple(int(v or 0) for v in r[2:])
+        for r in await s.execute(qp, {"ids": list(ids)})
+    }
+    out: dict[tuple[int, str], Counts] = {}
+    for r in await s.execute(qd, {"ids": list(ids)}):
+        k = (int(r[0]), r[1])
+        divisions, reached, escalated, not_woken, open_ = (int(v or 0) for v in r[2:])
+        deadline = deadline_of.get(k)
+        overdue = open_ if deadline is not None and now > deadline else 0
+        notified, acked, redialling, calls = people.get(k, (0, 0, 0, 0))
+        out[k] = Counts(
+            divisions, reached, escalated, not_woken, overdue, notified, acked, redialling, calls
+        )
+    return out
+
+
+async def _with_progress(
+    s: AsyncSession, ws: list[WarningView], now: datetime, ts: Timestamps
+) -> list[WarningView]:
+    if not ws:
+        return []
+    stages = await _stages(s, ws, ts)
+    deadline_of = {(w.id, x.level): x.deadline for w in ws for x in stages.get(w.id, ())}
+    counts = await _level_counts(s, [w.id for w in ws], now, deadline_of)
+    out = []
+    for w in ws:
+        st = stages.get(w.id, ())
+        names = {lv for (wid, lv) in counts if wid == w.id} | {x.level for x in st}
+        by_level = {x.level: x for x in st}  # the last stage of a level stands for it
+        levels = tuple(
+            LevelView(lv, by_level.get(lv), counts.get((w.id, lv), Counts()))
+            for lv in sorted(names, key=level_key)
+        )
+        out.append(replace(w, stages=st, levels=levels))
+    return out
+
+
+async def warnings(store: Store, now: datetime, *, include_all: bool = False) -> list[WarningView]:
+    """Warnings with per-level progress, newest first.
+
+    By default those a duty officer still watches: active and not expired, or with a call still
+    open or a not-woken entry still unresolved. ``include_all``: every warning ever ingested.
+    """
+    ts = Timestamps()
+    async with store.read() as s:
+        rows = (await s.execute(text(_WARNING_SQL + " ORDER BY arrived_at, id"))).all()
+        ws = [_warning(r, ts) for r in rows]
+        if not include_all:
+            busy = {
+                int(r[0])
+                for r in await s.execute(
+                    text(
+                        "SELECT DISTINCT warning_id FROM call WHERE state = 'active'"
+                        " UNION SELECT DISTINCT warning_id FROM division"
+                        " WHERE unreached_at IS NOT NULL AND resolved_at IS NULL"
+                    )
+                )
+            }
+            ws = [
+                w
+                for w in ws
+                if w.id in busy
+                or (w.state == "active" and (w.expires_at is None or w.expires_at > now))
+            ]
+        out = await _with_progress(s, ws, now, ts)
+    out.reverse()
+    return out
+
+
+async def find(store: Store, ref: str) -> WarningRow:
+    """The warning whose key is ``ref``, or whose key starts with ``ref`` (unique prefix)."""
+    async with store.read() as s:
+        q = select(WarningRow).where(col(WarningRow.key) == ref)
+        exact = (await s.execute(q)).scalars().all()
+        if len(exact) == 1:
+            return exact[0]
+        q = (
+            select(WarningRow)
+            .where(col(WarningRow.key).startswith(ref, autoescape=True))
+            .order_by(col(WarningRow.id))
+            .limit(6)
+        )
+        like = (await s.execute(q)).scalars().all()
+    if len(like) == 1:
+        return like[0]
+    if not like:
+        raise InputError(f"未找到预警 no warning with key or prefix {ref!r}", field="WARNING")
+    keys = ", ".join(w.key for w in like[:5])
+    raise InputError(f"前缀不唯一 prefix {ref!r} matches several warnings: {keys}", field="WARNING")
+
+
+async def warning(store: Store, ref: str, now: datetime) -> WarningView:
+    """One warning (key or unique prefix) with its per-level progress."""
+    row = await find(store, ref)
+    ts = Timestamps()
+    async with store.read() as s:
+        r = (await s.execute(text(_WARNING_SQL + " WHERE id = :id"), {"id": row.id})).one()
+        return (await _with_progress(s, [_warning(r, ts)], now, ts))[0]
+
+
+_DIVISION_COLS = (
+    "SELECT id, code, name, level, rung, reached_at, reached_by, reached_source, unreached_at,"
+    " resolved_at, resolved_by, resolved_note, stopped FROM division d"
+)
+_CALL_SQL = (
+    "SELECT c.id, c.division_id, c.contact_id, c.phone, c.rung, c.start_at, c.attempts_made,"
+    " c.next_due_at, c.state, c.acked_at, c.ack_source, o.due_at, o.sent_at, o.channel, o.state"
+    " FROM call c LEFT JOIN outbox o"
+    " ON o.call_id = c.id AND o.attempt = c.attempts_made AND o.purpose = 'call'"
+)
+_LEVEL_RANK = "CASE d.level " + " ".join(
+    f"WHEN '{lv}' THEN {i}" for i, lv in enumerate(LEVEL_ORDER)
+)
+_LEVEL_RANK += f" ELSE {len(LEVEL_ORDER)} END"
+
+
+def _division_filter(
+    level: str | None, pending: bool, unreached: bool
+) -> tuple[str, dict[str, Any]]:
+    where, params = " WHERE d.warning_id = :w", {}
+    if level is not None:
+        where += " AND d.level = :level"
+        params["level"] = level
+    if unreached:
+        where += " AND d.unreached_at IS NOT NULL AND d.resolved_at IS NULL"
+    if pending:
+        where += (
+            " AND EXISTS (SELECT 1 FROM call p WHERE p.division_id = d.id"
+            " AND p.state IN ('active', 'failed'))"
+        )
+    return where, params
+
+
+async def detail(
+    store: Store,
+    w: WarningView,
+    now: datetime,
+    *,
+    level: str | None = None,
+    pending: bool = False,
+    unreached: bool = False,
+    limit: int | None = None,
+) -> Detail:
+    """Per division, per person: what has been tried and who has answered.
+
+    ``level``: only that level; ``pending``: only persons who have not answered (and are not
+    stopped), divisions left without any dropped; ``unreached``: only divisions on the not-woken
+    list and not yet resolved. ``limit``: the first ``limit`` divisions by urgency (on the
+    not-woken list, overdue, still open, done); without it every division, by level and code.
+    """
+    ts = Timestamps()
+    where, params = _division_filter(level, pending, unreached)
+    params["w"] = w.id
+    if limit is not None:
+        late = w.overdue_levels(now) or ("-",)
+        params |= {f"late{i}": lv for i, lv in enumerate(late)}
+        late_in = ", ".join(f":late{i}" for i in range(len(late)))
+        order = (
+            " ORDER BY CASE WHEN d.unreached_at IS NOT NULL AND d.resolved_at IS NULL THEN 0"
+            f" WHEN d.reached_at IS NULL AND NOT d.stopped AND d.level IN ({late_in}) THEN 1"
+            " WHEN d.reached_at IS NULL AND NOT d.stopped THEN 2 ELSE 3 END,"
+            f" {_LEVEL_RANK}, d.code LIMIT :limit"
+        )
+        params["limit"] = limit
+    else:
+        order = f" ORDER BY {_LEVEL_RANK}, d.code"
+    async with store.read() as s:
+        drows = (await s.execute(text(_DIVISION_COLS + where + order), params)).all()
+        total = len(drows)
+        if limit is not None:
+            count = text("SELECT count(*) FROM division d" + where)
+            total = int((await s.execute(count, params)).scalar_one())
+            crows: list[Any] = []
+            ids = [int(r[0]) for r in drows]
+            for i in range(0, len(ids), 500):
+                q = text(_CALL_SQL + " WHERE c.division_id IN :ids ORDER BY c.id").bindparams(_IDS)
+                crows += (await s.execute(q, {"ids": ids[i : i + 500]})).all()
+        else:
+            sub = "SELECT d.id FROM division d" + where
+            sql = _CALL_SQL + f" WHERE c.warning_id = :w AND c.division_id IN ({sub}) ORDER BY c.id"
+            crows = list((await s.execute(text(sql), params)).all())
+        officer = {
+            int(r[0]): (r[1], r[2])
+            for r in await s.execute(
+                text(
+                    'SELECT call_id, "by", note FROM ack WHERE warning_id = :w'
+                    " AND source = 'officer' AND call_id IS NOT NULL ORDER BY id"
+                ),
+                {"w": w.id},
+            )
+        }
+    people: dict[int, dict[tuple[str, str], PersonView]] = {}
+    rungs: dict[int, set[str]] = {}
+    for r in crows:
+        did, cid, rung = r[1], r[2], r[4]
+        rungs.setdefault(did, set()).add(rung)
+        mine = people.setdefault(did, {})
+        prev = mine.get((cid, rung))
+        by, note = officer.get(r[0], (None, None))
+        mine[(cid, rung)] = PersonView(  # calls come in id order: the latest round wins
+            cid,
+            rung,
+            RANK_OF_RUNG.get(rung, "?"),
+            r[3],
+            r[6] + (prev.attempts if prev else 0),
+            r[8],
+            ts(r[5]),
+            ts(r[12]) or ts(r[11]),
+            r[13],
+            r[14],
+            ts(r[7]),
+            ts(r[9]),
+            r[10],
+            by,
+            note,
+        )
+    dl = {lv.level: (lv.stage.deadline if lv.stage else None) for lv in w.levels}
+    out = []
+    for r in drows:
+        persons = sorted(people.get(r[0], {}).values(), key=lambda p: RUNG_ORDER.index(p.rung))
+        if pending:
+            persons = [p for p in persons if p.pending]
+            if not persons:
+                total -= 1
+                continue
+        not_woken_at = ts(r[8])
+        out.append(
+            DivisionView(
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                ts(r[5]),
+                r[6],
+                r[7],
+                not_woken_at,
+                ts(r[9]),
+                r[10],
+                r[11],
+                bool(r[12]),
+                dl.get(r[3]),
+                escalations_of(rungs.get(r[0], ()), not_woken_at is not None),
+                tuple(persons),
+            )
+        )
+    return Detail(w, tuple(out), total)

@@ -1,0 +1,79 @@
+"""The query behind ``warnd unreached``: the duty office's not-woken list across warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from warnd.store import Store
+from warnd.views import RANK_OF_RUNG, RUNG_ORDER, NotWoken, Timestamps, ToCall
+
+
+async def not_woken(
+    store: Store, *, include_all: bool = False, county: str | None = None
+) -> list[NotWoken]:
+    """Entries oldest first, real ones before drills, each with the numbers to call.
+
+    The numbers are those the ladder rang for the division — its A and B, the superior's A, the
+    county duty office — as kept with each call. By default only unresolved entries of active
+    warnings; ``include_all`` adds resolved ones and those of lifted warnings. ``county``: only
+    divisions whose code starts with it (a county duty office's own list).
+    """
+    ts = Timestamps()
+    q = (
+        "SELECT d.id, w.key, w.headline, w.drill, w.state, d.code, d.name, d.level,"
+        " d.unreached_at, d.reached_at, d.reached_by, d.reached_source, d.resolved_at,"
+        " d.resolved_by, d.resolved_note"
+        " FROM division d JOIN warning w ON w.id = d.warning_id"
+        " WHERE d.unreached_at IS NOT NULL"
+    )
+    params: dict[str, Any] = {}
+    if not include_all:
+        q += " AND d.resolved_at IS NULL AND w.state = 'active'"
+    if county:
+        q += " AND d.code LIKE :county"
+        if not county.isdigit():
+            raise ValueError(f"a division code is digits: {county!r}")
+        params["county"] = county + "%"
+    calls: dict[int, list[Any]] = {}
+    async with store.read() as s:
+        rows = (await s.execute(text(q + " ORDER BY d.unreached_at, d.id"), params)).all()
+        ids = [int(r[0]) for r in rows]
+        cq = text(
+            "SELECT division_id, contact_id, rung, phone, state, acked_at FROM call"
+            " WHERE division_id IN :ids ORDER BY id"
+        ).bindparams(bindparam("ids", expanding=True))
+        for i in range(0, len(ids), 500):
+            for c in await s.execute(cq, {"ids": ids[i : i + 500]}):
+                calls.setdefault(int(c[0]), []).append(c)
+    out = []
+    for r in rows:
+        people: dict[tuple[str, str], ToCall] = {}
+        for c in calls.get(int(r[0]), []):  # the latest round of a person at a rung wins
+            people[(c[1], c[2])] = ToCall(
+                c[1], c[2], RANK_OF_RUNG.get(c[2], "?"), c[3], c[4], ts(c[5])
+            )
+        since = ts(r[8])
+        assert since is not None
+        out.append(
+            NotWoken(
+                r[1],
+                r[2],
+                bool(r[3]),
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                since,
+                ts(r[9]),
+                r[10],
+                r[11],
+                ts(r[12]),
+                r[13],
+                r[14],
+                tuple(sorted(people.values(), key=lambda p: RUNG_ORDER.index(p.rung))),
+            )
+        )
+    out.sort(key=lambda e: (e.drill, e.since))
+    return out
