@@ -249,6 +249,25 @@ def test_drill_file_gives_the_same_report_as_the_store(filled: Filled, tmp_path:
     assert [u["phone"] for u in d["unanswered"]] == [u["phone"] for u in s["unanswered"]]
     html = filled.run("report", str(drill), "--format", "html")
     assert html.exit_code == 0 and "【演练】" in html.output and "reach-timeline" in html.output
+    # with the warnings' facts in the file the onset is taken, not estimated
+    data = json.loads(drill.read_text(encoding="utf-8"))
+    data["warnings"] = asyncio.run(_facts(filled.sc.url))
+    drill.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    exact = report_json(filled, str(drill), "--contacts", str(filled.sc.contacts))["warnings"][0]
+    assert exact["onset_kind"] == "onset" and exact["levels"] == s["levels"]
+
+
+async def _facts(url: str) -> list[dict[str, Any]]:
+    from zoneinfo import ZoneInfo
+
+    from warnd.report.load import drill_facts
+    from warnd.store import Store
+
+    store = await Store.open(url, create=False)
+    try:
+        return await drill_facts(store, ZoneInfo("Asia/Shanghai"))
+    finally:
+        await store.close()
 
 
 def test_report_terminal(filled: Filled) -> None:
@@ -391,3 +410,47 @@ def test_html_report_renders_with_its_charts_in_headless_chromium(tmp_path: Path
 
 _RESP = {"c-433122-a": "2m", "c-433122100-a": "7m", "c-433122101-b": "4m"}
 _RESP["c-433122100200-a"] = "3m"
+
+
+def test_skipped_and_cancelled_warnings_are_reported_not_crashed(tmp_path: Path) -> None:
+    sc = Scenario(tmp_path, rows=county_rows(townships=1, villages=1))
+    minor, lifted = "43312241600000_20250614000001", "43312241600000_20250614000002"
+    sender = "433122_Meteorological_Observatory"
+
+    async def run() -> None:
+        async with sc:
+            await sc.arrive(cap_xml(minor, T0, severity="Minor", status="Exercise"))
+            await sc.arrive(cap_xml(lifted, T0))  # no onset: every stage now
+            await sc.run_until(T0 + 7 * M)
+            await sc.arrive(
+                cap_xml(
+                    "43312241600000_20250614000003",
+                    T0 + 7 * M,
+                    msg_type="Cancel",
+                    references=[(sender, lifted, T0)],
+                )
+            )
+            await sc.run_until(None)
+
+    asyncio.run(run())
+    f = Filled(sc, tmp_path)
+    r = report_json(f, minor)
+    w = r["warnings"][0]
+    assert r["drill"] is True and w["drill"] is True
+    assert w["skipped"] == "below min_severity (低于触发级别): Minor < Moderate"
+    assert w["levels"] == [] and w["unanswered"] == []
+    for fmt in ("terminal", "csv", "html"):
+        res = f.run("report", minor, "--format", fmt)
+        assert res.exit_code == 0, res.output
+        assert "【演练】" in res.output
+        assert "低于触发级别" in res.output
+    gone = report_json(f, lifted)["warnings"][0]
+    assert gone["state"] == "cancelled" and gone["lifts"] == 3  # county, township, village A
+    assert {lv["level"]: lv["attempts"] for lv in gone["levels"]} == {
+        "county": 2,
+        "township": 2,
+        "village": 2,
+    }  # attempts 1 and 2 (at +5 min), then the lift at +7 min stopped everything
+    out = tmp_path / "r.txt"
+    res = f.run("report", lifted, "--out", str(out))
+    assert res.exit_code == 0 and "各级叫应" in out.read_text(encoding="utf-8")

@@ -25,6 +25,7 @@ from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock, SystemClock
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
+from warnd.engine.context import gc_paused
 from warnd.engine.outbox import Claimed
 from warnd.engine.outbox import Outcome as OutboxOutcome
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
@@ -214,6 +215,10 @@ class Daemon:
         return result
 
     async def poll_feed(self, feed: Feed) -> PollReport:
+        assert self.store is not None
+        if not await self.store.hold_lock("warnd-feeds"):
+            # Another instance on this database polls the feeds; it takes over if it dies.
+            return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
         metrics.FEED_POLLS.labels(feed.name).inc()
         if report.error:
@@ -327,7 +332,8 @@ class Daemon:
             if len(done) >= MARK_BATCH:
                 await flush()
 
-        await asyncio.gather(*(one(m) for m in claimed))
+        with gc_paused():  # hundreds of requests' acyclic garbage: reference counting frees it
+            await asyncio.gather(*(one(m) for m in claimed))
         await flush()
         if self._groups:
             self._background_task(self._digests(claimed))

@@ -17,7 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
-from warnd.engine.context import Context, carry_out, event_row, facts, phones_for
+from warnd.engine.context import (
+    Context,
+    carry_out,
+    event_row,
+    facts,
+    gc_paused,
+    phones_for,
+)
 from warnd.store import chainrows
 from warnd.store.tables import Call, Division, Stage, WarningRow
 
@@ -43,11 +50,27 @@ class Job:
 
 async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: datetime) -> int:
     """Step every job's division through the ladder and persist the outcome. Returns attempts."""
+    with gc_paused():
+        return await _run_jobs(ctx, session, jobs, now)
+
+
+async def _run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: datetime) -> int:
     merged: dict[int, list[ladder.Event]] = defaultdict(list)
     for job in jobs:
         merged[job.division_id].extend(job.events)
     if not merged:
         return 0
+    if not ctx.store.is_sqlite:
+        # Lock the divisions (in id order: no deadlock) before reading them, so that an
+        # acknowledgement and another instance's timer work never overwrite each other.
+        order = sorted(merged)
+        for i in range(0, len(order), 1000):
+            await session.execute(
+                select(_D.c.id)
+                .where(_D.c.id.in_(order[i : i + 1000]))
+                .order_by(_D.c.id)
+                .with_for_update()
+            )
     loaded = await chainrows.load_many(session, merged)
     warnings: dict[int, WarningRow] = {}
     rules, people = ctx.rules, ctx.people
@@ -178,6 +201,8 @@ async def fire_due_stages(ctx: Context, now: datetime) -> int:
                         .where(Stage.state == "pending", Stage.due_at <= now)  # type: ignore[arg-type, operator]
                         .order_by(Stage.due_at, Stage.id)  # type: ignore[arg-type]
                         .limit(1)
+                        # instances sharing PostgreSQL: a stage is fired by exactly one
+                        .with_for_update(skip_locked=not ctx.store.is_sqlite)
                     )
                 )
                 .scalars()
@@ -204,6 +229,22 @@ async def advance_due_calls(ctx: Context, now: datetime) -> int:
             ).all()
             if not due:
                 return handled
+            if not ctx.store.is_sqlite:
+                # Instances sharing PostgreSQL: take the divisions nobody else is stepping
+                # right now; the rest are another instance's (SQLite serialises writers).
+                mine = set(
+                    (
+                        await session.execute(
+                            select(_D.c.id)
+                            .where(_D.c.id.in_(sorted({d.division_id for d in due})))
+                            .order_by(_D.c.id)
+                            .with_for_update(skip_locked=True)
+                        )
+                    ).scalars()
+                )
+                due = [d for d in due if d.division_id in mine]
+                if not due:
+                    return handled
             jobs = [Job(division_id, [ladder.CallDue(key)]) for _id, division_id, key in due]
             await run_jobs(ctx, session, jobs, now)
             handled += len(due)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,6 +77,25 @@ class Context:
 
     def set_directory(self, directory: Directory) -> None:
         self.directory = directory
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a batch (a bulk step, a batch of sends).
+
+    A province-wide batch allocates hundreds of thousands of short-lived, acyclic objects
+    (rows, states, requests), freed by reference counting; meanwhile the collector would run
+    thousands of times, each full pass walking the whole heap — the directory's million
+    objects included — which cost a third of the sender's CPU and a sixth of the engine's.
+    Whoever found it running turns it back on, so it is never left off after a batch.
+    """
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
 
 
 def facts(w: WarningRow) -> WarningFacts:

@@ -273,6 +273,7 @@ class _Acc:
         self.skipped: str | None = None
         self.first_at: datetime | None = None
         self.last_at: datetime | None = None
+        self.times: dict[Any, datetime] = {}
 
     def _div(self, e: Mapping[str, Any]) -> _Div:
         code = e["division"]
@@ -282,7 +283,10 @@ class _Acc:
         return d
 
     def add(self, e: Mapping[str, Any]) -> None:
-        t, at = e["type"], as_time(e["at"])
+        t, raw = e["type"], e["at"]
+        at = self.times.get(raw)
+        if at is None:
+            at = self.times[raw] = as_time(raw)
         if self.first_at is None:
             self.first_at = at
         self.last_at = at

@@ -320,6 +320,7 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
         return (t - origin).total_seconds() / 3600
 
     marks = [hours(s.due_at) for s in f.stages if s.due_at]
+    marks += [hours(lv.deadline) for lv in wr.levels if lv.deadline]
     times = [hours(d.reached_at) for d in wr.divisions if d.reached_at]
     times += [hours(d.first_attempt_at) for d in wr.divisions if d.first_attempt_at]
     lo = math.floor(min([*marks, *times, 0.0]) - 0.25)
@@ -340,7 +341,7 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
     while h <= hi:
         out.append(f'<text x="{x(h):.1f}" y="{MT + ph + 14}" text-anchor="middle">{h:g}</text>')
         h += step
-    for s in f.stages:
+    for n, s in enumerate(f.stages):
         if s.due_at is None:
             continue
         xx = x(hours(s.due_at))
@@ -348,8 +349,8 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
         out.append(
             f'<line class="due" data-level="{s.level}" x1="{xx:.1f}" y1="{MT}" x2="{xx:.1f}" '
             f'y2="{MT + ph}" stroke="{c}" stroke-dasharray="4 3"/>'
-            f'<text x="{xx + 3:.1f}" y="{MT + 10}" fill="{c}">{LEVEL_ZH.get(s.level, s.level)}'
-            f" −{s.lead.total_seconds() / 3600:g}h</text>"
+            f'<text x="{xx + 3:.1f}" y="{MT + 10 + 12 * n}" fill="{c}">'
+            f"{LEVEL_ZH.get(s.level, s.level)} −{s.lead.total_seconds() / 3600:g}h</text>"
         )
     for lv in wr.levels:
         if lv.deadline is None:
@@ -367,7 +368,8 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
         out.append(
             f'<line class="onset" x1="{xx:.1f}" y1="{MT}" x2="{xx:.1f}" y2="{MT + ph}" '
             'stroke="#c0172a" stroke-width="2"/>'
-            f'<text x="{xx + 3:.1f}" y="{MT + 24}" fill="#c0172a">发生 onset</text>'
+            f'<text x="{xx + 3:.1f}" y="{MT + 10 + 12 * len(f.stages)}" fill="#c0172a">'
+            "发生 onset</text>"
         )
     for lv in wr.levels:
         mine = [d for d in wr.divisions if d.level == lv.level]

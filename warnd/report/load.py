@@ -115,30 +115,77 @@ async def _events(
     )
     out: list[dict[str, Any]] = []
     shown: dict[Any, str] = {}
+    parsed: dict[Any, dict[str, Any]] = {}  # a fan-out repeats a handful of data payloads
     result = await s.stream(q, {"w": wid})
-    async for r in result:
-        when = shown.get(r[0])
-        if when is None:
-            at = ts(r[0])
-            assert at is not None
-            when = shown[r[0]] = at.astimezone(tz).isoformat()
-        item: dict[str, Any] = {
-            "at": when,
-            "type": r[1],
-            "warning": r[2],
-            "contact_id": r[3],
-            "division": r[4],
-            "level": r[5],
-        }
-        data = r[6]
-        if isinstance(data, str | bytes):
-            data = json.loads(data) if data not in ("{}", b"{}", "") else None
-        if data:
-            item.update(data)
-        out.append(item)
-        if progress is not None and len(out) % 20000 == 0:
+    async for part in result.partitions(10000):
+        for r in part:
+            when = shown.get(r[0])
+            if when is None:
+                at = ts(r[0])
+                assert at is not None
+                when = shown[r[0]] = at.astimezone(tz).isoformat()
+            item: dict[str, Any] = {
+                "at": when,
+                "type": r[1],
+                "warning": r[2],
+                "contact_id": r[3],
+                "division": r[4],
+                "level": r[5],
+            }
+            data = r[6]
+            if isinstance(data, str | bytes):
+                cached = parsed.get(data)
+                if cached is None:
+                    cached = json.loads(data)
+                    if len(parsed) < 10000:  # bounded: payloads with ids would not repeat
+                        parsed[data] = cached
+                data = cached
+            if data:
+                item.update(data)
+            out.append(item)
+        if progress is not None:
             progress(len(out), total * 2)
     return out
+
+
+async def drill_facts(store: Store, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Every warning's facts in the shape a drill file's ``warnings`` list takes.
+
+    ``warnd.drill.report`` can add ``"warnings": await drill_facts(store, tz)`` to the file it
+    writes; ``warnd report FILE`` then uses the exact onset and timetable instead of estimating.
+    """
+    ts = Timestamps()
+    async with store.read() as s:
+        ws = (
+            await s.execute(
+                text(
+                    "SELECT id, key, headline, severity, state, reference_at, reference_kind"
+                    " FROM warning ORDER BY id"
+                )
+            )
+        ).all()
+        stages: dict[int, list[StageFact]] = {}
+        for r in await s.execute(
+            text("SELECT warning_id, level, lead_s, due_at, fired_at FROM stage ORDER BY idx")
+        ):
+            fact = StageFact(r[1], timedelta(seconds=int(r[2])), ts(r[3]), ts(r[4]))
+            stages.setdefault(int(r[0]), []).append(fact)
+    return [
+        facts_json(
+            Facts(
+                key=r[1],
+                headline=r[2],
+                severity=r[3],
+                drill=True,
+                state=r[4],
+                onset=ts(r[5]),
+                onset_kind=r[6],
+                stages=tuple(stages.get(int(r[0]), ())),
+            ),
+            tz,
+        )
+        for r in ws
+    ]
 
 
 def _people(directory: Directory | None) -> dict[str, str]:

@@ -6,13 +6,19 @@ and a duty officer's ``warnd ack``) queue for the write lock instead of failing 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    create_async_engine,
+)
 
 from warnd.errors import StoreError
 from warnd.store import schema, tables
@@ -43,6 +49,7 @@ class Store:
         self._write = write
         self._read = read
         self.is_sqlite = write.dialect.name == "sqlite"
+        self._lock_conn: AsyncConnection | None = None
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True, migrate: bool = False) -> Store:
@@ -96,11 +103,39 @@ class Store:
                 )
             await conn.run_sync(schema.upgrade)
 
+    async def hold_lock(self, name: str) -> bool:
+        """Hold a named lock for as long as this process lives (PostgreSQL advisory lock).
+
+        Several instances on one database use it to let exactly one poll the feeds; when that
+        instance dies its connection closes, the lock is freed, and the next poll of another
+        instance takes it. SQLite has one writer process anyway: always True.
+        """
+        if self.is_sqlite:
+            return True
+        if self._lock_conn is not None:
+            try:
+                await self._lock_conn.execute(text("SELECT 1"))
+                return True
+            except Exception:  # the connection died: the lock went with it
+                self._lock_conn = None
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        conn = await self._write.connect()
+        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+        await conn.commit()  # a session-level lock outlives the transaction
+        if got:
+            self._lock_conn = conn
+            return True
+        await conn.close()
+        return False
+
     async def revision(self) -> str | None:
         async with self._read.connect() as conn:
             return await conn.run_sync(schema.current)
 
     async def close(self) -> None:
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+            self._lock_conn = None
         await self._write.dispose()
         if self._read is not self._write:
             await self._read.dispose()
