@@ -238,6 +238,9 @@ def test_status_warning_lists_every_person_with_phone_attempts_and_answers(desk:
     assert duty["next_attempt_at"] == "2025-06-14T15:55:00+08:00"
     refused = by_code["433122101201"]["persons"][0]
     assert refused["last_delivery"] == "failed" and refused["last_channel"] is None
+    assert a["name"] is None  # names only on request: reading a province directory is slow
+    named = desk.json("status", REAL, "--names", "--level", "township")
+    assert [p["name"] for p in named["divisions"][1]["persons"]] == ["镇长1", "副镇长1"]
 
 
 def test_status_filters(desk: Desk) -> None:
@@ -364,6 +367,8 @@ def test_watch_redraws_with_the_clock_and_never_sleeps(
     assert frames == ["15:50", "15:50", "15:51"]
     assert "预警叫应进度" in res.output
     assert desk.run("status", "--watch", "--json").exit_code == 2
+    mistaken = desk.run("status", "--watch", "4331224160")  # the key taken for SECONDS
+    assert mistaken.exit_code == 2 and "before --watch" in mistaken.output
 
 
 def test_watch_loop_redraws_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -454,3 +454,26 @@ def test_skipped_and_cancelled_warnings_are_reported_not_crashed(tmp_path: Path)
     out = tmp_path / "r.txt"
     res = f.run("report", lifted, "--out", str(out))
     assert res.exit_code == 0 and "各级叫应" in out.read_text(encoding="utf-8")
+
+
+def test_onset_estimated_from_stage_times_when_a_drill_file_has_no_facts() -> None:
+    from warnd.report import estimate_facts
+
+    leads = {"county": 6 * H, "township": 3 * H, "village": H}
+    onset = T0 + 2 * H  # arrived at T0: county and township fired on arrival, village on time
+
+    def notify(level: str, at: Any, attempt: int = 1) -> dict[str, Any]:
+        return {"type": "notify", "rung": "stage", "attempt": attempt, "level": level,
+                "at": at.isoformat()}  # fmt: skip
+
+    events = [
+        notify("county", T0),
+        notify("township", T0),
+        notify("county", T0 + 5 * M, 2),
+        notify("village", onset - H),
+    ]
+    f = estimate_facts("w", events, leads)
+    assert f.onset == onset and f.onset_kind == "estimated"
+    due = {s.level: s.due_at for s in f.stages}
+    assert due == {"county": T0, "township": T0, "village": onset - H}
+    assert estimate_facts("w", [], leads).onset is None

@@ -122,8 +122,11 @@ def status_cmd(
         fail("--pending/--unreached need a WARNING (所有预警的未叫醒名单: warnd unreached)")
     if watch is not None and as_json:
         fail("--watch and --json do not go together (run --json again instead)")
-    if watch is not None and watch <= 0:
-        fail("--watch: SECONDS must be more than 0")
+    if watch is not None and not 0 < watch <= 3600:
+        fail(
+            f"--watch: SECONDS must be between 0 and 3600 (got {watch:g}; a warning key goes"
+            " before --watch, or write --watch=SECONDS)"
+        )
     config = load(config_path, required=True)
     assert config is not None
     clock = clock_for(clock_file)

@@ -191,10 +191,17 @@ def estimate_facts(
     candidates = [first[lv] + leads[lv] for lv in first]
     onset = min(candidates) if candidates else None
     stages = tuple(
-        StageFact(lv, lead, onset - lead if onset else None, first.get(lv))
+        StageFact(lv, lead, _due(onset, lead, first.get(lv)), first.get(lv))
         for lv, lead in sorted(leads.items(), key=lambda x: -x[1])
     )
     return Facts(key, drill=True, onset=onset, onset_kind="estimated", stages=stages)
+
+
+def _due(onset: datetime | None, lead: timedelta, fired: datetime | None) -> datetime | None:
+    """When the stage was due, as the engine stores it: T − lead, or on arrival when later."""
+    if onset is None:
+        return fired
+    return max(onset - lead, fired) if fired is not None else onset - lead
 
 
 def build(
