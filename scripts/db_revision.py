@@ -36,6 +36,7 @@ def main() -> None:
     for path in (schema.MIGRATIONS / "versions").glob(f"{rev}_*.py"):
         path.rename(path.with_name(f"{rev}_{slug}.py"))
     print(f"wrote warnd/migrations/versions/{rev}_{slug}.py")
+    print(f'now set HEAD = "{rev}" in warnd/store/schema.py')
 
 
 if __name__ == "__main__":

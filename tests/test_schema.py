@@ -67,3 +67,7 @@ def test_cli_db_upgrade_and_status(tmp_path: Path) -> None:
     assert up.exit_code == 0, up.output
     after = runner.invoke(main, ["db", "status", "--json", "--config", str(cfg)])
     assert after.exit_code == 0 and f'"code": "{schema.head()}"' in after.output
+
+
+def test_code_head_is_the_migrations_head() -> None:
+    assert schema.script_head() == schema.HEAD

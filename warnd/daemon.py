@@ -165,6 +165,7 @@ class Daemon:
         log.info(
             "daemon_started",
             listen=f"{cfg.listen.host}:{self.bound_port}",
+            instance=ctx.instance,  # ``outbox.claimed_by``: which process holds a lease
             store=cfg.store_url.split("@")[-1],
             contacts=len(directory),
             feeds=[f.name for f in self.feeds],

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from warnd import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: command name → the modules that define it (imported only when that command runs, so that
+#: ``warnd status`` does not pay for the engine, Alembic or lxml at start-up)
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "ack": ("warnd.cli.ack",),
+    "contacts": ("warnd.cli.contacts", "warnd.cli.roster"),
+    "db": ("warnd.cli.db",),
+    "drill": ("warnd.cli.drill", "warnd.cli.replay"),
+    "inspect": ("warnd.cli.inspect",),
+    "plan": ("warnd.cli.inspect",),
+    "report": ("warnd.cli.report",),
+    "serve": ("warnd.cli.serve",),
+    "status": ("warnd.cli.status",),
+    "unreached": ("warnd.cli.status",),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands attach themselves when their module is first imported."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            for module in COMMANDS.get(cmd_name, ()):
+                importlib.import_module(module)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="warnd")
 @click.option(
     "--log-level",
@@ -24,11 +55,3 @@ def main(log_level: str, log_json: bool | None) -> None:
     from warnd import logs
 
     logs.configure(json=log_json, level=log_level)
-
-
-def _register() -> None:
-    """Import the command modules so that they attach themselves to ``main``."""
-    from warnd.cli import ack, contacts, db, drill, inspect, replay, report, roster, serve, status  # noqa: F401  # noqa: F401  (attach to drill / contacts)  # noqa: F401
-
-
-_register()

@@ -3,6 +3,11 @@
 A claimed row carries a lease; a process that dies mid-send leaves it to expire and another
 pass sends it again under the same id (at-least-once, idempotent towards the gateway). On
 PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so that instances share the work.
+
+Messages go out in order of due time; among those due at the same instant, on SQLite in the
+order they were queued (rowid: the due-time index hands them over without sorting), elsewhere
+in order of id (time-ordered too: ``context.new_message_id``). On SQLite, claim and mark are
+driver-level statements (``chainrows.SQLiteBulk``): a sender spends most of its time here.
 """
 
 from __future__ import annotations

@@ -84,6 +84,13 @@ class Store:
         return store
 
     async def _prepare(self, *, create: bool, migrate: bool) -> None:
+        # The common case — the schema is current — is answered without the write lock, so
+        # that read-only commands never queue behind a busy daemon.
+        async with self._read.connect() as conn:
+            empty = await conn.run_sync(schema.is_empty)
+            at = None if empty else await conn.run_sync(schema.current)
+        if at == schema.head():
+            return
         async with self._write.begin() as conn:
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
@@ -118,9 +125,10 @@ class Store:
                 return True
             except Exception:  # the connection died: the lock went with it
                 self._lock_conn = None
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         conn = await self._write.connect()
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+        got = (
+            await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _key(name)})
+        ).scalar()
         await conn.commit()  # a session-level lock outlives the transaction
         if got:
             self._lock_conn = conn
@@ -153,6 +161,11 @@ class Store:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with AsyncSession(self._read, expire_on_commit=False) as session:
             yield session
+
+
+def _key(name: str) -> int:
+    """A PostgreSQL advisory-lock key (bigint) for a lock name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
