@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from warnd import phone
+from warnd import logs, phone
 from warnd.clock import wall_now
 from warnd.engine import Engine
 from warnd.engine.acks import AckResult
@@ -40,6 +40,7 @@ def make_app(
 ) -> web.Application:
     """The listener's app; ``extra_routes`` are channels' vendor callbacks (warnd.vendors)."""
     app = web.Application(client_max_size=MAX_BODY)
+    logs.conceal(secret)  # never written whole into a log line, whatever carries it
     app[ENGINE] = engine
     app[SECRET] = secret
     app[GUARD] = ReplayGuard(max_age_s)
@@ -155,6 +156,7 @@ async def link_page(request: web.Request) -> web.Response:
 
 
 async def link_confirm(request: web.Request) -> web.Response:
+    await request.read()  # a form button sends next to nothing: over MAX_BODY is a 413
     result = await request.app[ENGINE].ack_token(request.match_info["token"])
     if not result.ok:
         return _page(f"<h1>未能确认</h1><p>{html.escape(result.reason)}</p>", 404)

@@ -8,6 +8,7 @@ so a restarted daemon simply wakes, finds every overdue row and carries on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from datetime import datetime, timedelta
@@ -38,6 +39,17 @@ from warnd.store import Store
 log = structlog.get_logger("warnd.daemon")
 
 MARK_BATCH = 200
+CLAIM_MAX = 500
+
+
+def claim_size(concurrency: int) -> int:
+    """Messages taken per claim, for channels with ``concurrency`` slots in all.
+
+    A few rounds of every slot keep the channels busy; a bounded batch lets instances that
+    share a database split a county-sized wave (a claim of 500 took a whole wave to one
+    instance) and leaves less under a dead process's lease after a crash.
+    """
+    return max(1, min(CLAIM_MAX, 8 * concurrency))
 
 
 class Daemon:
@@ -67,6 +79,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._sender: asyncio.Task[None] | None = None
         self._send_again = False
+        self._claim = CLAIM_MAX
         self.started_at: datetime | None = None
         self._groups: list[Any] = []  # channels with ``observe``: duty-group digests
 
@@ -82,6 +95,7 @@ class Daemon:
                 "warnd serve needs [contacts] path", source=str(cfg.path), field="contacts.path"
             )
         directory, problems = directory_mod.load(cfg.contacts_path)
+        gc.freeze()  # a province directory is long-lived: keep it out of every full GC pass
         for p in problems:
             log.warning("contacts_problem", problem=str(p))
         self.store = await Store.open(cfg.store_url)
@@ -97,6 +111,7 @@ class Daemon:
         channels = {name: build_channel(c, clock=self.clock) for name, c in cfg.channels.items()}
         limiters = {name: Limiter.for_channel(c) for name, c in cfg.channels.items()}
         window = cfg.policy.ack.window.total_seconds()
+        self._claim = claim_size(sum(c.concurrency for c in cfg.channels.values()))
         self.dispatcher = Dispatcher(
             channels,
             limiters,
@@ -203,6 +218,7 @@ class Daemon:
         for p in problems:
             log.warning("contacts_problem", problem=str(p))
         self.engine.ctx.set_directory(directory)
+        gc.freeze()
         log.info("contacts_reloaded", contacts=len(directory))
         return True
 
@@ -283,7 +299,7 @@ class Daemon:
         try:
             while True:
                 self._send_again = False
-                claimed = await self.engine.claim()
+                claimed = await self.engine.claim(self._claim)
                 if claimed:
                     await self._send_all(claimed)
                 elif not self._send_again:

@@ -32,9 +32,10 @@ class LazyGroup(click.Group):
         return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands:
-            for module in COMMANDS.get(cmd_name, ()):
-                importlib.import_module(module)
+        # Every module of the command, even when one is already imported: a group's
+        # subcommands may live in a second module (``contacts import`` in roster.py).
+        for module in COMMANDS.get(cmd_name, ()):
+            importlib.import_module(module)
         return self.commands.get(cmd_name)
 
 

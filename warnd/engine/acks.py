@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -113,23 +113,53 @@ async def ack_message(
         )
 
 
-async def ack_token(ctx: Context, token: str) -> AckResult:
+#: A confirmation link works for this long after its attempt was (last) queued: people read the
+#: SMS late (a phone silenced at night) and a late answer is still worth recording, but a link
+#: forwarded or left in a chat must not acknowledge for ever (docs/hardening.md).
+TOKEN_TTL = timedelta(hours=24)
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what ``secrets.token_urlsafe(24)`` makes
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    message_id: str
+    text: str
+    expired: bool
+
+
+async def _link(ctx: Context, token: str) -> _Link | None:
+    """The attempt a confirmation token belongs to, and whether it expired; None if unknown."""
+    if not _TOKEN.fullmatch(token):
+        return None  # not one of ours: no database lookup for arbitrary path junk
     async with ctx.store.read() as session:
         row = (
-            await session.execute(select(col(Outbox.id)).where(col(Outbox.token) == token))
+            await session.execute(
+                select(col(Outbox.id), col(Outbox.text), col(Outbox.due_at)).where(
+                    col(Outbox.token) == token
+                )
+            )
         ).first()
     if row is None:
+        return None
+    due = row[2]  # aware UTC (UTCDateTime), never NULL
+    return _Link(row[0], row[1], expired=due is not None and ctx.now() > due + TOKEN_TTL)
+
+
+async def ack_token(ctx: Context, token: str) -> AckResult:
+    """The button of a confirmation link: acknowledges the call of its own attempt, only."""
+    link = await _link(ctx, token)
+    if link is None:
         return AckResult(False, "链接无效或已过期 (unknown link)")
-    return await ack_message(ctx, row[0], source="link", dedupe_key=f"link:{row[0]}")
+    if link.expired:
+        return AckResult(False, "链接已过期，请回复短信或联系值班室 (link expired)")
+    mid = link.message_id
+    return await ack_message(ctx, mid, source="link", dedupe_key=f"link:{mid}")
 
 
 async def describe_token(ctx: Context, token: str) -> str | None:
-    """The text of the message a confirmation link belongs to (for the GET page)."""
-    async with ctx.store.read() as session:
-        row = (
-            await session.execute(select(col(Outbox.text)).where(col(Outbox.token) == token))
-        ).first()
-    return row[0] if row else None
+    """The text of the message a valid confirmation link belongs to (for the GET page)."""
+    link = await _link(ctx, token)
+    return link.text if link is not None and not link.expired else None
 
 
 _CODE = re.compile(r"\d{4,6}")

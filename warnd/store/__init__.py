@@ -92,6 +92,10 @@ class Store:
         if at == schema.head():
             return
         async with self._write.begin() as conn:
+            if not self.is_sqlite:
+                # Instances started together on an empty database: one creates the schema,
+                # the others wait here and find it done (else: duplicate CREATE TABLE).
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key("schema")})
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
             head = schema.head()
