@@ -8,7 +8,6 @@ import click
 
 from warnd import __version__
 
-
 #: command name → the modules that define it (imported only when that command runs, so that
 #: ``warnd status`` does not pay for the engine, Alembic or lxml at start-up)
 COMMANDS: dict[str, tuple[str, ...]] = {
