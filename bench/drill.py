@@ -45,31 +45,69 @@ def main() -> None:
     feed = tmp / "feed"
     feed.mkdir()
     area = [code + "000000"]
-    (feed / "1.xml").write_bytes(cap_xml("w1", sent, sender=sender, onset=sent + timedelta(hours=8),
-                                         severity="Severe", geocodes=area))
-    (feed / "2.xml").write_bytes(cap_xml(
-        "w2", sent + timedelta(hours=3), sender=sender, onset=sent + timedelta(hours=7),
-        severity="Extreme", geocodes=area, msg_type="Update", references=[(sender, "w1", sent)]))
-    (feed / "3.xml").write_bytes(cap_xml(
-        "w3", sent + timedelta(hours=12), sender=sender, msg_type="Cancel", geocodes=area,
-        references=[(sender, "w2", sent + timedelta(hours=3))]))
+    (feed / "1.xml").write_bytes(
+        cap_xml(
+            "w1",
+            sent,
+            sender=sender,
+            onset=sent + timedelta(hours=8),
+            severity="Severe",
+            geocodes=area,
+        )
+    )
+    (feed / "2.xml").write_bytes(
+        cap_xml(
+            "w2",
+            sent + timedelta(hours=3),
+            sender=sender,
+            onset=sent + timedelta(hours=7),
+            severity="Extreme",
+            geocodes=area,
+            msg_type="Update",
+            references=[(sender, "w1", sent)],
+        )
+    )
+    (feed / "3.xml").write_bytes(
+        cap_xml(
+            "w3",
+            sent + timedelta(hours=12),
+            sender=sender,
+            msg_type="Cancel",
+            geocodes=area,
+            references=[(sender, "w2", sent + timedelta(hours=3))],
+        )
+    )
     rng = random.Random(5)
     lines = ["contact_id,ack_after"]
     for c in d.contacts():
-        lines.append(f"{c.contact_id},{rng.randint(1, 9)}m" if rng.random() < 0.6 else
-                     f"{c.contact_id},never")
+        lines.append(
+            f"{c.contact_id},{rng.randint(1, 9)}m"
+            if rng.random() < 0.6
+            else f"{c.contact_id},never"
+        )
     (tmp / "responders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     start = time.perf_counter()
     report = asyncio.run(simulate([feed], d, Policy.default(), tmp / "responders.csv"))
     wall = time.perf_counter() - start
     s = report["summary"]
-    print(json.dumps({
-        "persons_in_directory": len(d), "rows": gen.rows, "wall_seconds": round(wall, 2),
-        "simulated": f'{s["started_at"]} → {s["ended_at"]}', "events": s["events"],
-        "attempts": s["attempts"], "persons_notified": s["persons_notified"],
-        "persons_acknowledged": s["persons_acknowledged"], "unreached": s["unreached"],
-        "divisions": s["divisions"],
-    }, ensure_ascii=False, indent=1))
+    print(
+        json.dumps(
+            {
+                "persons_in_directory": len(d),
+                "rows": gen.rows,
+                "wall_seconds": round(wall, 2),
+                "simulated": f"{s['started_at']} → {s['ended_at']}",
+                "events": s["events"],
+                "attempts": s["attempts"],
+                "persons_notified": s["persons_notified"],
+                "persons_acknowledged": s["persons_acknowledged"],
+                "unreached": s["unreached"],
+                "divisions": s["divisions"],
+            },
+            ensure_ascii=False,
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ lost); exits 1 if any case found a problem. The suite runs the same code shorten
 (tests/test_soak.py). Figures of a run are in docs/hardening.md.
 
 Usage: .venv/bin/python bench/soak.py [--cases 10] [--kills 5] [--seed 1] [--flaky 0.02]
+                                      [--townships 3] [--villages 3]
 """
 
 from __future__ import annotations
@@ -26,31 +27,38 @@ sys.path.insert(0, str(ROOT / "tests"))
 from serve_harness import soak_case  # noqa: E402
 
 
-async def run(cases: int, kills: int, seed: int, flaky: float) -> int:
+async def run(cases: int, kills: int, seed: int, flaky: float, size: tuple[int, int]) -> int:
     started = time.monotonic()
     totals: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     failed = []
     tmp = tempfile.mkdtemp(prefix="warnd-soak-")  # kept: the serve logs of every run
-    if True:
-        for n in range(cases):
-            figures = await soak_case(Path(tmp) / f"case-{n}", seed + n, kills, flaky=flaky)
-            print(json.dumps(figures, ensure_ascii=False), flush=True)
-            for key in (
-                "kills",
-                "restarts",
-                "steps",
-                "events",
-                "gateway_requests",
-                "in_flight_at_kills",
-                "resent_same_id",
-                "acks_posted",
-                "items_lost",
-            ):
-                totals[key] += figures[key]
-            kinds.update(figures["kill_kinds"])
-            if figures["problems"] or not figures["oracle_sensitive"]:
-                failed.append(figures["seed"])
+    print(f"# cases in {tmp}", flush=True)
+    for n in range(cases):
+        figures = await soak_case(
+            Path(tmp) / f"case-{n}",
+            seed + n,
+            kills,
+            flaky=flaky,
+            townships=size[0],
+            villages=size[1],
+        )
+        print(json.dumps(figures, ensure_ascii=False), flush=True)
+        for key in (
+            "kills",
+            "restarts",
+            "steps",
+            "events",
+            "gateway_requests",
+            "in_flight_at_kills",
+            "resent_same_id",
+            "acks_posted",
+            "items_lost",
+        ):
+            totals[key] += figures[key]
+        kinds.update(figures["kill_kinds"])
+        if figures["problems"] or not figures["oracle_sensitive"]:
+            failed.append(figures["seed"])
     summary = {
         "cases_tried": cases,
         "faults_injected": totals["kills"],
@@ -59,6 +67,7 @@ async def run(cases: int, kills: int, seed: int, flaky: float) -> int:
         "items_lost": totals["items_lost"],
         "cases_failed": failed,
         "flaky_gateway_share": flaky,
+        "county": f"{size[0]} townships x {size[1]} villages",
         **{
             k: totals[k]
             for k in (
@@ -82,8 +91,11 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--flaky", type=float, default=0.0, help="share of gateway 503s")
+    parser.add_argument("--townships", type=int, default=3)
+    parser.add_argument("--villages", type=int, default=3, help="per township")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.cases, args.kills, args.seed, args.flaky)))
+    size = (args.townships, args.villages)
+    sys.exit(asyncio.run(run(args.cases, args.kills, args.seed, args.flaky, size)))
 
 
 if __name__ == "__main__":

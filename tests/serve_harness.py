@@ -184,10 +184,6 @@ def oracle(tmp: Path) -> list[Event]:
     ]
 
 
-class Died(Exception):
-    """The daemon process is gone (a gateway trigger killed it)."""
-
-
 @dataclass
 class Soak(Run):
     """``Run`` plus the soak: stepping, answering, killing, checking."""
@@ -367,6 +363,10 @@ class Soak(Run):
                     await self.answer(call, kill=kind == "hook")
                     kind = None
                 await self.settle()
+            if kind == "hook":  # nobody answered after all: kill here instead
+                self.sigkill()
+                self.kinds["hook"] += 1
+                await self.settle()
             later = [a for a, _c in self.due_answers(case.responders) if a > self.now]
             nxt = [t for t in (self.next_due(), feed[0][0] if feed else None) if t is not None]
             if not nxt + later:
@@ -468,9 +468,11 @@ def plan_kills(expected: list[Event], kills: int, rng: random.Random) -> dict[da
     return plan
 
 
-async def soak_case(tmp: Path, seed: int, kills: int, *, flaky: float = 0.0) -> dict[str, Any]:
+async def soak_case(
+    tmp: Path, seed: int, kills: int, *, flaky: float = 0.0, townships: int = 3, villages: int = 3
+) -> dict[str, Any]:
     """Run one case with ``kills`` kills; return its figures (``problems`` empty if it held)."""
-    case = make_case(seed)
+    case = make_case(seed, townships, villages)
     soak = Soak(tmp, now=case.messages[0][0], seed=seed)
     url = await soak.gateway.start()
     write_case(case, tmp, url)

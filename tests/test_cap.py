@@ -468,3 +468,22 @@ def test_summary_has_the_inspect_keys() -> None:
     assert drill["drill"] is True
     empty = summary(Alert("1.2", "i", "s", alert.sent, "Actual", "Alert", "Public", (), ()))
     assert empty["severity"] is None and empty["onset"] is None and empty["geocodes"] == []
+
+
+def test_absurd_years_and_huge_identifiers_are_refused() -> None:
+    from datetime import UTC, datetime
+
+    from factory import cap_xml
+
+    from warnd import cap as cap_mod
+    from warnd.errors import CapError
+
+    base = datetime(2025, 6, 14, tzinfo=UTC)
+    ok = cap_xml("id-1", base)
+    for bad, what in (
+        (ok.replace(b"2025-06-14T00:00:00+00:00", b"9999-12-31T23:59:59-14:00", 1), "year"),
+        (ok.replace(b"2025-06-14T00:00:00+00:00", b"0001-01-01T00:00:00+14:00", 1), "year"),
+        (ok.replace(b"<identifier>id-1<", b"<identifier>" + b"x" * 300 + b"<", 1), "256"),
+    ):
+        with pytest.raises(CapError, match=what):
+            cap_mod.parse(bad)

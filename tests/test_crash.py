@@ -74,6 +74,7 @@ class Run:
     kills: list[Kill] = field(default_factory=list)
     posted: list[Posted] = field(default_factory=list)
     dead_instances: set[str] = field(default_factory=set)
+    killed: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.gateway = GatewayFake(now=lambda: self.now)
@@ -128,10 +129,12 @@ class Run:
         raise AssertionError(f"no daemon_started within {timeout}s: {log.read_text()[-2000:]}")
 
     def sigkill(self) -> None:
+        """One SIGKILL per process: a second one raced asyncio's reaping (exit status 255)."""
         assert self.proc is not None
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and self.proc.pid not in self.killed:
+            self.killed.add(self.proc.pid)
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGKILL)
+                os.kill(self.proc.pid, signal.SIGKILL)
 
     async def kill(self) -> Kill:
         """SIGKILL (unless a gateway trigger already did), then what was in flight."""

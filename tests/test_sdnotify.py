@@ -99,8 +99,12 @@ path = "{tmp_path / "outbox.jsonl"}"
     sock = listener(path)
     env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
     warnd = str(Path(sys.executable).parent / "warnd")
-    proc = subprocess.Popen([warnd, "serve", "--config", str(tmp_path / "warnd.toml")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [warnd, "serve", "--config", str(tmp_path / "warnd.toml")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         messages = []
         while not any(b"WATCHDOG=1" in m for m in messages):

@@ -26,4 +26,5 @@ async def test_killed_and_restarted_daemon_matches_the_drill_oracle(tmp_path: Pa
         assert figures["problems"] == []
         assert figures["kills"] == kills and figures["items_lost"] == 0
         assert figures["restarts"] == kills
-        assert figures["acks_posted"] > 5 and figures["gateway_requests"] > 100
+        assert figures["acks_posted"] > 5 and figures["gateway_requests"] > 50
+        assert figures["oracle_sensitive"]  # the comparison can fail

@@ -205,7 +205,8 @@ class Daemon:
         if self.store is not None:
             await self.store.close()
             self.store = None
-        log.info("daemon_stopped")
+        if self.started_at is not None:
+            log.info("daemon_stopped")
 
     def reload_directory(self) -> bool:
         """SIGHUP: load the contacts again; a directory that cannot be read leaves the old one."""

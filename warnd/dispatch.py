@@ -1,9 +1,12 @@
-"""Choosing a channel for each outbound message, with fallback when one fails for good.
+"""Choosing a channel for each outbound message, with fallback when one fails.
 
 A call attempt goes out as a voice call where a channel carries voice (叫应 depends on the
 voice call), else as SMS; update and lift notices prefer SMS. A person's own ``channels`` column
-(kinds or channel names, in order) overrides that. A channel that fails permanently hands the
-message to the next route; only when every route has failed is the attempt marked failed.
+(kinds or channel names, in order) overrides that. A route that fails — permanently, or
+transiently after its retries within the deadline — hands the message to the next route: a
+voice gateway that is down must not leave people without even an SMS (the SMS reply still
+acknowledges; only the IVR key press is lost). When every route has failed the attempt is
+marked failed (all permanent) or queued again for later (any transient).
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ def scrub(text: str) -> str:
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, mask_secret(secret))
+    if _NUMBER.search(text) is None:  # the common case: nothing to mask, no new string
+        return text
     return _NUMBER.sub(lambda m: mask_phone(m[0]), text)
 
 
@@ -56,11 +58,17 @@ def _scrubbed(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_OWN_KEYS = frozenset({"event", "level", "timestamp"})  # written by warnd and structlog
+
+
 def _mask(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if key in _PHONE_KEYS and isinstance(value, str):
-            event[key] = mask_phone(value)
-        elif not isinstance(value, int | float | bool) and value is not None:
+        if type(value) is str:
+            if key in _PHONE_KEYS:
+                event[key] = mask_phone(value)
+            elif key not in _OWN_KEYS:
+                event[key] = scrub(value)
+        elif value is not None and not isinstance(value, int | float):
             event[key] = _scrubbed(value)
     return event
 

@@ -65,6 +65,8 @@ _NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _NUMBER = re.compile(_NUM, re.ASCII)
 _PAIR = re.compile(rf"({_NUM}),({_NUM})", re.ASCII)
 _COMMA = re.compile(r"\s*,\s*")
+MAX_ID_LENGTH = 256
+MIN_YEAR, MAX_YEAR = 1970, 2200
 _BAD_ID = re.compile(r"[\s,<&]")
 #: geocode schemes that look like digits but are not Chinese division codes (US SAME/FIPS,
 #: Canada CAP-CP/CLC, MeteoAlarm EMMA, DWD warn cells, NUTS, Australian AMOC, postcodes);
@@ -218,6 +220,11 @@ class _Parser:
         identifier = self._need(kids, "identifier", w, root)
         sender = self._need(kids, "sender", w, root)
         for name, value in (("identifier", identifier), ("sender", sender)):
+            if len(value) > MAX_ID_LENGTH:
+                # it becomes the warning key every message and gateway request carries
+                self.fail(
+                    f"{w}/{name}", f"longer than {MAX_ID_LENGTH} characters", None, f"{value[:40]}…"
+                )
             if _BAD_ID.search(value):
                 self.warn(f"{w}/{name}", "contains a space, comma, '<' or '&' (CAP forbids them)")
         self._need(kids, "sent", w, root)
@@ -443,6 +450,9 @@ class _Parser:
         hh, mm = (0, 0) if offset == "Z" else (int(offset[1:3]), int(offset[4:6]))
         delta = timedelta(hours=hh, minutes=mm) * (-1 if offset[0] == "-" else 1)
         micro = int((frac[1:] + "000000")[:6]) if frac else 0
+        if not MIN_YEAR <= int(year) <= MAX_YEAR:
+            # 0001 or 9999 with an offset overflows when converted to UTC further on
+            self.fail(w, f"year outside {MIN_YEAR}–{MAX_YEAR}", el, raw)
         try:
             ymd = int(year), int(month), int(day)
             return datetime(*ymd, int(hour), int(minute), int(second), micro, timezone(delta))
