@@ -24,7 +24,7 @@ from urllib.parse import quote
 from warnd.channels import Outbound, register, unknown_options
 from warnd.channels import cloud as c
 from warnd.clock import Clock
-from warnd.errors import ConfigError, PermanentError, TransientError
+from warnd.errors import PermanentError, TransientError
 from warnd.policy import ChannelConfig
 
 if TYPE_CHECKING:
@@ -217,14 +217,7 @@ class AliyunChannel:
     @classmethod
     def check(cls, cfg: ChannelConfig) -> None:
         unknown_options(cfg, _OPTIONS)
-        bad = [k for k in cfg.kinds if k not in ("voice", "sms")]
-        if bad:
-            raise ConfigError(
-                "aliyun 只能承载 voice 和 sms (kinds)",
-                source=cfg.source,
-                field=cfg.key("kinds"),
-                value=bad[0],
-            )
+        c.voice_sms_kinds(cfg, "aliyun")
         c.id_option(cfg, "access_key_id")
         c.secret_option(cfg, "access_key_secret")
         c.secret_option(cfg, "callback_token", required=False)

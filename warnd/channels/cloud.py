@@ -76,6 +76,13 @@ def _error(cfg: ChannelConfig, key: str, message: str, value: object = None) -> 
     return ConfigError(message, source=cfg.source, field=cfg.key(key), value=value)
 
 
+def voice_sms_kinds(cfg: ChannelConfig, vendor: str) -> None:
+    """The cloud voice/SMS providers carry voice and sms, nothing else."""
+    bad = [k for k in cfg.kinds if k not in ("voice", "sms")]
+    if bad:
+        raise _error(cfg, "kinds", f"{vendor} 只能承载 voice 和 sms (kinds)", bad[0])
+
+
 def text_option(cfg: ChannelConfig, key: str, default: str | None = None) -> str:
     """A required (or defaulted) non-empty string."""
     value = cfg.options.get(key, default)

@@ -22,7 +22,7 @@ import structlog
 from warnd.channels import Outbound, register, unknown_options
 from warnd.channels import cloud as c
 from warnd.clock import Clock
-from warnd.errors import ConfigError, PermanentError, TransientError
+from warnd.errors import PermanentError, TransientError
 from warnd.policy import ChannelConfig
 
 if TYPE_CHECKING:
@@ -241,14 +241,7 @@ class TencentChannel:
     @classmethod
     def check(cls, cfg: ChannelConfig) -> None:
         unknown_options(cfg, _OPTIONS)
-        bad = [k for k in cfg.kinds if k not in ("voice", "sms")]
-        if bad:
-            raise ConfigError(
-                "tencent 只能承载 voice 和 sms (kinds)",
-                source=cfg.source,
-                field=cfg.key("kinds"),
-                value=bad[0],
-            )
+        c.voice_sms_kinds(cfg, "tencent")
         c.id_option(cfg, "secret_id")
         c.secret_option(cfg, "secret_key")
         c.secret_option(cfg, "callback_token", required=False)
