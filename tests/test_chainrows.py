@@ -8,7 +8,6 @@ bytes in the store and read back the same values through the ORM.
 from __future__ import annotations
 
 import sqlite3
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import count
@@ -110,20 +109,22 @@ async def _write_rows(url: str) -> None:
             await chainrows.insert_outbox(
                 s,
                 [
-                    context.outbox_row(
-                        w,
-                        contact_id=f"c{i}",
-                        to="+8613800000000",
-                        purpose="call",
-                        text="【预警叫应】测试",
-                        now=T0 + timedelta(seconds=i),
-                        call_id=1,
-                        attempt=1,
-                        rung="stage",
-                        reply_code="1234",
-                        token=None,
+                    (
+                        f"m{i}",  # fixed ids: both paths must store the same rows
+                        *context.outbox_row(
+                            w,
+                            contact_id=f"c{i}",
+                            to="+8613800000000",
+                            purpose="call",
+                            text="【预警叫应】测试",
+                            now=T0 + timedelta(seconds=i),
+                            call_id=1,
+                            attempt=1,
+                            rung="stage",
+                            reply_code="1234",
+                            token=None,
+                        )[1:],
                     )
-                    | {"id": f"m{i}"}
                     for i in range(3)
                 ],
             )
@@ -201,8 +202,7 @@ class _Deterministic:
     def patch(self, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(context, "new_message_id", lambda: f"m{next(self.n):06d}")
         mp.setattr(context, "new_reply_code", lambda: f"{1000 + next(self.n) % 9000}")
-        fake = types.SimpleNamespace(token_urlsafe=lambda n: f"t{next(self.n):08d}")
-        mp.setattr(context, "secrets", fake)
+        mp.setattr(context, "new_link_token", lambda: f"t{next(self.n):08d}")
 
 
 async def _chain(tmp: Path, url: str) -> None:
@@ -307,3 +307,36 @@ async def test_whole_chain_stores_the_same_on_both_paths(tmp_path: Path) -> None
     assert {"notify", "ack", "escalate", "unreached", "update", "cancel"} <= events
     assert rungs == {"stage", "backup", "superior", "duty"}
     assert {"sent", "failed", "cancelled"} <= states and rounds == {1, 2} and stale[0] > 0
+
+
+def test_row_builders_follow_the_store_column_layouts() -> None:
+    """outbox_row / event_row make tuples; the store reads them by OUTBOX_COLS / EVENT_COLS."""
+    w = WarningRow(id=7, key="k", sender="s", identifier="k", drill=True)
+    o = dict(
+        zip(
+            chainrows.OUTBOX_COLS,
+            context.outbox_row(
+                w, contact_id="c1", to="+8613800000000", purpose="call", text="文本", now=T0,
+                call_id=3, attempt=2, rung="backup", reply_code="4321", token="tok",
+            ),
+            strict=True,
+        )
+    )  # fmt: skip
+    assert len(o["id"]) == 32 and o["id"][12] == "7"  # a UUIDv7 in hex
+    assert {k: v for k, v in o.items() if k != "id"} == {
+        "warning_id": 7, "call_id": 3, "contact_id": "c1", "to": "+8613800000000",
+        "purpose": "call", "attempt": 2, "rung": "backup", "text": "文本", "due_at": T0,
+        "state": "pending", "tries": 0, "reply_code": "4321", "token": "tok", "drill": True,
+    }  # fmt: skip
+    e = dict(
+        zip(
+            chainrows.EVENT_COLS,
+            context.event_row(w, T0, "notify", contact_id="c1", division="430", level="county",
+                              data={"attempt": 1}),
+            strict=True,
+        )
+    )  # fmt: skip
+    assert e == {
+        "warning_id": 7, "at": T0, "type": "notify", "warning_key": "k", "contact_id": "c1",
+        "division": "430", "level": "county", "data": {"attempt": 1},
+    }  # fmt: skip

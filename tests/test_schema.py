@@ -43,18 +43,51 @@ async def test_newer_schema_is_refused(store_url: str) -> None:
 async def test_older_schema_is_refused_with_the_command_then_upgraded(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A store made by the first release (0001) is refused, then `db upgrade` migrates it for
+    real: rows kept, and the schema is then exactly what the tables say (indexes included)."""
+    from alembic import command
+
+    monkeypatch.setattr(schema, "head", lambda: "0001")
+    monkeypatch.setattr(
+        schema, "upgrade", lambda conn: command.upgrade(schema.alembic_config(conn), "0001")
+    )
     store = await Store.open(store_url)
+    async with store.write() as s:
+        await s.execute(
+            text(
+                "INSERT INTO warning (key, sender, identifier, drill, state, area, arrived_at,"
+                " updated_at) VALUES ('k1', 's', 'k1', false, 'active', '[]',"
+                " '2025-07-01 00:00:00', '2025-07-01 00:00:00')"
+            )
+        )
     await store.close()
-    # pretend this code is one migration ahead of the store
-    monkeypatch.setattr(schema, "head", lambda: "0002")
+    monkeypatch.undo()
     upgraded: list[bool] = []
-    monkeypatch.setattr(schema, "upgrade", lambda conn: upgraded.append(True))
-    with pytest.raises(StoreError, match=r"older than this warnd .*warnd db upgrade"):
+    real_upgrade = schema.upgrade
+
+    def counting_upgrade(conn: object) -> None:
+        upgraded.append(True)
+        real_upgrade(conn)
+
+    monkeypatch.setattr(schema, "upgrade", counting_upgrade)
+    with pytest.raises(StoreError, match=r"0001 is older than this warnd .*warnd db upgrade"):
         await Store.open(store_url)
     assert upgraded == []  # the daemon never migrates by itself
     store = await Store.open(store_url, migrate=True)
-    await store.close()
-    assert upgraded == [True]
+    try:
+        assert upgraded == [True]
+        assert await store.revision() == schema.HEAD
+        async with store.read() as s:
+            assert (await s.execute(text("SELECT key FROM warning"))).scalars().all() == ["k1"]
+        async with store._write.connect() as conn:
+
+            def diff(sync_conn: object) -> list[object]:
+                ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
+                return list(compare_metadata(ctx, SQLModel.metadata))
+
+            assert await conn.run_sync(diff) == []
+    finally:
+        await store.close()
 
 
 def test_cli_db_upgrade_and_status(tmp_path: Path) -> None:

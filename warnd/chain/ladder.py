@@ -21,9 +21,9 @@ Rules, in the contract's words:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 STAGE = "stage"
 ENDED = "ended"
@@ -48,8 +48,10 @@ class Rules:
         return (STAGE, *self.ladder)
 
 
-@dataclass(frozen=True, slots=True)
-class CallState:
+class CallState(NamedTuple):
+    """One call's state. A NamedTuple, not a dataclass: a province-wide fan-out builds a
+    million of them, and a frozen dataclass's ``__init__`` costs several times a tuple's."""
+
     key: str  # unique within the division: "<round>:<rung>:<contact_id>"
     contact_id: str
     rung: str
@@ -67,8 +69,9 @@ class CallState:
         return self.state == "active"
 
 
-@dataclass(frozen=True, slots=True)
-class DivisionState:
+class DivisionState(NamedTuple):
+    """One division's place on the ladder and its calls (immutable, built like ``CallState``)."""
+
     code: str
     level: str
     round: int = 0
@@ -79,7 +82,7 @@ class DivisionState:
     reached_source: str | None = None
     unreached_at: datetime | None = None
     stopped: bool = False
-    calls: tuple[CallState, ...] = field(default=())
+    calls: tuple[CallState, ...] = ()
 
     @property
     def reached(self) -> bool:
@@ -92,21 +95,21 @@ class DivisionState:
         return None
 
 
-# The hot paths below build states positionally (``dataclasses.replace`` costs several times
-# more, and a province-wide fan-out makes hundreds of thousands of them): keep these in step
-# with the field order above.
-assert [f.name for f in fields(CallState)] == [
+# The hot paths below build states positionally (``_replace`` costs several times more, and a
+# province-wide fan-out makes hundreds of thousands of them): keep them in step with the field
+# order above.
+assert list(CallState._fields) == [
     "key", "contact_id", "rung", "round", "start_at", "attempts_made", "next_due_at", "state",
     "ended_at", "acked_at", "ack_source",
 ]  # fmt: skip
-assert [f.name for f in fields(DivisionState)] == [
+assert list(DivisionState._fields) == [
     "code", "level", "round", "rung", "rung_started_at", "reached_at", "reached_by",
     "reached_source", "unreached_at", "stopped", "calls",
 ]  # fmt: skip
 
 
 def _with_calls(div: DivisionState, calls: tuple[CallState, ...]) -> DivisionState:
-    """``replace(div, calls=calls)``."""
+    """``div._replace(calls=calls)``."""
     return DivisionState(
         div.code,
         div.level,
@@ -123,7 +126,7 @@ def _with_calls(div: DivisionState, calls: tuple[CallState, ...]) -> DivisionSta
 
 
 def _ended(c: CallState, state: str, now: datetime) -> CallState:
-    """``replace(c, state=state, ended_at=now, next_due_at=None)``."""
+    """``c._replace(state=state, ended_at=now, next_due_at=None)``."""
     return CallState(
         c.key,
         c.contact_id,
@@ -204,7 +207,7 @@ def step(
     elif isinstance(event, Acked):
         div = _acked(div, event, now, out)
     elif isinstance(event, Stop):
-        div = replace(div, stopped=True, calls=_end_calls(div.calls, _every, now))
+        div = div._replace(stopped=True, calls=_end_calls(div.calls, _every, now))
     return div, out
 
 
@@ -253,7 +256,7 @@ def _enter_rung(
         if rung != STAGE and (persons or rung == "duty"):
             out.append(Record("escalate", None, (("rung", rung),)))
         if rung == "duty" and div.unreached_at is None:
-            div = replace(div, unreached_at=now)
+            div = div._replace(unreached_at=now)
             out.append(Record("unreached", None, (("rung", rung),)))
         if persons:
             if len(set(persons)) != len(persons):  # the same person twice: the general path
@@ -261,7 +264,7 @@ def _enter_rung(
                     CallState(f"{div.round}:{rung}:{cid}", cid, rung, div.round, now)
                     for cid in persons
                 )
-                div = replace(div, rung=rung, rung_started_at=now, calls=div.calls + new)
+                div = div._replace(rung=rung, rung_started_at=now, calls=div.calls + new)
                 for call in new:
                     div = _attempt(div, call.key, now, rules, out)
                 return div
@@ -287,7 +290,7 @@ def _enter_rung(
                 div.calls + tuple(started),
             )
         index += 1
-    return replace(div, rung=ENDED, rung_started_at=now)
+    return div._replace(rung=ENDED, rung_started_at=now)
 
 
 def _attempt(
@@ -348,8 +351,7 @@ def _acked(div: DivisionState, event: Acked, now: datetime, out: list[Command]) 
     if call is None or call.state == "acked":
         return div  # unknown or already acknowledged: idempotent
     late = not call.active
-    call = replace(
-        call,
+    call = call._replace(
         state="acked",
         acked_at=now,
         ack_source=event.source,
@@ -363,9 +365,9 @@ def _acked(div: DivisionState, event: Acked, now: datetime, out: list[Command]) 
     out.append(Record("ack", call.contact_id, data))
     if div.reached:
         return div
-    div = replace(div, reached_at=now, reached_by=call.contact_id, reached_source=event.source)
+    div = div._replace(reached_at=now, reached_by=call.contact_id, reached_source=event.source)
     # Reached: calls made on the division's behalf at later rungs stop; A calls run on.
-    return replace(div, calls=_end_calls(div.calls, lambda c: c.rung != STAGE, now))
+    return div._replace(calls=_end_calls(div.calls, lambda c: c.rung != STAGE, now))
 
 
 def _every(_call: CallState) -> bool:

@@ -98,8 +98,8 @@ async def _run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: d
     ids: dict[int, dict[str, int]] = defaultdict(dict)
     for (did, key), cid in saved.items():
         ids[did][key] = cid
-    outbox: list[dict[str, Any]] = []
-    events_out: list[dict[str, Any]] = []
+    outbox: list[tuple[Any, ...]] = []
+    events_out: list[tuple[Any, ...]] = []
     queued = 0
     said = log.bind()  # one bound logger for the batch, not one per line
     wf = {wid: facts(w) for wid, w in warnings.items()}
@@ -245,6 +245,7 @@ async def advance_due_calls(ctx: Context, now: datetime) -> int:
                 due = [d for d in due if d.division_id in mine]
                 if not due:
                     return handled
-            jobs = [Job(division_id, [ladder.CallDue(key)]) for _id, division_id, key in due]
-            await run_jobs(ctx, session, jobs, now)
+            with gc_paused():  # the batch's jobs are as short-lived as what run_jobs makes
+                jobs = [Job(division_id, [ladder.CallDue(key)]) for _id, division_id, key in due]
+                await run_jobs(ctx, session, jobs, now)
             handled += len(due)

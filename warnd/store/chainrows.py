@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warnd.chain.ladder import CallState, DivisionState
 from warnd.store.tables import Call, Division, Event, Outbox, UTCDateTime
 
-CALL_FIELDS = [f.name for f in fields(CallState)]
+CALL_FIELDS = list(CallState._fields)
 CALL_FIXED = ("key", "contact_id", "rung", "round", "start_at")  # a call's identity
 CALL_CHANGING = tuple(CALL_FIELDS[len(CALL_FIXED) :])
 DIV_FIELDS = [
@@ -51,7 +51,7 @@ DIV_FIELDS = [
 ]
 # to_state builds the core values positionally from these layouts
 assert tuple(CALL_FIELDS[: len(CALL_FIXED)]) == CALL_FIXED
-assert [f.name for f in fields(DivisionState)] == ["code", "level", *DIV_FIELDS, "calls"]
+assert list(DivisionState._fields) == ["code", "level", *DIV_FIELDS, "calls"]
 
 _D: Table = Division.__table__  # type: ignore[attr-defined]
 _C: Table = Call.__table__  # type: ignore[attr-defined]
@@ -59,6 +59,13 @@ _O: Table = Outbox.__table__  # type: ignore[attr-defined]
 _E: Table = Event.__table__  # type: ignore[attr-defined]
 _DIV_COLS = ("id", "warning_id", "code", "name", "level", *DIV_FIELDS)
 _CALL_COLS = ("id", "division_id", "phone", *CALL_FIELDS)
+#: the layouts of outbox and event rows as the engine makes them (tuples, not dicts: a
+#: province-wide batch makes 100,000 of each, taken by the store as they are)
+OUTBOX_COLS = (
+    "id", "warning_id", "call_id", "contact_id", "to", "purpose", "attempt", "rung", "text",
+    "due_at", "state", "tries", "reply_code", "token", "drill",
+)  # fmt: skip
+EVENT_COLS = ("warning_id", "at", "type", "warning_key", "contact_id", "division", "level", "data")
 _CHUNK = 500  # IN (...) lists stay well below every backend's parameter limit
 _ROWS = 5000  # rows per executemany on the portable path
 
@@ -77,12 +84,12 @@ class DivisionRow:
 
 @dataclass(slots=True)
 class CallRow:
-    """A call as stored: ids, phone, and its ladder fields (``CALL_FIELDS`` order)."""
+    """A call as stored: ids, phone, and its ladder fields as the core's value."""
 
     id: int
     division_id: int
     phone: str
-    values: tuple[Any, ...]
+    values: CallState
 
     @property
     def key(self) -> str:
@@ -106,37 +113,12 @@ def to_state(row: DivisionRow, calls: Sequence[CallRow]) -> DivisionState:
         v[5],
         v[6],
         v[7],
-        tuple(CallState(*c.values) for c in calls),
+        tuple([c.values for c in calls]),
     )
 
 
 def _state_values(state: DivisionState) -> tuple[Any, ...]:
-    return (
-        state.round,
-        state.rung,
-        state.rung_started_at,
-        state.reached_at,
-        state.reached_by,
-        state.reached_source,
-        state.unreached_at,
-        state.stopped,
-    )
-
-
-def _call_values(c: CallState) -> tuple[Any, ...]:
-    return (
-        c.key,
-        c.contact_id,
-        c.rung,
-        c.round,
-        c.start_at,
-        c.attempts_made,
-        c.next_due_at,
-        c.state,
-        c.ended_at,
-        c.acked_at,
-        c.ack_source,
-    )
+    return tuple(state[2:10])  # DIV_FIELDS
 
 
 # ---- backends -----------------------------------------------------------------------------
@@ -510,7 +492,7 @@ async def load_many(
     divs = await bulk.select_in(session, _D, _DIV_COLS, "id", ids)
     calls: dict[int, list[CallRow]] = defaultdict(list)
     for c in await bulk.select_in(session, _C, _CALL_COLS, "division_id", ids):
-        calls[c[1]].append(CallRow(c[0], c[1], c[2], c[3:]))
+        calls[c[1]].append(CallRow(c[0], c[1], c[2], CallState(*c[3:])))
     out: dict[int, tuple[DivisionRow, list[CallRow]]] = {}
     for d in divs:
         out[d[0]] = (DivisionRow(d[0], d[1], d[2], d[3], d[4], d[5:]), calls[d[0]])
@@ -550,7 +532,7 @@ async def save_many(
             old[key] = c
             ids[(row.id, key)] = c.id
         for cs in state.calls:
-            new = _call_values(cs)
+            new = cs
             prev = old.get(cs.key)
             if prev is None:
                 call_inserts.append((row.warning_id, row.id, phones.get(cs.contact_id, ""), *new))
@@ -572,9 +554,11 @@ async def save_many(
     return ids
 
 
-async def insert_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await bulk_for(session).insert_dicts(session, _O, rows)
+async def insert_outbox(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in ``OUTBOX_COLS`` order."""
+    await bulk_for(session).insert(session, _O, OUTBOX_COLS, rows)
 
 
-async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await bulk_for(session).insert_dicts(session, _E, rows)
+async def insert_events(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in ``EVENT_COLS`` order."""
+    await bulk_for(session).insert(session, _E, EVENT_COLS, rows)

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
+from warnd.revision import HEAD  # the newest migration; tests/test_schema.py keeps it honest
+
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
-#: the newest migration in warnd/migrations/versions (tests/test_schema.py keeps this honest)
-HEAD = "0001"
 
 
 def head() -> str:

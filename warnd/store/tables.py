@@ -113,9 +113,10 @@ class Division(SQLModel, table=True):
     """A division of a warning's area being reached: its rung on the ladder and outcome."""
 
     __tablename__ = "division"
+    # (warning_id, code) also serves every lookup by warning: no separate warning_id index
     __table_args__ = (UniqueConstraint("warning_id", "code"),)
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id", index=True)
+    warning_id: int = Field(foreign_key="warning.id")
     code: str
     name: str
     level: str
@@ -137,15 +138,19 @@ class Call(SQLModel, table=True):
     """A sequence of attempts to one person on behalf of one division (contracts §3)."""
 
     __tablename__ = "call"
+    # Few indexes: a province-wide escalation inserts and updates ~100,000 calls per tick, and
+    # every index is written each time. (division_id, key) serves lookups by division,
+    # (warning_id, contact_id) those by warning and an officer's lookup of a person.
     __table_args__ = (
         Index("ix_call_due", "state", "next_due_at"),
         UniqueConstraint("division_id", "key"),
+        Index("ix_call_warning_contact", "warning_id", "contact_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id", index=True)
-    division_id: int = Field(foreign_key="division.id", index=True)
+    warning_id: int = Field(foreign_key="warning.id")
+    division_id: int = Field(foreign_key="division.id")
     key: str  # "<round>:<rung>:<contact_id>", the core's name for the call
-    contact_id: str = Field(index=True)
+    contact_id: str
     phone: str  # kept: a redial still reaches the person if the directory is reloaded
     rung: str  # stage|backup|superior|duty
     round: int = 1
@@ -166,8 +171,8 @@ class Outbox(SQLModel, table=True):
     id: str = Field(primary_key=True)
     warning_id: int = Field(foreign_key="warning.id", index=True)
     call_id: int | None = Field(default=None, foreign_key="call.id", index=True)
-    contact_id: str = Field(index=True)
-    to: str = Field(index=True)
+    contact_id: str
+    to: str = Field(index=True)  # an SMS reply is matched by its sender's number
     purpose: str  # call|update|lift
     attempt: int | None = None
     rung: str | None = None
@@ -180,7 +185,7 @@ class Outbox(SQLModel, table=True):
     lease_until: datetime | None = _ts()
     claimed_by: str | None = None
     sent_at: datetime | None = _ts()
-    reply_code: str | None = Field(default=None, index=True)
+    reply_code: str | None = None  # compared among the sender's recent messages: no index
     token: str | None = Field(default=None, unique=True)
     drill: bool = False
 
