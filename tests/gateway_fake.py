@@ -53,6 +53,7 @@ class Receipt:
     virtual: datetime | None  # the test's clock on arrival, when the fake was given one
     status: int | None = None  # what was answered; None while held / never answered
     answered_at: float | None = None
+    replayed: bool = False  # ``idempotent``: a repeated id, answered from memory, not delivered
 
     @property
     def id(self) -> str:
@@ -85,6 +86,10 @@ class GatewayFake:
         self.share_5xx = 0.0
         self.share_429 = 0.0
         self.latency = 0.0
+        # As an idempotency-key API: a repeated id gets the first answer again and is not
+        # delivered again (contracts §5 allows a gateway to drop repeated ids).
+        self.idempotent = False
+        self._answers: dict[str, int] = {}
         self._rng = random.Random(seed)
         self._fail_next: list[int] = []
         self._scripts: list[_Script] = []
@@ -237,7 +242,10 @@ class GatewayFake:
             await self._released.wait()
         if self.latency:
             await asyncio.sleep(self.latency)
-        status = self._status_for(receipt.body)
+        if self.idempotent and receipt.id in self._answers:
+            status, receipt.replayed = self._answers[receipt.id], True
+        else:
+            status = self._answers[receipt.id] = self._status_for(receipt.body)
         receipt.status, receipt.answered_at = status, time.monotonic()
         if 200 <= status < 300:
             return web.json_response({"ok": True, "id": receipt.id})

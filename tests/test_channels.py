@@ -29,6 +29,7 @@ from warnd.channels.delivery import Backoff, DeliveryResult, deliver
 from warnd.channels.log import LogChannel
 from warnd.channels.ratelimit import Limiter, TokenBucket
 from warnd.clock import ManualClock
+from warnd.engine.context import message_id_of, route_message_id
 from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.policy import ChannelConfig, RateLimit
 
@@ -464,3 +465,24 @@ def test_registry_knows_the_types_and_refuses_a_second_owner() -> None:
     assert {"log", "webhook"} <= set(registered_types())
     with pytest.raises(ValueError, match="twice"):
         register("log")(ScriptedChannel)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("message_id", "route", "sent"),
+    [
+        ("01a23a8f0000700080000000000000ab", 0, "01a23a8f0000700080000000000000ab"),
+        ("01a23a8f0000700080000000000000ab", 1, "01a23a8f0000700080000000000000ab-1"),
+        ("01a23a8f0000700080000000000000ab", 3, "01a23a8f0000700080000000000000ab-3"),
+        ("m000001", 2, "m000001-2"),
+    ],
+)
+def test_a_fallback_route_has_its_own_id_that_leads_back_to_the_message(
+    message_id: str, route: int, sent: str
+) -> None:
+    assert route_message_id(message_id, route) == sent
+    assert message_id_of(sent) == message_id
+
+
+@pytest.mark.parametrize("foreign", ["bare-id", "x-", "-1", "abc-123", "abc-1a", ""])
+def test_ids_that_are_no_route_id_are_left_alone(foreign: str) -> None:
+    assert message_id_of(foreign) == foreign

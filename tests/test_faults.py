@@ -42,6 +42,7 @@ from test_daemon import PUBLIC, SECRET, T0, Harness
 from warnd import dispatch, logs
 from warnd.channels.delivery import Backoff, deliver
 from warnd.daemon import Daemon
+from warnd.engine.context import message_id_of
 from warnd.feeds.http import HttpFeed
 from warnd.policy import load_config
 from warnd.store.tables import Call, Division, Outbox, WarningRow
@@ -439,12 +440,13 @@ async def test_a_share_of_5xx_and_429_delays_but_loses_nothing(rig: Rig, one_try
     rows = await rig.all(Outbox, Outbox.purpose == "call")
     assert all(r.state == "sent" for r in rows)  # ten retries fit in a 5-minute window
     assert rig.gateway.unexpected_repeats() == []  # an id accepted once is never sent again
-    accepted = Counter(r.id for r in rig.gateway.receipts if r.ok)
+    # accepted once each, on the first route (the id) or the SMS fallback (the id + "-1")
+    accepted = Counter(message_id_of(r.id) for r in rig.gateway.receipts if r.ok)
     assert set(accepted) == {r.id for r in rows} and set(accepted.values()) == {1}
     # a failed send tried both routes (voice, then sms: dispatch falls back on any failure)
     # and left one log line naming the message; a voice refusal may end as an SMS
     failed_sends = Counter(e["message"] for e in rig.events("send_failed"))
-    refused = Counter(r.id for r in rig.gateway.receipts if not r.ok)
+    refused = Counter(message_id_of(r.id) for r in rig.gateway.receipts if not r.ok)
     assert failed_sends and all(refused[i] >= 2 * n for i, n in failed_sends.items())
     assert {r.channel for r in rows} <= {"gateway/voice", "gateway/sms"}
     # the ladder ran its normal course: nobody answered, every division ended on the list
@@ -462,15 +464,15 @@ async def test_gateway_timeouts_are_retried_under_the_same_id(
         rows = await rig.all(Outbox, Outbox.purpose == "call")
         assert len(rows) == 7 and {r.state for r in rows} == {"pending"}
         assert all("timed out" in (r.error or "") for r in rows)
-        slow = {r.id for r in rig.gateway.receipts}
-        assert slow == {r.id for r in rows}  # every one reached the gateway, 3 tries each
+        slow = {r.id for r in rig.gateway.receipts}  # each on both routes (voice, then SMS)
+        assert {message_id_of(i) for i in slow} == {r.id for r in rows} and len(slow) == 14
         rig.gateway.latency = 0.0
         await rig.to(T0 + RETRY)
         rows = await rig.all(Outbox, Outbox.purpose == "call")
         assert {r.state for r in rows} == {"sent"}
         # the same id again only for requests warnd could not know were accepted
         assert rig.gateway.unexpected_repeats(allowed=slow) == []
-        assert {r.id for r in rig.gateway.receipts[-7:]} == slow
+        assert {r.id for r in rig.gateway.receipts[-7:]} == {r.id for r in rows}  # voice
     finally:
         await rig.stop()
 
@@ -509,7 +511,8 @@ async def test_a_channel_failing_for_good_falls_back_to_the_next(
         await feed_county(rig)
         rows = await rig.all(Outbox, Outbox.purpose == "call")
         assert {(r.state, r.channel) for r in rows} == {("sent", "backup/voice")}
-        assert {r.id for r in rig.backup.receipts if r.ok} == {r.id for r in rows}
+        # the backup is the second route: the message's id with "-1" (its own message)
+        assert {r.id for r in rig.backup.receipts if r.ok} == {f"{r.id}-1" for r in rows}
         assert Counter(r.id for r in rig.gateway.receipts) == Counter({r.id: 1 for r in rows})
         failed = [e for e in rig.events("delivery failed") if e["channel"] == "gateway"]
         assert len(failed) == 7 and all(e["permanent"] for e in failed)
@@ -533,3 +536,39 @@ async def test_a_channel_failing_for_good_falls_back_to_the_next(
         assert {d.rung for d in await rig.all(Division) if d.level == "village"} == {"backup"}
     finally:
         await rig.stop()
+
+
+async def test_a_fallback_route_is_not_swallowed_by_an_idempotent_gateway(rig: Rig) -> None:
+    """Contracts §5 lets a gateway drop repeated ids; this one replays its first answer, as
+    idempotency-key APIs do. A refused voice call falls back to SMS on the same gateway: under
+    the same id the SMS would get the voice call's 400 back and nobody would be told."""
+    rig.gateway.idempotent = True
+    rig.gateway.script(lambda body: body.get("kind") == "voice", *[400] * 1000)
+    await feed_county(rig)
+    rows = await rig.all(Outbox, Outbox.purpose == "call")
+    assert len(rows) == 7 and {(r.state, r.channel) for r in rows} == {("sent", "gateway/sms")}
+    voice = [r for r in rig.gateway.receipts if r.body["kind"] == "voice"]
+    sms = [r for r in rig.gateway.receipts if r.body["kind"] == "sms"]
+    assert sorted(r.id for r in voice) == sorted(r.id for r in rows)
+    assert {r.status for r in voice} == {400}
+    assert sorted(r.id for r in sms) == sorted(f"{r.id}-1" for r in rows)
+    assert all(r.ok and not r.replayed for r in sms)  # delivered, each once
+    # the text of the SMS still carries the attempt's own reply code
+    assert all(
+        r.body["text"] == row.text
+        for r, row in zip(
+            sorted(sms, key=lambda r: r.id), sorted(rows, key=lambda r: r.id), strict=True
+        )
+    )
+    # the redial goes out again as voice under its own new id (a new attempt, a new message)
+    await rig.to(T0 + 5 * M)
+    second = await rig.all(Outbox, Outbox.purpose == "call", Outbox.attempt == 2)
+    assert {(r.state, r.channel) for r in second} == {("sent", "gateway/sms")}
+    assert not [r for r in rig.gateway.receipts if r.replayed]
+    # a report quoting the fallback's id is about the same attempt: it acknowledges that call
+    assert rig.daemon.engine is not None
+    first = rows[0]
+    result = await rig.daemon.engine.ack_message(f"{first.id}-1", "ivr")
+    assert result.ok
+    calls = {c.id: c for c in await rig.all(Call)}
+    assert calls[first.call_id].state == "acked"  # type: ignore[index]

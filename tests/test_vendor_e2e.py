@@ -265,8 +265,9 @@ async def test_aliyun_fallback_to_sms_and_sms_reply(tmp_path: Path, store_url: s
         await h.to(COUNTY_STAGE)
         voice, sms = fake.calls
         assert voice.params["Action"] == "IvrCall" and sms.params["Action"] == "SendSms"
-        assert voice.params["OutId"] == sms.params["OutId"]
-        (row,) = await h.all(Outbox, Outbox.id == sms.params["OutId"])
+        # the SMS is a message of its own towards the provider: the attempt's id + "-1"
+        assert sms.params["OutId"] == voice.params["OutId"] + "-1"
+        (row,) = await h.all(Outbox, Outbox.id == voice.params["OutId"])
         assert (row.state, row.channel) == ("sent", "ali/sms")
 
         # a delivery report is recorded and acknowledges nothing
@@ -279,7 +280,7 @@ async def test_aliyun_fallback_to_sms_and_sms_reply(tmp_path: Path, store_url: s
             "err_msg": "用户接收成功",
             "sms_size": "2",
             "biz_id": "biz-1",
-            "out_id": row.id,
+            "out_id": sms.params["OutId"],  # what the provider echoes: the SMS's own id
         }
         status, _ = await fake.push(h.hook("ali", "sms-report"), [report])
         assert status == 200 and await h.all(Ack) == []

@@ -5,8 +5,10 @@ voice call), else as SMS; update and lift notices prefer SMS. A person's own ``c
 (kinds or channel names, in order) overrides that. A route that fails — permanently, or
 transiently after its retries within the deadline — hands the message to the next route: a
 voice gateway that is down must not leave people without even an SMS (the SMS reply still
-acknowledges; only the IVR key press is lost). When every route has failed the attempt is
-marked failed (all permanent) or queued again for later (any transient).
+acknowledges; only the IVR key press is lost). A fallback route gets its own id (``<id>-<n>``,
+``context.route_message_id``): a gateway that drops repeated ids must not drop it. When every
+route has failed the attempt is marked failed (all permanent) or queued again for later (any
+transient).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from warnd.channels import Channel, Outbound
 from warnd.channels.delivery import DeliveryResult, deliver
 from warnd.channels.ratelimit import Limiter
 from warnd.directory import Directory
+from warnd.engine.context import route_message_id
 from warnd.engine.outbox import Claimed
 
 DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
@@ -95,9 +98,9 @@ class Dispatcher:
         link = f"{self.link_base}/a/{msg.token}" if self.link_base and msg.token else None
         errors: list[str] = []
         permanent = True
-        for channel, kind in routes:
+        for n, (channel, kind) in enumerate(routes):
             out = Outbound(
-                id=msg.id,
+                id=route_message_id(msg.id, n),
                 to=msg.to,
                 kind=kind,
                 purpose=msg.purpose,

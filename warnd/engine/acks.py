@@ -18,7 +18,7 @@ from sqlmodel import col
 from warnd import metrics
 from warnd.chain import ladder
 from warnd.engine.calls import Job, run_jobs
-from warnd.engine.context import Context
+from warnd.engine.context import Context, message_id_of
 from warnd.store.tables import Ack, Call, Division, Outbox, WarningRow
 
 log = structlog.get_logger("warnd.engine")
@@ -92,8 +92,12 @@ async def ack_message(
     by: str | None = None,
     note: str | None = None,
 ) -> AckResult:
-    """Acknowledge the call that an attempt (outbox message) belongs to."""
+    """Acknowledge the call that an attempt (outbox message) belongs to.
+
+    ``outbox_id`` may be the id of a fallback route (``<id>-<n>``): the same attempt.
+    """
     now = ctx.now()
+    outbox_id = message_id_of(outbox_id)
     async with ctx.store.write() as session:
         msg = await session.get(Outbox, outbox_id)
         if msg is None or msg.call_id is None:
@@ -206,7 +210,8 @@ async def ack_ivr(ctx: Context, outbox_id: str, digits: str) -> AckResult:
     """A key press on a voice call: only ``1`` acknowledges (a picked-up call does not)."""
     if digits.strip() != "1":
         return AckResult(False, "按键不是1，不算确认 (only 1 acknowledges)")
-    return await ack_message(ctx, outbox_id, source="ivr", dedupe_key=f"ivr:{outbox_id}")
+    mid = message_id_of(outbox_id)  # a voice fallback route's id is the same attempt
+    return await ack_message(ctx, mid, source="ivr", dedupe_key=f"ivr:{mid}")
 
 
 async def ack_by_officer(

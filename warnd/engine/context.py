@@ -152,6 +152,24 @@ def new_message_id() -> str:
     return raw.hex()
 
 
+def route_message_id(message_id: str, route: int) -> str:
+    """The id a channel is given for a message on its ``route``-th route (0: the first).
+
+    The first route carries the message id itself; a fallback route (the SMS after a refused
+    voice call) carries ``<id>-<route>``: contracts §5 lets a gateway drop a repeated id, and
+    the fallback is another message, not a retry of the first — under the same id a
+    deduplicating gateway would swallow exactly the message meant to get through. A retry of
+    the same route keeps its id, so every route stays idempotent.
+    """
+    return message_id if route == 0 else f"{message_id}-{route}"
+
+
+def message_id_of(sent_id: str) -> str:
+    """The outbox id behind an id a channel reported (an IVR press, a vendor callback)."""
+    base, dash, route = sent_id.rpartition("-")
+    return base if dash and route.isdigit() and 0 < len(route) <= 2 and base else sent_id
+
+
 def new_reply_code() -> str:
     """Four digits, 1000–9999, uniform (rejection sampling over two random bytes)."""
     while True:

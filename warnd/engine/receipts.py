@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from warnd.engine.context import Context
+from warnd.engine.context import Context, message_id_of
 from warnd.store.tables import Outbox, Receipt
 
 log = structlog.get_logger("warnd.receipts")
@@ -117,7 +117,7 @@ async def _by_ref(session: AsyncSession, provider: str, ref: str) -> str | None:
 
 async def _match(session: AsyncSession, item: ReceiptIn) -> tuple[Outbox | None, str]:
     if item.outbox_id:
-        msg = await session.get(Outbox, item.outbox_id)
+        msg = await session.get(Outbox, message_id_of(item.outbox_id))
         if msg is not None:
             return msg, "id"
     if item.ref:
