@@ -1,10 +1,10 @@
 """``warnd contacts audit``: per post, A and B, numbers, the superior, the duty office, and the
-worst-case ladder against the level's lead time."""
+worst-case ladder against the level's budget to its 631 deadline (the report's rule)."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from factory import county_rows, write_contacts
 
 from warnd.audit import audit, row_codes, worst_case
 from warnd.cli import main
+from warnd.deadline import deadlines, windows
 from warnd.directory import load
 from warnd.policy import Policy
 
@@ -23,10 +24,11 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(main, ["contacts", "audit", *args])
 
 
-def policy_toml(tmp: Path, window: str, attempts: int, ladder: str) -> Path:
+def policy_toml(tmp: Path, window: str, attempts: int, ladder: str, stages: str = "") -> Path:
     path = tmp / "warnd.toml"
     path.write_text(
-        f'[ack]\nwindow = "{window}"\nattempts = {attempts}\n[escalation]\nladder = {ladder}\n',
+        f'[ack]\nwindow = "{window}"\nattempts = {attempts}\n[escalation]\nladder = {ladder}\n'
+        + stages,
         encoding="utf-8",
     )
     return path
@@ -44,20 +46,34 @@ def test_the_631_defaults_are_too_slow_for_villages(tmp_path: Path) -> None:
     # the county's superior (a prefecture) is not in the directory: that rung is skipped
     assert county["rungs"] == ["stage", "backup", "duty"] and county["worst"] == "45m"
     assert county["ok"] and county["ladder_ok"] and county["lead"] == "6h"
+    # the county must be reached before the townships are warned (T − 3h): 3 h, not 6 h
+    assert (county["budget"], county["deadline_before_onset"]) == ("3h", "3h")
     assert township["rungs"] == ["stage", "backup", "superior", "duty"]
-    assert township["worst_s"] == 3600 and township["ok"]
+    assert township["worst_s"] == 3600 and township["ok"] and township["budget_s"] == 7200
     assert village["worst_s"] == 3600 and village["lead_s"] == 3600
+    assert village["budget_s"] == 3600 and village["deadline_before_onset"] == "0s"
     assert village["ladder_ok"] is False and not village["ok"]
-    assert village["problems"] == ["最坏叫应 1h（4 级 × 3 次 × 5m）不短于村级提前量 1h"]
+    assert village["problems"] == [
+        "最坏叫应 1h（4 级 × 3 次 × 5m）不短于村级 631 时限 1h（村级提前量 1h，到发生时间）"
+    ]
+    assert doc["policy"]["budgets"] == {"county": "3h", "township": "2h", "village": "1h"}
     assert doc["counts"]["village"] == {"posts": 4, "failed": 4}
     assert doc["counts"]["all"] == {"posts": 7, "failed": 4}
     # the table: Chinese headers, only the failing posts, the formula, the verdict
     table = invoke(str(folder))
     assert table.exit_code == 1
-    for text in ("区划代码", "A角/B角", "上级A角", "县值班室", "433122100200", "不短于村级提前量"):
+    for text in (
+        "区划代码",
+        "A角/B角",
+        "上级A角",
+        "县值班室",
+        "433122100200",
+        "不短于村级 631 时限",
+    ):
         assert text in table.stdout
     assert "433122101 " not in table.stdout  # a passing township is not listed without --all
-    assert "有岗位不通过" in table.stdout and "须短于该层级的提前量" in table.stdout
+    assert "有岗位不通过" in table.stdout and "须短于该层级的 631 时限" in table.stdout
+    assert "乡镇级 631 时限 2h（乡镇级提前量 3h − 村级提前量 1h）" in table.stdout
 
 
 def test_a_tighter_policy_from_the_config_passes(tmp_path: Path) -> None:
@@ -123,3 +139,48 @@ def test_the_example_directory_and_the_config_path(tmp_path: Path) -> None:
     assert res.exit_code == (1 if failing else 0)
     missing = invoke(str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+
+
+def test_budget_is_the_lead_less_the_next_stage_as_in_the_report(tmp_path: Path) -> None:
+    """10 min × 3 per rung: a township's 4 rungs take 2 h — inside its 3 h lead, but not before
+    the villages are warned (T − 1h), which is when the report calls it late."""
+    folder = write_contacts(tmp_path / "contacts", county_rows(townships=1, villages=1))
+    cfg = policy_toml(tmp_path, "10m", 3, '["backup", "superior", "duty"]')
+    doc = json.loads(invoke(str(folder), "--config", str(cfg), "--json").stdout)
+    posts = {p["code"]: p for p in doc["posts"]}
+    township = posts["433122100"]
+    assert (township["worst"], township["lead"], township["budget"]) == ("2h", "3h", "2h")
+    assert township["ladder_ok"] is False
+    assert township["problems"] == [
+        "最坏叫应 2h（4 级 × 3 次 × 10m）不短于"
+        "乡镇级 631 时限 2h（乡镇级提前量 3h − 村级提前量 1h）"
+    ]
+    assert posts["433122"]["ladder_ok"] is True  # 3 rungs, 1h30m < 3h
+
+
+def test_budgets_follow_the_configured_timetable(tmp_path: Path) -> None:
+    """Stages in any file order, a level left out: each level's budget runs to the next stage."""
+    folder = write_contacts(tmp_path / "contacts", county_rows(townships=1, villages=1))
+    stages = (
+        '[[stages]]\nlevel = "village"\nlead = "30m"\n[[stages]]\nlevel = "county"\nlead = "4h"\n'
+    )
+    cfg = policy_toml(tmp_path, "2m", 3, '["backup", "superior", "duty"]', stages)
+    doc = json.loads(invoke(str(folder), "--config", str(cfg), "--json").stdout)
+    assert doc["policy"]["budgets"] == {"county": "3h30m", "village": "30m"}
+    posts = {p["code"]: p for p in doc["posts"]}
+    assert posts["433122"]["budget"] == "3h30m"
+    assert posts["433122100"]["budget"] is None and posts["433122100"]["ladder_ok"] is None
+    assert posts["433122100200"]["worst"] == "24m" and posts["433122100200"]["ladder_ok"]
+
+
+def test_the_audit_and_the_report_share_one_deadline_rule() -> None:
+    """The report's deadline of each level is T − lead + the audit's budget, for any timetable."""
+    h = timedelta(hours=1)
+    onset = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
+    default = [(s.level, s.lead) for s in Policy.default().stages]
+    budgets = {level: w.budget for level, w in windows(default).items()}
+    assert budgets == {"county": 3 * h, "township": 2 * h, "village": h}
+    for stages in (default, [("village", 0.75 * h), ("township", 2 * h)]):
+        dl = deadlines(onset, stages)
+        for level, w in windows(stages).items():
+            assert dl[level] == onset - w.lead + w.budget

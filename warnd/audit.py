@@ -3,7 +3,7 @@
 ``contacts check`` finds broken rows; the audit asks, per division (post), what the duty office
 asks before the flood season: is there an A and a B, are their numbers valid and distinct, does
 the parent have an A (the superior rung), does the county have a duty row (the last rung), and
-does the worst-case ladder still end before onset for the level's lead time.
+does the worst-case ladder still end before the level's 631 deadline.
 
 Worst case (contracts §3): every person stays silent, so each rung that has somebody to call
 runs all of its attempts and fails one window after the last: ``attempts × window`` per rung.
@@ -11,10 +11,14 @@ The rungs are the stage call (the division's A persons), then the policy's ladde
 B persons), superior (the A persons of the nearest enclosing division that has any), duty (the
 county's duty office); a rung with nobody to call is skipped at once and costs nothing.
 
-    worst = attempts × window × (rungs that have people)    passes when  worst < lead(level)
+    worst = attempts × window × (rungs that have people)    passes when  worst < budget(level)
 
-With the 631 defaults (5m × 3, ladder backup → superior → duty) a village with a B has four
-rungs: 4 × 15 min = 60 min, which does not end inside its 1 hour: the audit says so.
+A level's budget is the time from its stage to its 631 deadline, the rule ``warnd report`` and
+``warnd status`` judge by (``warnd.deadline``): its lead minus the lead of the next stage of
+the policy's timetable, the last stage its whole lead (to onset). With the 631 defaults
+(6h/3h/1h) the county has 3 h, a township 2 h, a village 1 h; at 5m × 3 per rung and the ladder
+backup → superior → duty a village with a B has four rungs: 4 × 15 min = 60 min, which does not
+end inside its 1 hour: the audit says so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from warnd.chain.ladder import STAGE
+from warnd.deadline import Window, windows
 from warnd.directory import Directory, Problem
 from warnd.division import DIRECTORY_LEVELS, normalise
 from warnd.duration import format_duration
@@ -38,7 +43,8 @@ PHONE_KINDS = frozenset({"bad_phone", "duplicate_phone", "landline"})
 LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
 FORMULA = (
     "worst = attempts × window × rungs that have people (stage, backup, superior, duty);"
-    " a post passes when worst < the lead time of its level"
+    " a post passes when worst < its level's budget to the 631 deadline: the level's lead"
+    " minus the next stage's lead (the last stage: its lead, to onset)"
 )
 
 
@@ -57,12 +63,21 @@ class PostAudit:
     county_duty: bool
     rungs: tuple[str, ...]  # the rungs that have somebody to call, in ladder order
     worst: timedelta
-    lead: timedelta | None  # None: the policy has no stage for this level
+    window: Window | None  # the level's stretch of the timetable; None: no stage for it
     problems: tuple[str, ...]
 
     @property
+    def lead(self) -> timedelta | None:
+        return None if self.window is None else self.window.lead
+
+    @property
+    def budget(self) -> timedelta | None:
+        """From the level's stage to its 631 deadline."""
+        return None if self.window is None else self.window.budget
+
+    @property
     def ladder_ok(self) -> bool | None:
-        return None if self.lead is None else self.worst < self.lead
+        return None if self.budget is None else self.worst < self.budget
 
     @property
     def ok(self) -> bool:
@@ -83,11 +98,34 @@ class PostAudit:
             "rungs": list(self.rungs),
             "worst": format_duration(self.worst),
             "worst_s": int(self.worst.total_seconds()),
-            "lead": format_duration(self.lead) if self.lead is not None else None,
-            "lead_s": int(self.lead.total_seconds()) if self.lead is not None else None,
+            "lead": _text(self.lead),
+            "lead_s": _secs(self.lead),
+            "budget": _text(self.budget),
+            "budget_s": _secs(self.budget),
+            "deadline_before_onset": _text(self.window.until) if self.window else None,
             "ladder_ok": self.ladder_ok,
             "problems": list(self.problems),
         }
+
+
+def _text(d: timedelta | None) -> str | None:
+    return None if d is None else format_duration(d)
+
+
+def _secs(d: timedelta | None) -> int | None:
+    return None if d is None else int(d.total_seconds())
+
+
+def budget_text(window: Window) -> str:
+    """The budget of a level and where it comes from, for people (Chinese)."""
+    zh = LEVEL_ZH.get(window.level, window.level)
+    lead = format_duration(window.lead)
+    if window.next_level is None:
+        how = f"{zh}级提前量 {lead}，到发生时间"
+    else:
+        nxt = LEVEL_ZH.get(window.next_level, window.next_level)
+        how = f"{zh}级提前量 {lead} − {nxt}级提前量 {format_duration(window.until)}"
+    return f"{zh}级 631 时限 {format_duration(window.budget)}（{how}）"
 
 
 def worst_case(rungs: int, policy: Policy) -> timedelta:
@@ -150,7 +188,7 @@ def audit(
             unplaced.append(p)  # no post to hold it: a bad code, or every row of it dropped
         elif p.kind in PHONE_KINDS:
             phone_trouble[code] = phone_trouble.get(code, 0) + 1
-    leads = {s.level: s.lead for s in policy.stages}
+    timetable = windows((s.level, s.lead) for s in policy.stages)
     posts: list[PostAudit] = []
     for div in directory.divisions():
         code, level = div.code, div.level
@@ -162,7 +200,7 @@ def audit(
         county_duty = bool(directory.persons(county, "duty"))
         rungs = tuple(r for r in (STAGE, *policy.ladder) if people.for_rung(code, r))
         worst = worst_case(len(rungs), policy)
-        lead = leads.get(level)
+        window = timetable.get(level)
         found: list[str] = []
         if not a:
             found.append("没有 A 角")
@@ -178,11 +216,10 @@ def audit(
             )
         if not county_duty:
             found.append(f"县 {county} 没有值班室 (duty)")
-        if lead is not None and worst >= lead:
+        if window is not None and worst >= window.budget:
             found.append(
                 f"最坏叫应 {format_duration(worst)}（{len(rungs)} 级 × {policy.ack.attempts} 次"
-                f" × {format_duration(policy.ack.window)}）不短于{LEVEL_ZH.get(level, level)}级"
-                f"提前量 {format_duration(lead)}"
+                f" × {format_duration(policy.ack.window)}）不短于{budget_text(window)}"
             )
         posts.append(
             PostAudit(
@@ -197,7 +234,7 @@ def audit(
                 county_duty,
                 rungs,
                 worst,
-                lead,
+                window,
                 tuple(found),
             )
         )

@@ -13,6 +13,7 @@ from rich.table import Table
 from warnd import audit as audit_mod
 from warnd.cli.common import config_option, contacts_path, emit_json, fail, json_option, load
 from warnd.cli.contacts import LoadProgress, contacts, summary
+from warnd.deadline import windows
 from warnd.directory import load as load_directory
 from warnd.duration import format_duration
 from warnd.errors import ContactsError, WarndError
@@ -130,7 +131,11 @@ def _problem_json(p: RowProblem) -> dict[str, object]:
 @json_option
 @config_option
 def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str | None) -> None:
-    """汛前检查：每个区划岗位能否在提前量内叫应到人（A/B 角、号码、上级、值班室、最坏叫应时长）。
+    """汛前检查：每个区划岗位能否在 631 时限内叫应到人（A/B 角、号码、上级、值班室、最坏叫应时长）。
+
+    A level's 631 deadline is the next stage's time (county T−3h, township T−1h, village T with
+    the defaults), the rule of ``warnd report``: the worst-case ladder must end within the
+    level's lead minus the next stage's lead.
 
     PATH defaults to the config's [contacts] path; the policy (stages, ack, ladder) comes from
     the config, else the 631 defaults. Exit 0 when every post passes, 1 when any fails, 2 when
@@ -181,6 +186,10 @@ def _policy_json(policy: Policy) -> dict[str, Any]:
         "attempts": policy.ack.attempts,
         "ladder": list(policy.ladder),
         "leads": {s.level: format_duration(s.lead) for s in policy.stages},
+        "budgets": {
+            level: format_duration(w.budget)
+            for level, w in windows((s.level, s.lead) for s in policy.stages).items()
+        },
     }
 
 
@@ -205,11 +214,11 @@ def _print_audit(
         table = Table(title="汛前通讯录检查 contacts audit")
         for name in ("区划代码", "名称", "层级", "A角/B角", "号码", "上级A角", "县值班室"):
             table.add_column(name, no_wrap=True)
-        table.add_column("最坏叫应/提前量", justify="right", no_wrap=True)
+        table.add_column("最坏叫应/时限", justify="right", no_wrap=True)
         table.add_column("问题 (结果)", overflow="fold")
         for p in shown:
-            lead = format_duration(p.lead) if p.lead is not None else "—"
-            ladder = f"{format_duration(p.worst)} / {lead}"
+            budget = format_duration(p.budget) if p.budget is not None else "—"
+            ladder = f"{format_duration(p.worst)} / {budget}"
             table.add_row(
                 p.code,
                 p.name,
@@ -225,9 +234,13 @@ def _print_audit(
     for prob in unplaced:
         console.print(f"[red]{prob}[/]", highlight=False)
     window = format_duration(policy.ack.window)
+    timetable = windows((s.level, s.lead) for s in policy.stages)
     console.print(
         f"最坏叫应时长 = 每级 {policy.ack.attempts} 次 × {window} × 有人可叫的梯级数"
-        "（本人、B角、上级、值班室），须短于该层级的提前量。",
+        "（本人、B角、上级、值班室），须短于该层级的 631 时限"
+        "（本级提前量 − 下一级提前量，最后一级到发生时间）："
+        + "；".join(audit_mod.budget_text(w) for w in timetable.values())
+        + "。",
         highlight=False,
     )
     parts = [

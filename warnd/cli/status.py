@@ -1,15 +1,16 @@
 """``warnd status`` and ``warnd unreached``: who has answered, who has not, whom to call now.
 
-Both only read the store (``Store.open(url, create=False)``), so they work while the daemon is
+Both only read the store, through ``warnd.views.reader`` (read-only ``sqlite3`` or ``asyncpg``;
+never SQLAlchemy, so that they start in a fraction of a second), and work while the daemon is
 down. What they print is in ``warnd.cli.statusview``; JSON keys are in docs/operations.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, RenderableType
@@ -30,7 +31,10 @@ from warnd.cli.statusview import (
 from warnd.clock import Clock, FileClock, SystemClock
 from warnd.errors import WarndError
 from warnd.policy import Config
-from warnd.store import Store
+from warnd.views.reader import Reader, open_reader
+
+if TYPE_CHECKING:
+    from warnd.store import Store
 
 #: how ``--watch`` waits between refreshes; tests replace it (they never sleep)
 SLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -38,8 +42,21 @@ SLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 async def open_store(config: Config) -> Store:
     """The configured store, never created: a missing or unreachable one is a one-line error."""
+    from warnd.store import Store
+
     try:
         return await Store.open(config.store_url, create=False)
+    except WarndError:
+        raise
+    except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
+        fail(f"cannot open store {config.store_url}: {type(exc).__name__}: {exc}")
+
+
+async def open_store_reader(config: Config) -> Reader:
+    """A read-only connection to the configured store; the same one-line errors as
+    ``open_store``."""
+    try:
+        return await open_reader(config.store_url)
     except WarndError:
         raise
     except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
@@ -56,18 +73,20 @@ def console() -> Console:
     return out if out.is_terminal else Console(width=max(out.width, 200))
 
 
-def names_of(config: Config) -> dict[str, str]:
-    """contact id → name from the configured contacts directory (empty when unavailable)."""
-    from warnd import directory
+def names_of(config: Config, ids: Iterable[str]) -> dict[str, str]:
+    """contact id → name for ``ids`` from the configured contacts (empty when unavailable).
+
+    Only the two cells needed of each row are read (``warnd.views.names``), not the directory.
+    """
+    from warnd.views.names import names
 
     if config.contacts_path is None:
         return {}
     try:
-        d, _problems = directory.load(config.contacts_path)
+        return names(config.contacts_path, ids)
     except WarndError as exc:  # names are a convenience: never stop the duty desk over them
         click.echo(f"warnd: 未能读取通讯录姓名 (names unavailable): {exc}", err=True)
         return {}
-    return {c.contact_id: c.name for c in d.contacts() if c.name}
 
 
 @main.command("status")
@@ -130,9 +149,10 @@ def status_cmd(
     config = load(config_path, required=True)
     assert config is not None
     clock = clock_for(clock_file)
-    who = names_of(config) if names and warning is not None else {}
+    who: dict[str, str] = {}  # names looked up so far (--watch asks again only for new ids)
+    asked: set[str] = set()
 
-    async def snapshot(store: Store) -> Any:
+    async def snapshot(store: Reader) -> Any:
         f = Fmt(config.tz, clock.now())
         if warning is None:
             ws = await views.warnings(store, f.now, include_all=show_all)
@@ -147,12 +167,16 @@ def status_cmd(
             unreached=unreached,
             limit=None if as_json or limit <= 0 else limit,
         )
-        if who:
+        if names:
+            new = {p.contact_id for dv in d.divisions for p in dv.persons} - asked
+            if new:
+                who.update(names_of(config, new))
+                asked.update(new)
             d = with_names(d, who)
         return detail_json(d, f) if as_json else detail_view(d, f)
 
     async def run() -> None:
-        store = await open_store(config)
+        store = await open_store_reader(config)
         try:
             if watch is not None:
                 await watch_loop(lambda: snapshot(store), watch, iterations, console())
@@ -236,14 +260,15 @@ def unreached_cmd(
     f = Fmt(config.tz, clock_for(clock_file).now())
 
     async def run() -> list[views.NotWoken]:
-        store = await open_store(config)
+        store = await open_store_reader(config)
         try:
             return await views.not_woken(store, include_all=show_all, county=county)
         finally:
             await store.close()
 
     entries = asyncio.run(run())
-    who = names_of(config) if names and entries else {}  # the list is short; the names help
+    shown = entries if as_json or limit <= 0 else entries[:limit]
+    who = names_of(config, (c.contact_id for e in shown for c in e.to_call)) if names else {}
     if as_json:
         emit_json(unreached_json(entries, f, who))
     else:

@@ -8,8 +8,9 @@ CSV for Excel, the terminal) and ``warnd.report.html`` (a self-contained page wi
 
 Definitions (docs/operations.md): a division is *reached* at the first acknowledgement on its
 behalf (any rung); it is *in time* when that is no later than its level's 631 deadline
-(``warnd.views.deadlines``); *time to acknowledge* runs from the first attempt of the call
-that was answered; *persons* of a level are the A persons its stage called.
+(``warnd.deadline``, the rule ``warnd contacts audit`` budgets by too); *time to acknowledge*
+runs from the first attempt of the call that was answered; *persons* of a level are the A
+persons its stage called.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from warnd.deadline import deadlines
 from warnd.notice import DRILL_MARK
-from warnd.views import RANK_OF_RUNG, RUNG_ORDER, deadlines, level_key
+from warnd.views import RANK_OF_RUNG, RUNG_ORDER, level_key
 
 LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
 RUNG_ZH = {"stage": "A角", "backup": "B角", "superior": "上级", "duty": "值班室"}

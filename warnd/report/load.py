@@ -35,7 +35,6 @@ async def from_store(
 ) -> Report:
     """The report of one warning in the store (key or unique prefix of its identifier)."""
     w = await find(store, ref)
-    assert w.id is not None
     wid = w.id
     ts = Timestamps()
     async with store.read() as s:
@@ -84,8 +83,8 @@ async def from_store(
         drill=w.drill,
         state=w.state,
         reason=w.reason,
-        onset=w.reference_at,
-        onset_kind=w.reference_kind,
+        onset=w.onset,
+        onset_kind=w.onset_kind,
         stages=stages,
     )
     people = _people(directory)

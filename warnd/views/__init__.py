@@ -3,14 +3,14 @@
 The figures come from aggregate queries over the chain's rows (``division``, ``call``,
 ``outbox``) along their ``warning_id`` / ``division_id`` / ``call_id`` indexes; the per-person
 listing reads only the rows it shows unless asked for all of them. Rows are read with plain SQL
-and timestamps parsed once per distinct value: SQLAlchemy's per-value result processing costs
-more than the queries themselves at 100,000 rows, and so would frozen dataclasses there —
-per-person values are NamedTuples (immutable, typed, cheap). Nothing here writes, so every
-command built on it works while the daemon is down.
+through ``warnd.views.reader`` (the stdlib ``sqlite3`` or ``asyncpg``, no SQLAlchemy: importing
+it costs more than the queries of ``warnd status``) and timestamps parsed once per distinct
+value; per-person values are NamedTuples (immutable, typed, cheap at 100,000 rows). Nothing
+here writes, so every command built on it works while the daemon is down.
 
-The 631 deadline of a level (``deadlines``): a level must be reached before the next, narrower
-level of the timetable is warned (county before the townships' T − 3h, townships before the
-villages' T − 1h), and the last level before the onset T itself.
+The 631 deadline of a level (``deadlines``, from ``warnd.deadline``): a level must be reached
+before the next, narrower level of the timetable is warned (county before the townships'
+T − 3h, townships before the villages' T − 1h), and the last level before the onset T itself.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+
+from warnd.deadline import deadlines
 
 LEVEL_ORDER: tuple[str, ...] = ("county", "township", "village")
 RUNG_ORDER: tuple[str, ...] = ("stage", "backup", "superior", "duty")
@@ -242,25 +244,6 @@ class NotWoken:
 
 
 # ---- rules --------------------------------------------------------------------------------
-
-
-def deadlines(
-    onset: datetime | None, stages: Iterable[tuple[str, timedelta]]
-) -> dict[str, datetime]:
-    """The 631 deadline of each level: the next stage's due time (T − its lead), the last T.
-
-    With the default timetable: county T − 3h, township T − 1h, village T. A level with more
-    than one stage takes the deadline of its last one. No T: no deadlines.
-    """
-    if onset is None:
-        return {}
-    ordered = sorted(stages, key=lambda s: -s[1])
-    out: dict[str, datetime] = {}
-    for i, (level, _lead) in enumerate(ordered):
-        after = ordered[i + 1][1] if i + 1 < len(ordered) else timedelta(0)
-        due = onset - after
-        out[level] = max(due, out[level]) if level in out else due
-    return out
 
 
 def escalations_of(rungs: Iterable[str], not_woken: bool) -> tuple[str, ...]:

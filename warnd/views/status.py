@@ -4,6 +4,7 @@ Per-level progress is two grouped queries per call of ``warnings`` (divisions, t
 joined to their division); the detail reads divisions in urgency order and, when a limit is
 given, only the calls of the divisions it shows — a terminal shows a few hundred rows of a
 100,000-person warning, and reading the other 99,800 would cost most of the second.
+Every function reads through a ``warnd.views.reader.Source`` (or an open ``Store``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from typing import TYPE_CHECKING, Any
 
 from warnd.errors import InputError
-from warnd.store import Store
-from warnd.store.tables import WarningRow
 from warnd.views import (
     LEVEL_ORDER,
     RANK_OF_RUNG,
@@ -36,12 +31,15 @@ from warnd.views import (
     escalations_of,
     level_key,
 )
+from warnd.views.reader import Source, source
+
+if TYPE_CHECKING:
+    from warnd.store import Store
 
 _WARNING_SQL = (
     "SELECT id, key, sender, headline, event, severity, drill, state, reason, reference_at,"
     " reference_kind, expires_at, arrived_at, updated_at FROM warning"
 )
-_IDS: Any = bindparam("ids", expanding=True)
 
 
 def _warning(r: Sequence[Any], ts: Timestamps) -> WarningView:
@@ -64,14 +62,14 @@ def _warning(r: Sequence[Any], ts: Timestamps) -> WarningView:
 
 
 async def _stages(
-    s: AsyncSession, ws: Sequence[WarningView], ts: Timestamps
+    s: Source, ws: Sequence[WarningView], ts: Timestamps
 ) -> dict[int, tuple[StageView, ...]]:
-    q = text(
+    q = (
         "SELECT warning_id, level, lead_s, due_at, state, fired_at FROM stage"
         " WHERE warning_id IN :ids ORDER BY warning_id, idx"
-    ).bindparams(_IDS)
+    )
     raw: dict[int, list[Sequence[Any]]] = {}
-    for r in await s.execute(q, {"ids": [w.id for w in ws]}):
+    for r in await s.fetch(q, {"ids": [w.id for w in ws]}):
         raw.setdefault(int(r[0]), []).append(r)
     onsets = {w.id: w.onset for w in ws}
     out: dict[int, tuple[StageView, ...]] = {}
@@ -85,18 +83,18 @@ async def _stages(
 
 
 async def _level_counts(
-    s: AsyncSession, ids: Sequence[int], now: datetime, deadline_of: Mapping[tuple[int, str], Any]
+    s: Source, ids: Sequence[int], now: datetime, deadline_of: Mapping[tuple[int, str], Any]
 ) -> dict[tuple[int, str], Counts]:
     """Per (warning, level): division and person counters, two grouped queries."""
-    qd = text(
+    qd = (
         "SELECT warning_id, level, count(*),"
         " sum(CASE WHEN reached_at IS NOT NULL THEN 1 ELSE 0 END),"
         " sum(CASE WHEN rung <> 'stage' THEN 1 ELSE 0 END),"
         " sum(CASE WHEN unreached_at IS NOT NULL AND resolved_at IS NULL THEN 1 ELSE 0 END),"
         " sum(CASE WHEN reached_at IS NULL AND NOT stopped THEN 1 ELSE 0 END)"
         " FROM division WHERE warning_id IN :ids GROUP BY warning_id, level"
-    ).bindparams(_IDS)
-    qp = text(
+    )
+    qp = (
         "SELECT c.warning_id, d.level, count(DISTINCT c.contact_id),"
         " count(DISTINCT CASE WHEN c.state = 'acked' THEN c.contact_id END),"
         " count(DISTINCT CASE WHEN c.state = 'active' AND c.attempts_made > 1"
@@ -104,13 +102,13 @@ async def _level_counts(
         " sum(CASE WHEN c.state = 'active' THEN 1 ELSE 0 END)"
         " FROM call c JOIN division d ON d.id = c.division_id"
         " WHERE c.warning_id IN :ids GROUP BY c.warning_id, d.level"
-    ).bindparams(_IDS)
+    )
     people = {
         (int(r[0]), r[1]): tuple(int(v or 0) for v in r[2:])
-        for r in await s.execute(qp, {"ids": list(ids)})
+        for r in await s.fetch(qp, {"ids": list(ids)})
     }
     out: dict[tuple[int, str], Counts] = {}
-    for r in await s.execute(qd, {"ids": list(ids)}):
+    for r in await s.fetch(qd, {"ids": list(ids)}):
         k = (int(r[0]), r[1])
         divisions, reached, escalated, not_woken, open_ = (int(v or 0) for v in r[2:])
         deadline = deadline_of.get(k)
@@ -123,7 +121,7 @@ async def _level_counts(
 
 
 async def _with_progress(
-    s: AsyncSession, ws: list[WarningView], now: datetime, ts: Timestamps
+    s: Source, ws: list[WarningView], now: datetime, ts: Timestamps
 ) -> list[WarningView]:
     if not ws:
         return []
@@ -143,67 +141,69 @@ async def _with_progress(
     return out
 
 
-async def warnings(store: Store, now: datetime, *, include_all: bool = False) -> list[WarningView]:
+async def warnings(
+    where: Source | Store, now: datetime, *, include_all: bool = False
+) -> list[WarningView]:
     """Warnings with per-level progress, newest first.
 
     By default those a duty officer still watches: active and not expired, or with a call still
     open or a not-woken entry still unresolved. ``include_all``: every warning ever ingested.
     """
+    s = source(where)
     ts = Timestamps()
-    async with store.read() as s:
-        rows = (await s.execute(text(_WARNING_SQL + " ORDER BY arrived_at, id"))).all()
-        ws = [_warning(r, ts) for r in rows]
-        if not include_all:
-            busy = {
-                int(r[0])
-                for r in await s.execute(
-                    text(
-                        "SELECT DISTINCT warning_id FROM call WHERE state = 'active'"
-                        " UNION SELECT DISTINCT warning_id FROM division"
-                        " WHERE unreached_at IS NOT NULL AND resolved_at IS NULL"
-                    )
-                )
-            }
-            ws = [
-                w
-                for w in ws
-                if w.id in busy
-                or (w.state == "active" and (w.expires_at is None or w.expires_at > now))
-            ]
-        out = await _with_progress(s, ws, now, ts)
+    ws = [_warning(r, ts) for r in await s.fetch(_WARNING_SQL + " ORDER BY arrived_at, id")]
+    if not include_all:
+        busy = {
+            int(r[0])
+            for r in await s.fetch(
+                "SELECT DISTINCT warning_id FROM call WHERE state = 'active'"
+                " UNION SELECT DISTINCT warning_id FROM division"
+                " WHERE unreached_at IS NOT NULL AND resolved_at IS NULL"
+            )
+        }
+        ws = [
+            w
+            for w in ws
+            if w.id in busy
+            or (w.state == "active" and (w.expires_at is None or w.expires_at > now))
+        ]
+    out = await _with_progress(s, ws, now, ts)
     out.reverse()
     return out
 
 
-async def find(store: Store, ref: str) -> WarningRow:
-    """The warning whose key is ``ref``, or whose key starts with ``ref`` (unique prefix)."""
-    async with store.read() as s:
-        q = select(WarningRow).where(col(WarningRow.key) == ref)
-        exact = (await s.execute(q)).scalars().all()
-        if len(exact) == 1:
-            return exact[0]
-        q = (
-            select(WarningRow)
-            .where(col(WarningRow.key).startswith(ref, autoescape=True))
-            .order_by(col(WarningRow.id))
-            .limit(6)
-        )
-        like = (await s.execute(q)).scalars().all()
+def _like_prefix(ref: str) -> str:
+    """A LIKE pattern for keys starting with ``ref`` (``/`` escapes the wildcards)."""
+    return ref.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+async def find(where: Source | Store, ref: str) -> WarningView:
+    """The warning whose key is ``ref``, or whose key starts with ``ref`` (unique prefix).
+
+    Its facts only (no stages, no progress: ``warning`` adds them).
+    """
+    s = source(where)
+    ts = Timestamps()
+    exact = await s.fetch(_WARNING_SQL + " WHERE key = :ref", {"ref": ref})
+    if len(exact) == 1:
+        return _warning(exact[0], ts)
+    like = await s.fetch(
+        _WARNING_SQL + " WHERE key LIKE :pattern ESCAPE '/' ORDER BY id LIMIT 6",
+        {"pattern": _like_prefix(ref)},
+    )
     if len(like) == 1:
-        return like[0]
+        return _warning(like[0], ts)
     if not like:
         raise InputError(f"未找到预警 no warning with key or prefix {ref!r}", field="WARNING")
-    keys = ", ".join(w.key for w in like[:5])
+    keys = ", ".join(r[1] for r in like[:5])
     raise InputError(f"前缀不唯一 prefix {ref!r} matches several warnings: {keys}", field="WARNING")
 
 
-async def warning(store: Store, ref: str, now: datetime) -> WarningView:
+async def warning(where: Source | Store, ref: str, now: datetime) -> WarningView:
     """One warning (key or unique prefix) with its per-level progress."""
-    row = await find(store, ref)
-    ts = Timestamps()
-    async with store.read() as s:
-        r = (await s.execute(text(_WARNING_SQL + " WHERE id = :id"), {"id": row.id})).one()
-        return (await _with_progress(s, [_warning(r, ts)], now, ts))[0]
+    s = source(where)
+    w = await find(s, ref)
+    return (await _with_progress(s, [w], now, Timestamps()))[0]
 
 
 _DIVISION_COLS = (
@@ -240,7 +240,7 @@ def _division_filter(
 
 
 async def detail(
-    store: Store,
+    store: Source | Store,
     w: WarningView,
     now: datetime,
     *,
@@ -256,47 +256,42 @@ async def detail(
     list and not yet resolved. ``limit``: the first ``limit`` divisions by urgency (on the
     not-woken list, overdue, still open, done); without it every division, by level and code.
     """
+    s = source(store)
     ts = Timestamps()
     where, params = _division_filter(level, pending, unreached)
     params["w"] = w.id
     if limit is not None:
-        late = w.overdue_levels(now) or ("-",)
-        params |= {f"late{i}": lv for i, lv in enumerate(late)}
-        late_in = ", ".join(f":late{i}" for i in range(len(late)))
+        params["late"] = w.overdue_levels(now)
         order = (
             " ORDER BY CASE WHEN d.unreached_at IS NOT NULL AND d.resolved_at IS NULL THEN 0"
-            f" WHEN d.reached_at IS NULL AND NOT d.stopped AND d.level IN ({late_in}) THEN 1"
+            " WHEN d.reached_at IS NULL AND NOT d.stopped AND d.level IN :late THEN 1"
             " WHEN d.reached_at IS NULL AND NOT d.stopped THEN 2 ELSE 3 END,"
             f" {_LEVEL_RANK}, d.code LIMIT :limit"
         )
         params["limit"] = limit
     else:
         order = f" ORDER BY {_LEVEL_RANK}, d.code"
-    async with store.read() as s:
-        drows = (await s.execute(text(_DIVISION_COLS + where + order), params)).all()
-        total = len(drows)
-        if limit is not None:
-            count = text("SELECT count(*) FROM division d" + where)
-            total = int((await s.execute(count, params)).scalar_one())
-            crows: list[Any] = []
-            ids = [int(r[0]) for r in drows]
-            for i in range(0, len(ids), 500):
-                q = text(_CALL_SQL + " WHERE c.division_id IN :ids ORDER BY c.id").bindparams(_IDS)
-                crows += (await s.execute(q, {"ids": ids[i : i + 500]})).all()
-        else:
-            sub = "SELECT d.id FROM division d" + where
-            sql = _CALL_SQL + f" WHERE c.warning_id = :w AND c.division_id IN ({sub}) ORDER BY c.id"
-            crows = list((await s.execute(text(sql), params)).all())
-        officer = {
-            int(r[0]): (r[1], r[2])
-            for r in await s.execute(
-                text(
-                    'SELECT call_id, "by", note FROM ack WHERE warning_id = :w'
-                    " AND source = 'officer' AND call_id IS NOT NULL ORDER BY id"
-                ),
-                {"w": w.id},
-            )
-        }
+    drows = await s.fetch(_DIVISION_COLS + where + order, params)
+    total = len(drows)
+    crows: list[Any] = []
+    if limit is not None:
+        total = int((await s.fetch("SELECT count(*) FROM division d" + where, params))[0][0])
+        ids = [int(r[0]) for r in drows]
+        for i in range(0, len(ids), 500):
+            q = _CALL_SQL + " WHERE c.division_id IN :ids ORDER BY c.id"
+            crows += await s.fetch(q, {"ids": ids[i : i + 500]})
+    else:
+        sub = "SELECT d.id FROM division d" + where
+        sql = _CALL_SQL + f" WHERE c.warning_id = :w AND c.division_id IN ({sub}) ORDER BY c.id"
+        crows = await s.fetch(sql, params)
+    officer = {
+        int(r[0]): (r[1], r[2])
+        for r in await s.fetch(
+            'SELECT call_id, "by", note FROM ack WHERE warning_id = :w'
+            " AND source = 'officer' AND call_id IS NOT NULL ORDER BY id",
+            {"w": w.id},
+        )
+    }
     people: dict[int, dict[tuple[str, str], PersonView]] = {}
     rungs: dict[int, set[str]] = {}
     for r in crows:

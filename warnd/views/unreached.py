@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, text
-
-from warnd.store import Store
 from warnd.views import RANK_OF_RUNG, RUNG_ORDER, NotWoken, Timestamps, ToCall
+from warnd.views.reader import Source, source
+
+if TYPE_CHECKING:
+    from warnd.store import Store
 
 
 async def not_woken(
-    store: Store, *, include_all: bool = False, county: str | None = None
+    store: Source | Store, *, include_all: bool = False, county: str | None = None
 ) -> list[NotWoken]:
     """Entries oldest first, real ones before drills, each with the numbers to call.
 
@@ -37,16 +38,16 @@ async def not_woken(
             raise ValueError(f"a division code is digits: {county!r}")
         params["county"] = county + "%"
     calls: dict[int, list[Any]] = {}
-    async with store.read() as s:
-        rows = (await s.execute(text(q + " ORDER BY d.unreached_at, d.id"), params)).all()
-        ids = [int(r[0]) for r in rows]
-        cq = text(
-            "SELECT division_id, contact_id, rung, phone, state, acked_at FROM call"
-            " WHERE division_id IN :ids ORDER BY id"
-        ).bindparams(bindparam("ids", expanding=True))
-        for i in range(0, len(ids), 500):
-            for c in await s.execute(cq, {"ids": ids[i : i + 500]}):
-                calls.setdefault(int(c[0]), []).append(c)
+    s = source(store)
+    rows = await s.fetch(q + " ORDER BY d.unreached_at, d.id", params)
+    ids = [int(r[0]) for r in rows]
+    cq = (
+        "SELECT division_id, contact_id, rung, phone, state, acked_at FROM call"
+        " WHERE division_id IN :ids ORDER BY id"
+    )
+    for i in range(0, len(ids), 500):
+        for c in await s.fetch(cq, {"ids": ids[i : i + 500]}):
+            calls.setdefault(int(c[0]), []).append(c)
     out = []
     for r in rows:
         people: dict[tuple[str, str], ToCall] = {}
