@@ -32,6 +32,7 @@ from warnd.channels.delivery import Backoff, deliver
 from warnd.clock import ManualClock
 from warnd.daemon import Daemon
 from warnd.engine.context import message_id_of
+from warnd.engine.outbox import LEASE
 from warnd.errors import ConfigError
 from warnd.feeds import FeedItem, Outcome
 from warnd.policy import load_config
@@ -629,6 +630,34 @@ async def test_a_hung_gateway_does_not_stop_the_chain_timers(h: Harness) -> None
     await h.daemon.settle()
     attempts = [(s.row.attempt, s.receipt.status) for s in await h.joined(h.gateway.receipts)]
     assert (2, 200) in attempts
+
+
+async def test_a_slow_batch_keeps_its_leases(h: Harness) -> None:
+    """Sends that outlast a third of the lease renew it for what is still unfinished, so that
+    another instance does not take those messages and ring the same people again."""
+    h.gateway.hold_after(1)  # the first request is answered, the rest hang
+    h.gateway.on_count(1, lambda _r: h.clock.advance(LEASE / 2))  # the batch is slow
+    h.clock.set(T0)
+    path = h.tmp / "incoming" / "slow.xml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(cap_xml(ID, T0))  # no onset: county, township and village at once
+    os.utime(path, (time.time() - 60,) * 2)
+    await h.daemon.poll_feed(h.daemon.feeds[0])
+    await h.gateway.wait_for(2)
+    for _ in range(100):  # bounded: the renewal is written by the send that completed
+        rows = await h.all(Outbox)
+        if {r.lease_until for r in rows if r.state == "sending"} == {T0 + LEASE / 2 + LEASE}:
+            break
+        await asyncio.sleep(0.02)
+    sending = [r for r in rows if r.state == "sending"]
+    # all of the claim: the one answered is marked with its batch (MARK_BATCH), still leased
+    assert len(sending) == len(rows) == 7 and {r.lease_until for r in sending} == {
+        T0 + LEASE / 2 + LEASE
+    }
+    h.gateway.release()
+    await h.daemon.settle()
+    assert {r.state for r in await h.all(Outbox)} == {"sent"}
+    assert h.gateway.unexpected_repeats() == []
 
 
 async def test_a_hook_that_failed_inside_can_be_retried_with_the_same_signature(

@@ -136,6 +136,36 @@ async def test_claim_lease_resends_same_id_only_after_expiry(rig: Rig) -> None:
     assert {m.id for m in again} == {m.id for m in claimed}
 
 
+async def test_a_live_sender_renews_its_lease_and_nobody_else_takes_its_messages(
+    rig: Rig,
+) -> None:
+    """Two instances on one store: A claims, renews what it has not finished; B gets nothing
+    until A stops renewing (A died), then exactly A's unfinished messages."""
+    a = rig.engine
+    assert a is not None
+    b = Engine(replace(a.ctx, instance="instance-b"))
+    await ingest(a, cap_xml(ID, T0))
+    await a.tick()
+    claimed = await a.claim()
+    assert len(claimed) == 3
+    await a.mark([Outcome(claimed[0].id, True, "test")])  # one finished, two still sending
+    rig.clock.advance(LEASE * 2 / 3)
+    unfinished = sorted(m.id for m in claimed[1:])
+    assert await a.renew(sorted(m.id for m in claimed)) == 2  # the sent one is not renewed
+    assert await b.renew(unfinished) == 0  # not B's to renew
+    rig.clock.advance(LEASE * 2 / 3)  # past the first lease, inside the renewed one
+    assert await b.claim() == []
+    rig.clock.advance(LEASE)  # A stopped renewing: it died
+    taken = await b.claim()
+    assert sorted(m.id for m in taken) == unfinished
+    assert await a.renew(unfinished) == 0  # B holds them now: A's renewal changes nothing
+    async with a.ctx.store.read() as s:
+        rows = (await s.execute(select(Outbox).where(Outbox.id.in_(unfinished)))).scalars()  # type: ignore[attr-defined]
+        assert {(r.claimed_by, r.lease_until) for r in rows} == {
+            ("instance-b", rig.clock.now() + LEASE)
+        }
+
+
 async def test_ivr_only_digit_one_acknowledges(rig: Rig) -> None:
     engine = rig.engine
     assert engine is not None

@@ -27,7 +27,7 @@ from warnd.clock import Clock, SystemClock
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
 from warnd.engine.context import gc_paused
-from warnd.engine.outbox import Claimed
+from warnd.engine.outbox import LEASE, Claimed
 from warnd.engine.outbox import Outcome as OutboxOutcome
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.folder import FolderFeed
@@ -40,6 +40,7 @@ log = structlog.get_logger("warnd.daemon")
 
 MARK_BATCH = 200
 CLAIM_MAX = 500
+RENEW_EVERY = LEASE / 3  # a sender still at work renews its leases this often (clock time)
 
 
 def claim_size(concurrency: int) -> int:
@@ -318,12 +319,25 @@ class Daemon:
         engine, dispatcher = self.engine, self.dispatcher
         done: list[OutboxOutcome] = []
         said = log.bind()  # bound once: the module's lazy proxy binds anew on every line
+        # Claimed and not yet marked: their leases are renewed every third of a lease, as
+        # sends complete (a claim at a slow channel rate takes longer than one lease).
+        unmarked = {m.id for m in claimed}
+        renew_at = [engine.ctx.now() + RENEW_EVERY]
 
         async def flush() -> None:
             if done:
                 batch = done[:]
                 done.clear()
                 await engine.mark(batch)
+                unmarked.difference_update(o.id for o in batch)
+
+        async def renew() -> None:
+            now = engine.ctx.now()
+            if now < renew_at[0] or not unmarked:
+                return
+            renew_at[0] = now + RENEW_EVERY  # before awaiting: one renewal at a time
+            renewed = await engine.renew(sorted(unmarked))
+            said.info("lease_renewed", messages=renewed)
 
         async def one(msg: Claimed) -> None:
             started = time.monotonic()
@@ -349,6 +363,7 @@ class Daemon:
                 )
             if len(done) >= MARK_BATCH:
                 await flush()
+            await renew()
 
         with gc_paused():  # hundreds of requests' acyclic garbage: reference counting frees it
             await asyncio.gather(*(one(m) for m in claimed))

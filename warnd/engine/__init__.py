@@ -104,6 +104,9 @@ class Engine:
     async def claim(self, limit: int = 500) -> list[outbox.Claimed]:
         return await outbox.claim(self.ctx, self.ctx.now(), limit)
 
+    async def renew(self, message_ids: list[str]) -> int:
+        return await outbox.renew(self.ctx, message_ids, self.ctx.now())
+
     async def mark_sent(self, message_id: str, channel: str) -> None:
         await outbox.mark_sent(self.ctx, message_id, channel, self.ctx.now())
 
