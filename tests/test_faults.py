@@ -382,6 +382,17 @@ async def test_unreadable_half_written_and_poisonous_files(
     assert "malformed XML" in reasons["crashed.xml"] and "malformed XML" in reasons["noise.xml"]
     logged = {e["origin"].split(":")[1] for e in rig.events("feed.item_rejected")}
     assert {"locked.xml", "crashed.xml", "noise.xml"} <= logged
+    async with rig.http.get(rig.base + "/metrics") as resp:
+        scraped = await resp.text()
+    items = {
+        m[1]: float(m[2])
+        for m in re.finditer(
+            r'^warnd_feed_items_total\{feed="incoming",outcome="(\w+)"\} ([0-9.e+]+)$',
+            scraped,
+            re.MULTILINE,
+        )
+    }
+    assert items["accepted"] == 1 and items["rejected"] >= 3  # counted for the duty monitor
     assert (spool / "copy.xml.part").exists() and growing.exists()
     # the poisonous file (a date at the end of the calendar) is reported, never taken as a
     # warning; the feed and the daemon go on (docs/hardening.md: refuse it in the parser)

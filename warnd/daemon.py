@@ -240,6 +240,13 @@ class Daemon:
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
         metrics.FEED_POLLS.labels(feed.name).inc()
+        for outcome, n in (
+            ("accepted", report.accepted),
+            ("duplicate", report.duplicates),
+            ("rejected", report.rejected),
+        ):
+            if n:  # a bad file dropped in the spool shows on /metrics, not only in the log
+                metrics.FEED_ITEMS.labels(feed.name, outcome).inc(n)
         if report.error:
             metrics.FEED_ERRORS.labels(feed.name).inc()
             log.warning("feed_poll_failed", feed=feed.name, error=report.error)

@@ -34,6 +34,12 @@ FEED_ERRORS = Counter(
     ["feed"],
     registry=REGISTRY,
 )
+FEED_ITEMS = Counter(
+    "warnd_feed_items_total",
+    "Messages a feed handed over, by what became of them (accepted, duplicate, rejected).",
+    ["feed", "outcome"],
+    registry=REGISTRY,
+)
 SCHEDULER_LAG = Histogram(
     "warnd_scheduler_lag_seconds",
     "How late due rows were picked up by the engine.",
