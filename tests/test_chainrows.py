@@ -25,7 +25,7 @@ from warnd.engine import Context, Engine, context
 from warnd.engine.outbox import Outcome
 from warnd.feeds import FeedItem
 from warnd.policy import Policy
-from warnd.store import Store, chainrows
+from warnd.store import Store, bulk, chainrows
 from warnd.store.tables import Call, Division, Event, Outbox, WarningRow
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
@@ -38,7 +38,7 @@ TABLES = ("warning", "message", "stage", "division", "call", "outbox", "ack", "e
 @pytest.fixture
 def portable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Force the portable Core statements on SQLite."""
-    monkeypatch.setattr(chainrows, "_BY_DIALECT", {})
+    monkeypatch.setattr(bulk, "_BY_DIALECT", {})
     yield
 
 
@@ -168,7 +168,7 @@ async def test_fast_and_portable_rows_are_identical(tmp_path: Path) -> None:
     fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
     await _write_rows(f"sqlite:///{fast}")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chainrows, "_BY_DIALECT", {})
+        mp.setattr(bulk, "_BY_DIALECT", {})
         await _write_rows(f"sqlite:///{slow}")
     a, b = dump(fast), dump(slow)
     assert a["division"] and a["call"] and a["outbox"] and a["event"]
@@ -290,7 +290,7 @@ async def test_whole_chain_stores_the_same_on_both_paths(tmp_path: Path) -> None
         await _chain(tmp_path, f"sqlite:///{fast}")
     with pytest.MonkeyPatch.context() as mp:
         _Deterministic().patch(mp)
-        mp.setattr(chainrows, "_BY_DIALECT", {})
+        mp.setattr(bulk, "_BY_DIALECT", {})
         await _chain(tmp_path, f"sqlite:///{slow}")
     a, b = dump(fast), dump(slow)
     for table in TABLES:

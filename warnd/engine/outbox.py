@@ -8,7 +8,7 @@ PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so that instances sh
 Messages go out in order of due time; among those due at the same instant, on SQLite in the
 order they were queued (rowid: the due-time index hands them over without sorting), elsewhere
 in order of id (time-ordered too: ``context.new_message_id``). On SQLite, claim and mark are
-driver-level statements (``chainrows.SQLiteBulk``): a sender spends most of its time here.
+driver-level statements (``warnd.store.bulk.SQLiteBulk``): a sender spends most of its time here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.engine.context import Context
-from warnd.store import chainrows
+from warnd.store.bulk import SQLiteBulk, bulk_for
 from warnd.store.tables import Call, Outbox, WarningRow
 
 log = structlog.get_logger("warnd.outbox")
@@ -65,8 +65,8 @@ class Outcome:
 async def claim(ctx: Context, now: datetime, limit: int = 500) -> list[Claimed]:
     """Take due messages (and ones whose lease ran out) for sending, under a lease."""
     async with ctx.store.write() as session:
-        bulk = chainrows.bulk_for(session)
-        sqlite = bulk if isinstance(bulk, chainrows.SQLiteBulk) else None
+        bulk = bulk_for(session)
+        sqlite = bulk if isinstance(bulk, SQLiteBulk) else None
         if sqlite is not None:
             rows = await _due_sqlite(sqlite, session, now, limit)
         else:
@@ -118,7 +118,7 @@ async def claim(ctx: Context, now: datetime, limit: int = 500) -> list[Claimed]:
 
 
 async def _by_rowid(
-    bulk: chainrows.SQLiteBulk,
+    bulk: SQLiteBulk,
     session: AsyncSession,
     sql: str,
     params: tuple[Any, ...],
@@ -138,7 +138,7 @@ def _stale(r: tuple[Any, ...]) -> bool:
 
 
 async def _due_sqlite(
-    bulk: chainrows.SQLiteBulk, session: AsyncSession, now: datetime, limit: int
+    bulk: SQLiteBulk, session: AsyncSession, now: datetime, limit: int
 ) -> list[tuple[Any, ...]]:
     """The due rows in order of due time, then of queueing (rowid), reading no more than needed.
 
@@ -252,8 +252,8 @@ async def mark(ctx: Context, outcomes: list[Outcome], now: datetime) -> None:
         if not o.ok and not o.permanent
     ]
     async with ctx.store.write() as session:
-        bulk = chainrows.bulk_for(session)
-        if isinstance(bulk, chainrows.SQLiteBulk):
+        bulk = bulk_for(session)
+        if isinstance(bulk, SQLiteBulk):
             await _mark_sqlite(bulk, session, sent, failed, retry, now)
         else:
             await _mark_core(session, sent, failed, retry, now)
@@ -268,7 +268,7 @@ _LIVE = "(state = 'sending' OR state = 'pending')"
 
 
 async def _mark_sqlite(
-    bulk: chainrows.SQLiteBulk,
+    bulk: SQLiteBulk,
     session: AsyncSession,
     sent: list[dict[str, Any]],
     failed: list[dict[str, Any]],
