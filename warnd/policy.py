@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from warnd.division import DIRECTORY_LEVELS, Level
 from warnd.duration import format_duration, parse_duration
 from warnd.errors import ConfigError
+from warnd.tomllines import line_of
 
 #: contracts §4: where the config is looked for when ``--config`` is not given
 DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/warnd.toml"), Path("/etc/warnd/warnd.toml"))
@@ -245,44 +246,6 @@ def _is_secret_key(key: str) -> bool:
     return any(low == w or low.endswith(("_" + w, "-" + w)) for w in _SECRET_WORDS)
 
 
-def _line_of(text: str, dotted: str) -> int | None:
-    """Best effort: the line that sets ``dotted`` (or opens its table) in the TOML text."""
-    segments = [
-        (m.group(1), int(m.group(2)) if m.group(2) else None)
-        for m in re.finditer(r"([^.\[\]]+)(?:\[(\d+)\])?", dotted)
-    ]
-    if not segments:
-        return None
-    head, tail = segments[:-1], segments[-1]
-    table, index = [n for n, _ in head], head[-1][1] if head else None
-    return (
-        _find_line(text, table, index, tail[0])
-        or _find_line(text, [n for n, _ in segments], tail[1], None)
-        or (_find_line(text, table, index, None) if table else None)
-    )
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]")
-
-
-def _find_line(text: str, table: list[str], index: int | None, key: str | None) -> int | None:
-    current: list[str] = []
-    counts: dict[str, int] = {}
-    inside = not table
-    for number, raw in enumerate(text.splitlines(), start=1):
-        match = _HEADER.match(raw)
-        if match:
-            current = [s.strip().strip("\"'") for s in match.group(2).split(".")]
-            name = ".".join(current)
-            counts[name] = counts.get(name, -1) + 1
-            inside = current == table and index in (None, counts[name])
-            if inside and key is None:
-                return number
-        elif inside and key is not None and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
-            return number
-    return None
-
-
 def secret_ref(options: _Table, prefix: str) -> tuple[Path | None, str | None]:
     """Exactly one of ``secret_file`` / ``secret_env`` (hooks, and channels that sign)."""
     if ("secret_file" in options) == ("secret_env" in options):
@@ -307,7 +270,7 @@ class _Loader:
         self.text = text
 
     def error(self, key: str, message: str, value: object = None) -> ConfigError:
-        line = _line_of(self.text, key)
+        line = line_of(self.text, key)
         return ConfigError(message, source=self.source, line=line, field=key, value=value)
 
     def relocated(self, exc: ConfigError, default_key: str) -> ConfigError:
