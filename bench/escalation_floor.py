@@ -31,8 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from directory_gen import generate  # noqa: E402
-from factory import cap_xml  # noqa: E402
-from fanout import write_config  # noqa: E402
+from fanout import province_alert, write_config  # noqa: E402
 
 from warnd import logs  # noqa: E402
 from warnd.clock import ManualClock  # noqa: E402
@@ -96,14 +95,7 @@ async def run() -> dict[str, Any]:
         await daemon.settle()
         engine = daemon.engine
         assert engine is not None
-        alert = cap_xml(
-            "43000041600000_20250701000000",
-            now,
-            geocodes=["430000000000"],
-            headline="湖南省气象台发布暴雨红色预警",
-            severity="Extreme",
-        )
-        await engine.ingest(FeedItem(alert, "bench"))
+        await engine.ingest(FeedItem(province_alert(now), "bench"))
         await engine.tick()
         async with engine.ctx.store.write() as s:
             await s.execute(text("UPDATE outbox SET state = 'sent', sent_at = due_at"))

@@ -99,6 +99,17 @@ async def bare_client(url: str, n: int, *, gc_off: bool = False) -> tuple[float,
         return n / elapsed, cpu / n * 1e6
 
 
+def province_alert(now: datetime) -> bytes:
+    """The benchmarks' warning: the whole province (430000), no onset, so every stage is due."""
+    return cap_xml(
+        "43000041600000_20250701000000",
+        now,
+        geocodes=["430000000000"],
+        headline="湖南省气象台发布暴雨红色预警",
+        severity="Extreme",
+    )
+
+
 def write_config(tmp: Path, url: str, store_url: str, contacts: Path, attempts: int) -> Path:
     (tmp / "secret").write_text("bench-secret\n")
     cfg = tmp / "warnd.toml"
@@ -149,13 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await daemon.settle()  # the start's own wake (and any sender it started) is over
         assert daemon.engine is not None
         engine = daemon.engine
-        alert = cap_xml(
-            "43000041600000_20250701000000",
-            now,
-            geocodes=["430000000000"],
-            headline="湖南省气象台发布暴雨红色预警",
-            severity="Extreme",
-        )
+        alert = province_alert(now)
         t = time.perf_counter()
         await engine.ingest(FeedItem(alert, "bench"))
         figures["ingest_s"] = round(time.perf_counter() - t, 3)

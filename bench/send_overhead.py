@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from directory_gen import generate  # noqa: E402
-from factory import cap_xml  # noqa: E402
-from fanout import write_config  # noqa: E402
+from fanout import province_alert, write_config  # noqa: E402
 
 from warnd import logs  # noqa: E402
 from warnd.channels import Outbound, webhook  # noqa: E402
@@ -58,8 +57,7 @@ async def run(villages: int) -> dict[str, Any]:
         await daemon.settle()
         engine = daemon.engine
         assert engine is not None
-        alert = cap_xml("43000041600000_20250701000000", now, geocodes=["430000000000"])
-        await engine.ingest(FeedItem(alert, "bench"))
+        await engine.ingest(FeedItem(province_alert(now), "bench"))
         await engine.tick()
         start, cpu = time.perf_counter(), time.process_time()
         await daemon.wake()
