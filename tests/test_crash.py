@@ -140,7 +140,7 @@ class Run:
         """SIGKILL (unless a gateway trigger already did), then what was in flight."""
         assert self.proc is not None
         self.sigkill()
-        await asyncio.wait_for(self.proc.wait(), 10)
+        await asyncio.wait_for(self.proc.wait(), 60)  # generous: CI machines are shared
         assert self.proc.returncode == -signal.SIGKILL
         received = self.gateway.count
         ids = {r.id for r in self.gateway.receipts}
@@ -158,7 +158,7 @@ class Run:
     async def terminate(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 15)
+        return await asyncio.wait_for(self.proc.wait(), 60)  # a graceful stop, on a busy machine
 
     # ---- the store (read-only, from outside) ----------------------------------------------
 
