@@ -6,8 +6,9 @@ sender renews the lease of what it has not finished (``renew``) every third of a
 PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so that instances share the work.
 
 Messages go out in order of due time; among those due at the same instant, in the order the
-due-time index holds them (on SQLite by rowid: queueing order): no claim sorts all due rows. On SQLite, claim and mark are
-driver-level statements (``warnd.store.bulk.SQLiteBulk``): a sender spends most of its time here.
+due-time index holds them (on SQLite by rowid: queueing order): no claim sorts all due rows.
+On SQLite, claim and mark are driver-level statements (``warnd.store.bulk.SQLiteBulk``): a
+sender spends most of its time here.
 """
 
 from __future__ import annotations
