@@ -210,8 +210,8 @@ async def ack_ivr(ctx: Context, outbox_id: str, digits: str) -> AckResult:
     """A key press on a voice call: only ``1`` acknowledges (a picked-up call does not)."""
     if digits.strip() != "1":
         return AckResult(False, "按键不是1，不算确认 (only 1 acknowledges)")
-    mid = message_id_of(outbox_id)  # a voice fallback route's id is the same attempt
-    return await ack_message(ctx, mid, source="ivr", dedupe_key=f"ivr:{mid}")
+    # dedupe key "ivr:<message id>": a fallback route's id (``<id>-<n>``) is the same attempt
+    return await ack_message(ctx, outbox_id, source="ivr")
 
 
 async def ack_by_officer(

@@ -19,8 +19,7 @@ the ORM's object-at-a-time unit of work:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Table, bindparam, insert, select, update
@@ -60,13 +59,9 @@ class CoreBulk:
         cols: Sequence[str],
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        await self.insert_dicts(session, table, [dict(zip(cols, r, strict=True)) for r in rows])
-
-    async def insert_dicts(
-        self, session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
         for i in range(0, len(rows), ROWS):
-            await session.execute(insert(table), list(rows[i : i + ROWS]))
+            part = [dict(zip(cols, r, strict=True)) for r in rows[i : i + ROWS]]
+            await session.execute(insert(table), part)
 
     async def insert_returning_ids(
         self,
@@ -323,16 +318,6 @@ class SQLiteBulk(CoreBulk):
         await self._executemany(
             session, self._insert_sql(table, cols), self._bound(table, cols, rows)
         )
-
-    async def insert_dicts(
-        self, session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        if not rows:
-            return
-        cols = list(rows[0])  # like executemany: the first row names the columns
-        get = itemgetter(*cols)
-        values = [get(r) for r in rows] if len(cols) > 1 else [(get(r),) for r in rows]
-        await self.insert(session, table, cols, values)
 
     async def insert_returning_ids(
         self,
