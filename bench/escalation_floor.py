@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from directory_gen import generate  # noqa: E402
-from fanout import province_alert, write_config  # noqa: E402
+from fanout import province_alert, start_daemon  # noqa: E402
 
 from warnd import logs  # noqa: E402
-from warnd.clock import ManualClock  # noqa: E402
-from warnd.daemon import Daemon  # noqa: E402
 from warnd.feeds import FeedItem  # noqa: E402
-from warnd.policy import load_config  # noqa: E402
 
 Statement = tuple[str, str | None, Any]  # ("one" | "many" | "commit", sql, parameters)
 VARIANTS = [
@@ -87,15 +84,10 @@ async def run() -> dict[str, Any]:
         generate(tmp / "contacts", 122, 12, 17, 8, seed=7)
         db = tmp / "warnd.db"
         url = f"sqlite:///{db}"
-        cfg = load_config(write_config(tmp, "http://127.0.0.1:9/send", url, tmp / "contacts", 1))
-        now = datetime(2025, 7, 1, tzinfo=UTC)
-        clock = ManualClock(now)
-        daemon = Daemon(cfg, clock=clock, scheduler=False, port=0)
-        await daemon.start()
-        await daemon.settle()
+        daemon, clock = await start_daemon(tmp, "http://127.0.0.1:9/send", url)
         engine = daemon.engine
         assert engine is not None
-        await engine.ingest(FeedItem(province_alert(now), "bench"))
+        await engine.ingest(FeedItem(province_alert(clock.now()), "bench"))
         await engine.tick()
         async with engine.ctx.store.write() as s:
             await s.execute(text("UPDATE outbox SET state = 'sent', sent_at = due_at"))

@@ -141,6 +141,17 @@ concurrency = {CONCURRENCY}
     return cfg
 
 
+async def start_daemon(tmp: Path, gateway_url: str, store_url: str) -> tuple[Daemon, ManualClock]:
+    """The real daemon over ``tmp/contacts`` (attempts = 1), on a manual clock at 2025-07-01,
+    started and settled (the start's own wake, and any sender it started, is over)."""
+    cfg = load_config(write_config(tmp, gateway_url, store_url, tmp / "contacts", 1))
+    clock = ManualClock(datetime(2025, 7, 1, 0, 0, tzinfo=UTC))
+    daemon = Daemon(cfg, clock=clock, scheduler=False, port=0)
+    await daemon.start()
+    await daemon.settle()
+    return daemon, clock
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     logs.configure(json=True, level="warning")
     tmp = Path(tempfile.mkdtemp(prefix="warnd-fanout-"))
@@ -152,14 +163,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         await wait_up(base + "/stats")
         store_url = args.store_url or f"sqlite:///{tmp / 'warnd.db'}"
-        cfg = load_config(write_config(tmp, base + "/send", store_url, tmp / "contacts", 1))
-        now = datetime(2025, 7, 1, 0, 0, tzinfo=UTC)
-        clock = ManualClock(now)
-        daemon = Daemon(cfg, clock=clock, scheduler=False, port=0)
-        await daemon.start()
-        await daemon.settle()  # the start's own wake (and any sender it started) is over
+        daemon, clock = await start_daemon(tmp, base + "/send", store_url)
         assert daemon.engine is not None
-        engine = daemon.engine
+        engine, now = daemon.engine, clock.now()
         alert = province_alert(now)
         t = time.perf_counter()
         await engine.ingest(FeedItem(alert, "bench"))

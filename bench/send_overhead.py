@@ -18,7 +18,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from directory_gen import generate  # noqa: E402
-from fanout import province_alert, write_config  # noqa: E402
+from fanout import province_alert, start_daemon  # noqa: E402
 
 from warnd import logs  # noqa: E402
 from warnd.channels import Outbound, webhook  # noqa: E402
-from warnd.clock import ManualClock  # noqa: E402
-from warnd.daemon import Daemon  # noqa: E402
 from warnd.feeds import FeedItem  # noqa: E402
-from warnd.policy import load_config  # noqa: E402
 
 
 async def _accepted(_self: webhook.WebhookChannel, _msg: Outbound) -> None:
@@ -50,14 +46,10 @@ async def run(villages: int) -> dict[str, Any]:
     try:
         generate(tmp / "contacts", 122, 12, villages, 8, seed=7)
         url = f"sqlite:///{tmp / 'warnd.db'}"
-        cfg = load_config(write_config(tmp, "http://127.0.0.1:9/send", url, tmp / "contacts", 1))
-        now = datetime(2025, 7, 1, tzinfo=UTC)
-        daemon = Daemon(cfg, clock=ManualClock(now), scheduler=False, port=0)
-        await daemon.start()
-        await daemon.settle()
+        daemon, clock = await start_daemon(tmp, "http://127.0.0.1:9/send", url)
         engine = daemon.engine
         assert engine is not None
-        await engine.ingest(FeedItem(province_alert(now), "bench"))
+        await engine.ingest(FeedItem(province_alert(clock.now()), "bench"))
         await engine.tick()
         start, cpu = time.perf_counter(), time.process_time()
         await daemon.wake()
