@@ -19,11 +19,10 @@ from factory import county_rows, write_contacts
 from warnd import directory
 from warnd.clock import ManualClock
 from warnd.engine import Context, Engine
-from warnd.engine.outbox import Outcome
 from warnd.feeds import FeedItem
 from warnd.policy import Policy
 from warnd.store import Store
-from warnd.store.tables import Call, Outbox
+from warnd.store.answers import call_open
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
 CHANNEL = "gateway"
@@ -118,13 +117,14 @@ class Scenario:
         assert self.engine is not None
         claimed = await self.engine.claim(limit=100_000)
         rules = self.engine.ctx.rules
-        outcomes = [
-            Outcome(m.id, False, None, "HTTP 400 invalid number", True)
-            if m.contact in self.failing
-            else Outcome(m.id, True, CHANNEL)
-            for m in claimed
-        ]
-        await self.engine.mark(outcomes)
+        await self.engine.record(
+            [
+                m.failed("HTTP 400 invalid number", permanent=True)
+                if m.contact in self.failing
+                else m.sent(CHANNEL)
+                for m in claimed
+            ]
+        )
         for m in claimed:
             if m.contact in self.failing:
                 continue
@@ -140,10 +140,7 @@ class Scenario:
         done = False
         while self._acks and self._acks[0][0] <= now:
             _at, _seq, message_id = heapq.heappop(self._acks)
-            async with self.engine.ctx.store.read() as s:
-                msg = await s.get(Outbox, message_id)
-                call = await s.get(Call, msg.call_id) if msg and msg.call_id else None
-            if call is not None and call.state == "active":
+            if await call_open(self.engine.ctx.store.backend, [message_id]):
                 await self.engine.ack_message(message_id, "ivr")
                 done = True
         return done

@@ -35,6 +35,8 @@ from factory import cap_xml, county_rows, write_contacts
 from test_crash import SECRET, T0, Posted, Run, _utc
 
 from warnd.signature import sign
+from warnd.views import history
+from warnd.views.reader import open_reader
 
 WINDOW, ATTEMPTS = timedelta(minutes=5), 3
 #: Simultaneous inputs and timers may be taken in either order by a live daemon (a file clock
@@ -247,9 +249,9 @@ class Soak(Run):
         queries = (
             "SELECT s.due_at FROM stage s JOIN warning w ON w.id = s.warning_id"
             " WHERE s.state = 'pending' AND w.state = 'active'",
+            "SELECT start_due FROM division WHERE start_due IS NOT NULL",
             "SELECT next_due_at FROM call WHERE state = 'active'",
             "SELECT due_at FROM outbox WHERE state = 'pending'",
-            "SELECT lease_until FROM outbox WHERE state = 'sending'",
         )
         times = [_utc(r[0]) for q in queries for r in self.rows(q) if r[0] is not None]
         later = [t for t in times if t is not None and t > self.now]
@@ -382,16 +384,22 @@ class Soak(Run):
 
     # ---- the verdict ----------------------------------------------------------------------
 
-    def live_events(self) -> list[Event]:
+    async def live_events(self) -> list[Event]:
+        """The store's history (``warnd.views.history``), as the oracle's events."""
+        reader = await open_reader(f"sqlite:///{self.db}")
+        try:
+            events = await history.events(reader, UTC)
+        finally:
+            await reader.close()
         return [
-            _event(r["type"], _utc(r["at"]), r["contact_id"], r["division"], json.loads(r["data"]))  # type: ignore[arg-type]
-            for r in self.rows("SELECT * FROM event ORDER BY at, id")
+            _event(e["type"], datetime.fromisoformat(e["at"]), e["contact_id"], e["division"], e)
+            for e in events
         ]
 
-    def verify(self, expected: list[Event]) -> dict[str, Any]:
+    async def verify(self, expected: list[Event]) -> dict[str, Any]:
         """Compare with the oracle; the figures of the case, ``problems`` empty when it held."""
         problems: list[str] = []
-        live = Counter(self.live_events())
+        live = Counter(await self.live_events())
         want = Counter(expected)
         if live != want:
             missing, extra = want - live, live - want
@@ -489,8 +497,8 @@ async def soak_case(
             with contextlib.suppress(Exception):
                 await soak.proc.wait()
         await soak.gateway.stop()
-    figures = soak.verify(expected)
+    figures = await soak.verify(expected)
     figures["seconds"] = round(time.monotonic() - started, 1)
     # the comparison is not vacuous: one event fewer in the oracle, and it objects
-    figures["oracle_sensitive"] = bool(soak.verify(expected[1:])["problems"])
+    figures["oracle_sensitive"] = bool((await soak.verify(expected[1:]))["problems"])
     return figures

@@ -14,9 +14,9 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from aiohttp import web
@@ -27,6 +27,7 @@ from test_daemon import ID, SECRET, T0, Harness, _chain
 from warnd import logs, phone
 from warnd.engine.acks import TOKEN_TTL
 from warnd.store.tables import Ack, Call, Division, Outbox
+from warnd.views import Timestamps
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
@@ -54,12 +55,32 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         await harness.stop()
 
 
-async def calls_out(h: Harness) -> list[Outbox]:
+class Attempt(NamedTuple):
+    """A call attempt with the reply code and link token of its call."""
+
+    id: str
+    to: str
+    contact_id: str
+    warning_id: int
+    call_id: int
+    due_at: datetime
+    token: str | None
+    reply_code: str | None
+
+
+async def calls_out(h: Harness) -> list[Attempt]:
     """Every call attempt queued so far (all stages fire at once for an alert without onset)."""
-    return await h.all(Outbox, Outbox.purpose == "call")
+    store = h.daemon.store
+    assert store is not None
+    rows = await store.fetch(
+        'SELECT o.id, o."to", o.contact_id, o.warning_id, o.call_id, o.due_at, c.token,'
+        " c.reply_code FROM outbox o JOIN call c ON c.id = o.call_id ORDER BY o.at, o.seq"
+    )
+    ts = Timestamps()
+    return [Attempt(r[0], r[1], r[2], r[3], r[4], ts(r[5]), r[6], r[7]) for r in rows]  # type: ignore[arg-type]
 
 
-def link(row: Outbox) -> str:
+def link(row: Attempt) -> str:
     assert row.token is not None
     return f"/a/{row.token}"
 
@@ -185,7 +206,10 @@ async def test_a_confirmation_link_expires_a_day_after_its_attempt(h: Harness) -
     (ack,) = await h.all(Ack)
     assert ack.contact_id == first.contact_id and ack.late is True
 
-    await h.to(T0 + 24 * H + S)
+    # a link belongs to its call and works for a day after the call's latest attempt (3 × 5 min)
+    await h.to(T0 + 10 * M + 24 * H - S)
+    assert (await page(h, "GET", link(second)))[0] == 200
+    await h.to(T0 + 10 * M + 24 * H + S)
     before = await h.snapshot()
     for method in ("GET", "POST"):
         status, text = await page(h, method, link(second))

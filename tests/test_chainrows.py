@@ -1,196 +1,42 @@
-"""The SQLite fast path of the engine's bulk statements writes exactly what the portable one does.
+"""Both backends store the same chain, row for row; the row builders follow the store's layouts.
 
-``warnd.store.chainrows`` issues its bulk statements through SQLAlchemy Core on every backend
-and, on SQLite, as driver-level executemany over pre-processed tuples. Both must leave the same
-bytes in the store and read back the same values through the ORM.
+A county's whole chain (stages, answers by IVR and SMS, redials, failed sends, every rung of
+the ladder, a severity rise, a cancel) runs on SQLite and on PostgreSQL with the same inputs and
+deterministic ids; every table is then read back (timestamps as aware datetimes, booleans, JSON
+values, ``seq`` as its rank) and compared. The two backends share the engine and the
+operations' SQL but not their bulk statements (executemany vs COPY / ``unnest``), their id and
+``seq`` allocation, nor their value binding. (Only ``outbox.claimed_by`` differs by design:
+PostgreSQL records which instance took a message, SQLite has one daemon.)
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+import json
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PG_URL, drop_pg_database, fresh_pg_database
 from directory_gen import generate
 from factory import cap_xml
-from sqlalchemy import select
 
 from warnd import directory
 from warnd.clock import ManualClock
-from warnd.engine import Context, Engine, context
-from warnd.engine.outbox import Outcome
+from warnd.engine import Context, Engine, ingest, records
 from warnd.feeds import FeedItem
 from warnd.policy import Policy
-from warnd.store import Store, bulk, chainrows
-from warnd.store.tables import Call, Division, Event, Outbox, WarningRow
+from warnd.store import Store
+from warnd.store.records import EVENT_INSERT, OUTBOX_INSERT, WarningRec
+from warnd.store.sqlite import read_ts
+from warnd.store.tx import Tx
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
-CST = timezone(timedelta(hours=8))
 W = timedelta(minutes=5)
 SENDER = "433100_Meteorological_Observatory"
-TABLES = ("warning", "message", "stage", "division", "call", "outbox", "ack", "event")
-
-
-@pytest.fixture
-def portable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Force the portable Core statements on SQLite."""
-    monkeypatch.setattr(bulk, "_BY_DIALECT", {})
-    yield
-
-
-def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    con = sqlite3.connect(db)
-    try:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in TABLES}
-    finally:
-        con.close()
-
-
-async def _write_rows(url: str) -> None:
-    """Every bulk statement once, with awkward values: other offsets, None, JSON, booleans."""
-    store = await Store.open(url)
-    try:
-        async with store.write() as s:
-            w = WarningRow(
-                key="k", sender="s", identifier="i", arrived_at=T0, updated_at=T0, area=["433122"]
-            )
-            s.add(w)
-            await s.flush()
-            assert w.id is not None
-            ids = await chainrows.insert_divisions(
-                s,
-                [
-                    {
-                        "warning_id": w.id,
-                        "code": code,
-                        "name": f"村{code}",
-                        "level": "village",
-                        "county": code[:6],
-                        "round": 0,
-                        "rung": "stage",
-                        "rung_started_at": None if code.endswith("1") else T0.astimezone(CST),
-                        "reached_at": None,
-                        "reached_by": None,
-                        "reached_source": None,
-                        "unreached_at": None,
-                        "resolved_at": None,
-                        "resolved_by": None,
-                        "resolved_note": None,
-                        "stopped": code.endswith("2"),
-                    }
-                    for code in ("433122101201", "433122101202", "433122101203")
-                ],
-            )
-            assert sorted(ids.values()) == [1, 2, 3]
-            loaded = await chainrows.load_many(s, ids.values())
-            changes = []
-            for row, calls in loaded.values():
-                state = chainrows.to_state(row, calls)
-                from warnd.chain import ladder
-
-                rules = ladder.Rules(W, 2, ("backup",))
-
-                class People:
-                    def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
-                        return (f"{code}-{rung}-1", f"{code}-{rung}-2")
-
-                now = T0 + timedelta(microseconds=7)
-                state, _ = ladder.step(state, ladder.Start(), now, rules, People())
-                changes.append(
-                    (row, calls, state, {c.contact_id: "+8613800000000" for c in state.calls})
-                )
-            saved = await chainrows.save_many(s, changes)
-            assert len(saved) == 4  # the stopped division starts nothing
-            row = next(iter(loaded.values()))[0]
-            await chainrows.insert_outbox(
-                s,
-                [
-                    (
-                        f"m{i}",  # fixed ids: both paths must store the same rows
-                        *context.outbox_row(
-                            w,
-                            contact_id=f"c{i}",
-                            to="+8613800000000",
-                            purpose="call",
-                            text="【预警叫应】测试",
-                            now=T0 + timedelta(seconds=i),
-                            call_id=1,
-                            attempt=1,
-                            rung="stage",
-                            reply_code="1234",
-                            token=None,
-                        )[1:],
-                    )
-                    for i in range(3)
-                ],
-            )
-            await chainrows.insert_events(
-                s,
-                [
-                    context.event_row(
-                        w, T0, "notify", contact_id="c", division=row.code, level="village",
-                        data={"attempt": 1, "rung": "stage", "名": "值"},
-                    ),
-                    context.event_row(
-                        w, T0.astimezone(CST), "escalate", contact_id=None, division=None,
-                        level=None, data={},
-                    ),
-                ],
-            )  # fmt: skip
-        # second transaction: updates over loaded rows (call state, division fields)
-        async with store.write() as s:
-            loaded = await chainrows.load_many(s, [1, 2, 3])
-            changes = []
-            for row, calls in loaded.values():
-                state = chainrows.to_state(row, calls)
-                state = state.__class__(
-                    state.code, state.level, state.round, "backup", T0 + W, T0 + W, "x",
-                    "ivr", None, True,
-                    tuple(
-                        c.__class__(
-                            c.key, c.contact_id, c.rung, c.round, c.start_at, 2, None,
-                            "acked", T0 + W, T0 + W, "ivr",
-                        )
-                        for c in state.calls
-                    ),
-                )  # fmt: skip
-                changes.append((row, calls, state, {}))
-            await chainrows.save_many(s, changes)
-    finally:
-        await store.close()
-
-
-async def test_fast_and_portable_rows_are_identical(tmp_path: Path) -> None:
-    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
-    await _write_rows(f"sqlite:///{fast}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bulk, "_BY_DIALECT", {})
-        await _write_rows(f"sqlite:///{slow}")
-    a, b = dump(fast), dump(slow)
-    assert a["division"] and a["call"] and a["outbox"] and a["event"]
-    assert a == b
-    # and read back through the ORM: aware UTC datetimes, booleans, JSON
-    store = await Store.open(f"sqlite:///{fast}")
-    try:
-        async with store.read() as s:
-            divs = (await s.execute(select(Division).order_by(Division.id))).scalars().all()  # type: ignore[arg-type]
-            calls = (await s.execute(select(Call).order_by(Call.id))).scalars().all()  # type: ignore[arg-type]
-            msgs = (await s.execute(select(Outbox).order_by(Outbox.id))).scalars().all()  # type: ignore[arg-type]
-            events = (await s.execute(select(Event).order_by(Event.id))).scalars().all()  # type: ignore[arg-type]
-    finally:
-        await store.close()
-    assert [d.stopped for d in divs] == [True, True, True]
-    assert divs[0].rung_started_at == T0 + W and divs[0].rung_started_at.tzinfo is UTC
-    assert {c.start_at for c in calls} == {T0 + timedelta(microseconds=7)}
-    assert all(c.acked_at == T0 + W and c.state == "acked" for c in calls)
-    assert [m.due_at for m in msgs] == [T0 + timedelta(seconds=i) for i in range(3)]
-    assert all(m.drill is False and m.lease_until is None for m in msgs)
-    assert events[0].data == {"attempt": 1, "rung": "stage", "名": "值"}
-    assert events[1].at == T0 and events[1].data == {}
+TABLES = ("warning", "message", "stage", "division", "call", "outbox", "ack", "event", "receipt")
+KEYS = {"counter": "name", "instance": "id"}
 
 
 class _Deterministic:
@@ -200,9 +46,11 @@ class _Deterministic:
         self.n = count()
 
     def patch(self, mp: pytest.MonkeyPatch) -> None:
-        mp.setattr(context, "new_message_id", lambda: f"m{next(self.n):06d}")
-        mp.setattr(context, "new_reply_code", lambda: f"{1000 + next(self.n) % 9000}")
-        mp.setattr(context, "new_link_token", lambda: f"t{next(self.n):08d}")
+        ids = lambda: f"m{next(self.n):06d}"  # noqa: E731
+        mp.setattr(records, "new_message_id", ids)
+        mp.setattr(ingest, "new_message_id", ids)
+        mp.setattr(records, "new_reply_code", lambda _taken=(): f"{1000 + next(self.n) % 9000}")
+        mp.setattr(records, "new_link_token", lambda: f"t{next(self.n):08d}")
 
 
 async def _chain(tmp: Path, url: str) -> None:
@@ -224,15 +72,15 @@ async def _chain(tmp: Path, url: str) -> None:
             instance="test",
         )
     )
-    county = next(iter(sorted({c[:6] for c in _codes(d)})))
+    county = sorted({c.division_code[:6] for c in d.contacts()})[0]
 
     async def send(fail_every: int = 0) -> list[Any]:
         claimed = await engine.claim(limit=100_000)
-        await engine.mark(
+        await engine.record(
             [
-                Outcome(m.id, True, "gw/voice")
+                m.sent("gw", "voice")
                 if not fail_every or i % fail_every
-                else Outcome(m.id, False, None, "HTTP 400", permanent=i % 2 == 0)
+                else m.failed("HTTP 400", permanent=i % 2 == 0)
                 for i, m in enumerate(claimed)
             ]
         )
@@ -279,64 +127,145 @@ async def _chain(tmp: Path, url: str) -> None:
         await store.close()
 
 
-def _codes(d: directory.Directory) -> list[str]:
-    return [c.division_code for c in d.contacts()]
+def _value(v: Any) -> Any:
+    """One stored value, the same whichever backend stored it."""
+    if isinstance(v, datetime):
+        return v.astimezone(UTC)
+    if isinstance(v, str) and len(v) == 26 and v[4] == "-" and v[10] == " ":
+        try:
+            return read_ts(v)
+        except ValueError:
+            return v
+    if isinstance(v, str) and v[:1] in "{[":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    if isinstance(v, memoryview):
+        return bytes(v)
+    return v
 
 
-async def test_whole_chain_stores_the_same_on_both_paths(tmp_path: Path) -> None:
-    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        _Deterministic().patch(mp)
-        await _chain(tmp_path, f"sqlite:///{fast}")
-    with pytest.MonkeyPatch.context() as mp:
-        _Deterministic().patch(mp)
-        mp.setattr(bulk, "_BY_DIALECT", {})
-        await _chain(tmp_path, f"sqlite:///{slow}")
-    a, b = dump(fast), dump(slow)
-    for table in TABLES:
-        assert a[table] == b[table], table
-    con = sqlite3.connect(fast)
-    try:  # the run went through every path worth comparing
-        events = {t for (t,) in con.execute("SELECT DISTINCT type FROM event")}
-        rungs = {r for (r,) in con.execute("SELECT DISTINCT rung FROM call")}
-        states = {s for (s,) in con.execute("SELECT DISTINCT state FROM outbox")}
-        rounds = {r for (r,) in con.execute("SELECT DISTINCT round FROM call")}
-        (stale,) = con.execute("SELECT count(*) FROM outbox WHERE error = 'call no longer open'")
+async def dump(url: str) -> dict[str, list[dict[str, Any]]]:
+    store = await Store.open(url)
+    try:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for table in TABLES:
+            names = [
+                r[0]
+                for r in await store.fetch(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = :t ORDER BY ordinal_position",
+                    {"t": table},
+                )
+            ] if not store.is_sqlite else [
+                r[1] for r in await store.fetch(f'PRAGMA table_info("{table}")')
+            ]  # fmt: skip
+            rows = await store.fetch(f'SELECT * FROM "{table}" ORDER BY id')
+            out[table] = [{n: _value(v) for n, v in zip(names, r, strict=True)} for r in rows]
+        ranks = sorted(
+            r["seq"] for t in ("outbox", "ack", "event") for r in out[t] if r["seq"] is not None
+        )
+        rank = {s: i for i, s in enumerate(ranks)}
+        for t in ("outbox", "ack", "event"):
+            for r in out[t]:
+                r["seq"] = rank.get(r["seq"])
+        for r in out["division"]:
+            r["stopped"] = bool(r["stopped"])
+        for t in ("warning", "outbox"):
+            for r in out[t]:
+                r["drill"] = bool(r["drill"])
+        for r in out["outbox"]:  # PostgreSQL names the instance that took it; SQLite has one
+            r.pop("claimed_by")
+        for r in out["ack"]:
+            r["late"], r["counted"] = bool(r["late"]), bool(r["counted"])
+        return out
     finally:
-        con.close()
-    assert {"notify", "ack", "escalate", "unreached", "update", "cancel"} <= events
-    assert rungs == {"stage", "backup", "superior", "duty"}
-    assert {"sent", "failed", "cancelled"} <= states and rounds == {1, 2} and stale[0] > 0
+        await store.close()
+
+
+async def test_whole_chain_through_every_path(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        _Deterministic().patch(mp)
+        await _chain(tmp_path, url)
+    rows = await dump(url)
+    assert {r["type"] for r in rows["event"]} == {"escalate", "unreached"}
+    assert {r["rung"] for r in rows["call"]} == {"stage", "backup", "superior", "duty"}
+    assert {"sent", "failed", "cancelled"} <= {r["state"] for r in rows["outbox"]}
+    assert {r["purpose"] for r in rows["outbox"]} == {"call", "update", "lift"}
+    assert {r["round"] for r in rows["call"]} == {1, 2}
+    assert any(r["error"] == "call no longer open" for r in rows["outbox"])
+    assert {r["source"] for r in rows["ack"]} == {"ivr", "sms"}
+    # every call names its latest attempt; every history row has its place
+    latest: dict[int, tuple[int, str]] = {}
+    for o in rows["outbox"]:
+        if o["call_id"] is not None:
+            latest[o["call_id"]] = max(latest.get(o["call_id"], (0, "")), (o["attempt"], o["id"]))
+    assert {c["id"]: c["last_message"] for c in rows["call"]} == {
+        cid: mid for cid, (_n, mid) in latest.items()
+    }
+    assert all(r["seq"] is not None for t in ("outbox", "ack", "event") for r in rows[t])
+
+
+@pytest.mark.skipif(PG_URL is None, reason="needs WARND_TEST_PG_URL")
+async def test_whole_chain_stores_the_same_on_both_backends(tmp_path: Path) -> None:
+    assert PG_URL is not None
+    lite = f"sqlite:///{tmp_path / 'a.db'}"
+    pg = await fresh_pg_database(PG_URL)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            _Deterministic().patch(mp)
+            await _chain(tmp_path, lite)
+        with pytest.MonkeyPatch.context() as mp:
+            _Deterministic().patch(mp)
+            await _chain(tmp_path, pg)
+        a, b = await dump(lite), await dump(pg)
+    finally:
+        await drop_pg_database(PG_URL, pg)
+    for table in TABLES:
+        assert len(a[table]) == len(b[table]), table
+        for x, y in zip(a[table], b[table], strict=True):
+            assert x == y, (table, x, y)
+
+
+class _Tx(Tx):
+    def __init__(self) -> None:
+        super().__init__()
 
 
 def test_row_builders_follow_the_store_column_layouts() -> None:
-    """outbox_row / event_row make tuples; the store reads them by OUTBOX_COLS / EVENT_COLS."""
-    w = WarningRow(id=7, key="k", sender="s", identifier="k", drill=True)
+    """attempt_row / event_row make tuples; the store reads them by OUTBOX_INSERT/EVENT_INSERT."""
+    tx = _Tx()
+    w = WarningRec(
+        7, "k", "s", "k", True, "active", None, None, None, None, None, None, None, None, [], T0,
+        T0, None,
+    )  # fmt: skip
     o = dict(
         zip(
-            chainrows.OUTBOX_COLS,
-            context.outbox_row(
-                w, contact_id="c1", to="+8613800000000", purpose="call", text="文本", now=T0,
-                call_id=3, attempt=2, rung="backup", reply_code="4321", token="tok",
+            OUTBOX_INSERT,
+            records.attempt_row(
+                tx, w, message_id="m1", contact_id="c1", to="+8613800000000", purpose="update",
+                text="文本", now=T0, cause=3,
             ),
             strict=True,
         )
     )  # fmt: skip
-    assert len(o["id"]) == 32 and o["id"][12] == "7"  # a UUIDv7 in hex
-    assert {k: v for k, v in o.items() if k != "id"} == {
-        "warning_id": 7, "call_id": 3, "contact_id": "c1", "to": "+8613800000000",
-        "purpose": "call", "attempt": 2, "rung": "backup", "text": "文本", "due_at": T0,
-        "state": "pending", "tries": 0, "reply_code": "4321", "token": "tok", "drill": True,
+    assert o == {
+        "id": "m1", "warning_id": 7, "call_id": None, "message_id": 3, "contact_id": "c1",
+        "to": "+8613800000000", "purpose": "update", "attempt": None, "rung": None,
+        "text": "文本", "at": T0, "due_at": T0, "state": "pending", "tries": 0, "drill": True,
+        "seq": 0,
     }  # fmt: skip
     e = dict(
         zip(
-            chainrows.EVENT_COLS,
-            context.event_row(w, T0, "notify", contact_id="c1", division="430", level="county",
-                              data={"attempt": 1}),
+            EVENT_INSERT,
+            records.event_row(tx, w, T0, "escalate", division="430", level="county",
+                              data={"rung": "backup"}),
             strict=True,
         )
     )  # fmt: skip
     assert e == {
-        "warning_id": 7, "at": T0, "type": "notify", "warning_key": "k", "contact_id": "c1",
-        "division": "430", "level": "county", "data": {"attempt": 1},
+        "warning_id": 7, "at": T0, "type": "escalate", "contact_id": None, "division": "430",
+        "level": "county", "data": {"rung": "backup"}, "seq": 1,
     }  # fmt: skip

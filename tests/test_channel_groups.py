@@ -23,7 +23,7 @@ from warnd.channels import dingtalk as dt
 from warnd.channels.groups import clip, digest
 from warnd.clock import ManualClock
 from warnd.directory import Directory
-from warnd.engine.outbox import Claimed
+from warnd.engine.outbox import Attempt
 from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.policy import ChannelConfig
 
@@ -54,13 +54,13 @@ def claimed(
     attempt: int | None = 1,
     rung: str | None = "stage",
     warning: str = "W1",
-) -> Claimed:
+) -> Attempt:
     text = (
         f"{HEADLINE}。区域：x。请按1确认。"
         if purpose == "call"
         else "【演练】【预警解除】暴雨已解除。"
     )
-    return Claimed(
+    return Attempt(
         id=f"id-{contact}-{attempt}",
         to=phone,
         purpose=purpose,

@@ -29,7 +29,7 @@ from warnd.channels.delivery import Backoff, DeliveryResult, deliver
 from warnd.channels.log import LogChannel
 from warnd.channels.ratelimit import Limiter, TokenBucket
 from warnd.clock import ManualClock
-from warnd.engine.context import message_id_of, route_message_id
+from warnd.engine.ids import message_id_of, route_message_id
 from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.policy import ChannelConfig, RateLimit
 

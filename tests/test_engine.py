@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from warnd import directory
 from warnd.cli import main
 from warnd.clock import ManualClock
-from warnd.engine import Context, Engine
-from warnd.engine.outbox import LEASE, Outcome
+from warnd.engine import Attempt, Context, Engine
+from warnd.errors import StoreError
 from warnd.feeds import FeedItem
 from warnd.feeds import Outcome as Ingested
 from warnd.policy import Policy
@@ -38,8 +38,8 @@ class Rig:
         self.store: Store | None = None
         self.engine: Engine | None = None
 
-    async def open(self) -> Engine:
-        self.store = await Store.open(self.url)
+    async def open(self, **kw: object) -> Engine:
+        self.store = await Store.open(self.url, **kw)  # type: ignore[arg-type]
         ctx = Context(
             store=self.store,
             directory=self.directory,
@@ -54,14 +54,12 @@ class Rig:
         assert self.store is not None
         await self.store.close()
 
-    async def send_all(self) -> list[Outbox]:
-        """Claim and mark sent everything due; return the rows as stored."""
+    async def send_all(self) -> list[Attempt]:
+        """Claim and record as sent everything due; return what was sent."""
         assert self.engine is not None
         claimed = await self.engine.claim()
-        await self.engine.mark([Outcome(m.id, True, "test") for m in claimed])
-        async with self.engine.ctx.store.read() as s:
-            ids = [m.id for m in claimed]
-            return list((await s.execute(select(Outbox).where(Outbox.id.in_(ids)))).scalars())  # type: ignore[attr-defined]
+        await self.engine.record([m.sent("test") for m in claimed])
+        return claimed
 
     async def count(self, model: type, **where: object) -> int:
         assert self.engine is not None
@@ -116,54 +114,46 @@ async def test_restart_resumes_exactly_where_it_stopped(rig: Rig) -> None:
     engine = await rig.open()
     await engine.tick()
     second = await rig.send_all()
-    assert sorted((m.contact_id, m.attempt) for m in second) == sorted(
-        (m.contact_id, 2) for m in first
-    )
+    assert sorted((m.contact, m.attempt) for m in second) == sorted((m.contact, 2) for m in first)
     await engine.tick()  # nothing more is due: no duplicate attempt
     assert await rig.send_all() == []
 
 
-async def test_claim_lease_resends_same_id_only_after_expiry(rig: Rig) -> None:
+async def test_taken_messages_are_held_until_their_outcome_or_the_process_ends(
+    rig: Rig,
+) -> None:
+    """What a sender took is not handed out again while it is held; a process that dies holds
+    nothing any more: on SQLite the next daemon takes it at once (one daemon per store file),
+    on PostgreSQL the first heartbeat of a live instance queues it again (its claimer is not
+    a live instance)."""
     engine = rig.engine
     assert engine is not None
     await ingest(engine, cap_xml(ID, T0))
     await engine.tick()
     claimed = await engine.claim()
     assert len(claimed) == 3
-    assert await engine.claim() == []  # leased: nobody else takes them
-    rig.clock.advance(LEASE)
-    again = await engine.claim()  # the sender died: the lease ran out
-    assert {m.id for m in again} == {m.id for m in claimed}
+    assert await engine.claim() == []  # held: nobody else takes them
+    await engine.record([claimed[0].sent("test")])  # one finished, two still held
+    assert await engine.claim() == []
+    await rig.close()  # the process dies with two messages in flight
+    engine = await rig.open(daemon=True, heartbeat_s=0.5)
+    again = await engine.claim()  # at once: no lease to wait for, no clock moved
+    assert sorted(m.id for m in again) == sorted(m.id for m in claimed[1:])
+    assert {m.tries for m in again} == {0}  # no outcome was recorded for them
 
 
-async def test_a_live_sender_renews_its_lease_and_nobody_else_takes_its_messages(
-    rig: Rig,
-) -> None:
-    """Two instances on one store: A claims, renews what it has not finished; B gets nothing
-    until A stops renewing (A died), then exactly A's unfinished messages."""
-    a = rig.engine
-    assert a is not None
-    b = Engine(replace(a.ctx, instance="instance-b"))
-    await ingest(a, cap_xml(ID, T0))
-    await a.tick()
-    claimed = await a.claim()
-    assert len(claimed) == 3
-    await a.mark([Outcome(claimed[0].id, True, "test")])  # one finished, two still sending
-    rig.clock.advance(LEASE * 2 / 3)
-    unfinished = sorted(m.id for m in claimed[1:])
-    assert await a.renew(sorted(m.id for m in claimed)) == 2  # the sent one is not renewed
-    assert await b.renew(unfinished) == 0  # not B's to renew
-    rig.clock.advance(LEASE * 2 / 3)  # past the first lease, inside the renewed one
-    assert await b.claim() == []
-    rig.clock.advance(LEASE)  # A stopped renewing: it died
-    taken = await b.claim()
-    assert sorted(m.id for m in taken) == unfinished
-    assert await a.renew(unfinished) == 0  # B holds them now: A's renewal changes nothing
-    async with a.ctx.store.read() as s:
-        rows = (await s.execute(select(Outbox).where(Outbox.id.in_(unfinished)))).scalars()  # type: ignore[attr-defined]
-        assert {(r.claimed_by, r.lease_until) for r in rows} == {
-            ("instance-b", rig.clock.now() + LEASE)
-        }
+async def test_one_daemon_per_sqlite_store(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    await rig.open(daemon=True)
+    try:
+        with pytest.raises(StoreError, match="another warnd serve is running"):
+            await Store.open(rig.url, daemon=True)
+        other = await Store.open(rig.url)  # a command (warnd ack, status) is not a daemon
+        await other.close()
+    finally:
+        await rig.close()
+    await rig.open(daemon=True)  # the lock went with the first daemon
+    await rig.close()
 
 
 async def test_ivr_only_digit_one_acknowledges(rig: Rig) -> None:
@@ -172,18 +162,18 @@ async def test_ivr_only_digit_one_acknowledges(rig: Rig) -> None:
     await ingest(engine, cap_xml(ID, T0))
     await engine.tick()
     msgs = await rig.send_all()
-    village = next(m for m in msgs if m.contact_id.endswith("200-a"))
+    village = next(m for m in msgs if m.contact.endswith("200-a"))
     assert not (await engine.ack_ivr(village.id, "2")).ok
     assert await rig.count(Ack) == 0
     res = await engine.ack_ivr(village.id, "1")
-    assert res.ok and res.contact_id == village.contact_id
+    assert res.ok and res.contact_id == village.contact
     again = await engine.ack_ivr(village.id, "1")
     assert again.ok and again.duplicate and await rig.count(Ack) == 1
     async with engine.ctx.store.read() as s:
         call = await s.get(Call, village.call_id)
         div = await s.get(Division, call.division_id if call else 0)
     assert call is not None and call.state == "acked" and call.ack_source == "ivr"
-    assert div is not None and div.reached_by == village.contact_id
+    assert div is not None and div.reached_by == village.contact
 
 
 async def test_sms_reply_by_code_by_bare_one_and_from_unknown_number(rig: Rig) -> None:
@@ -211,11 +201,11 @@ async def test_link_token_acknowledges_only_its_own_call(rig: Rig) -> None:
     assert target.token and len(target.token) >= 22  # >= 128 bits, URL-safe
     assert await engine.describe_token(target.token) == target.text
     res = await engine.ack_token(target.token)
-    assert res.ok and res.contact_id == target.contact_id
+    assert res.ok and res.contact_id == target.contact
     assert not (await engine.ack_token("not-a-token")).ok
     async with engine.ctx.store.read() as s:
         acked = (await s.execute(select(Call.contact_id).where(Call.state == "acked"))).all()
-    assert [a[0] for a in acked] == [target.contact_id]
+    assert [a[0] for a in acked] == [target.contact]
 
 
 async def test_answered_call_gets_no_further_attempt(rig: Rig) -> None:
@@ -228,7 +218,7 @@ async def test_answered_call_gets_no_further_attempt(rig: Rig) -> None:
     rig.clock.advance(W)
     await engine.tick()
     redials = await rig.send_all()
-    assert msgs[0].contact_id not in {m.contact_id for m in redials}
+    assert msgs[0].contact not in {m.contact for m in redials}
     assert len(redials) == 2
 
 
@@ -242,7 +232,7 @@ async def test_pending_attempt_of_answered_call_is_not_sent(rig: Rig) -> None:
     await engine.tick()  # attempt 2 queued for everyone ...
     await engine.ack_ivr(msgs[0].id, "1")  # ... then the first person answers attempt 1
     second = await engine.claim()
-    assert msgs[0].contact_id not in {m.contact for m in second}
+    assert msgs[0].contact not in {m.contact for m in second}
     assert await rig.count(Outbox, state="cancelled") == 1
 
 
@@ -257,7 +247,7 @@ async def test_drill_texts_are_marked_and_superior_names_the_place(rig: Rig) -> 
         await engine.tick()
     msgs = await rig.send_all()
     assert msgs and all(m.text.startswith("【演练】") for m in msgs)
-    superior = [m for m in msgs if m.rung == "superior" and m.contact_id == "c-433122100-a"]
+    superior = [m for m in msgs if m.rung == "superior" and m.contact == "c-433122100-a"]
     assert superior and "村0-0" in superior[0].text and "未应答" in superior[0].text
 
 

@@ -42,7 +42,7 @@ from test_daemon import PUBLIC, SECRET, T0, Harness
 from warnd import dispatch, logs
 from warnd.channels.delivery import Backoff, deliver
 from warnd.daemon import Daemon
-from warnd.engine.context import message_id_of
+from warnd.engine.ids import message_id_of
 from warnd.feeds.http import HttpFeed
 from warnd.policy import load_config
 from warnd.store.tables import Call, Division, Outbox, WarningRow

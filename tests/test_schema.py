@@ -9,33 +9,51 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from warnd.cli import main
 from warnd.errors import StoreError
-from warnd.store import Store, schema
+from warnd.store import Store, async_url, schema
+
+
+async def schema_diff(url: str) -> list[object]:
+    """What the database has that the table definitions do not say, or the other way round."""
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.connect() as conn:
+
+            def diff(sync_conn: object) -> list[object]:
+                ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
+                return list(compare_metadata(ctx, SQLModel.metadata))
+
+            return await conn.run_sync(diff)
+    finally:
+        await engine.dispose()
+
+
+async def execute(url: str, sql: str) -> None:
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
 
 
 async def test_new_store_is_at_head_and_matches_the_tables(store_url: str) -> None:
     store = await Store.open(store_url)
     try:
         assert await store.revision() == schema.head()
-        async with store._write.connect() as conn:
-
-            def diff(sync_conn: object) -> list[object]:
-                ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
-                return list(compare_metadata(ctx, SQLModel.metadata))
-
-            assert await conn.run_sync(diff) == []  # no table/column/index without a migration
+        assert await schema_diff(store_url) == []  # no table/column/index without a migration
     finally:
         await store.close()
 
 
 async def test_newer_schema_is_refused(store_url: str) -> None:
     store = await Store.open(store_url)
-    async with store.write() as s:
-        await s.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     await store.close()
+    await execute(store_url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(StoreError, match="newer than this warnd"):
         await Store.open(store_url)
 
@@ -52,15 +70,13 @@ async def test_older_schema_is_refused_with_the_command_then_upgraded(
         schema, "upgrade", lambda conn: command.upgrade(schema.alembic_config(conn), "0001")
     )
     store = await Store.open(store_url)
-    async with store.write() as s:
-        await s.execute(
-            text(
-                "INSERT INTO warning (key, sender, identifier, drill, state, area, arrived_at,"
-                " updated_at) VALUES ('k1', 's', 'k1', false, 'active', '[]',"
-                " '2025-07-01 00:00:00', '2025-07-01 00:00:00')"
-            )
-        )
     await store.close()
+    await execute(
+        store_url,
+        "INSERT INTO warning (key, sender, identifier, drill, state, area, arrived_at,"
+        " updated_at) VALUES ('k1', 's', 'k1', false, 'active', '[]',"
+        " '2025-07-01 00:00:00', '2025-07-01 00:00:00')",
+    )
     monkeypatch.undo()
     upgraded: list[bool] = []
     real_upgrade = schema.upgrade
@@ -79,13 +95,7 @@ async def test_older_schema_is_refused_with_the_command_then_upgraded(
         assert await store.revision() == schema.HEAD
         async with store.read() as s:
             assert (await s.execute(text("SELECT key FROM warning"))).scalars().all() == ["k1"]
-        async with store._write.connect() as conn:
-
-            def diff(sync_conn: object) -> list[object]:
-                ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
-                return list(compare_metadata(ctx, SQLModel.metadata))
-
-            assert await conn.run_sync(diff) == []
+        assert await schema_diff(store_url) == []
     finally:
         await store.close()
 

@@ -10,11 +10,12 @@ timestamps), read-only connections, the schema check and its one-line errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
 from factory import cap_xml, county_rows
 from scenario import T0, Scenario
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from warnd import views
 from warnd.cli import main
 from warnd.errors import ContactsError, StoreError
 from warnd.revision import HEAD
-from warnd.store import Store, schema
+from warnd.store import Store, async_url, schema
 from warnd.store.tables import WarningRow
 from warnd.views.names import names
 from warnd.views.reader import bind, open_reader
@@ -134,6 +136,17 @@ def test_reader_gives_the_orm_rows_and_timestamps(filled: Scenario) -> None:
     assert bool(raw[0][1]) is row.drill is False  # SQLite 0/1, PostgreSQL a boolean
 
 
+@contextlib.asynccontextmanager
+async def orm_session(url: str) -> AsyncIterator[AsyncSession]:
+    """A plain SQLAlchemy session (the ORM's own writes, to compare with)."""
+    engine = create_async_engine(async_url(url))
+    try:
+        async with AsyncSession(engine) as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
 async def test_timestamps_parse_as_the_orm_does(store_url: str) -> None:
     """Whole seconds, microseconds and a non-UTC offset all come back as the same UTC instant."""
     instants = [
@@ -143,7 +156,7 @@ async def test_timestamps_parse_as_the_orm_does(store_url: str) -> None:
     ]
     store = await Store.open(store_url)
     try:
-        async with store.write() as s:
+        async with orm_session(store_url) as s, s.begin():
             for i, t in enumerate(instants):
                 s.add(WarningRow(key=f"k{i}", sender="s", identifier=f"k{i}", drill=i == 1,
                                  arrived_at=t, updated_at=t, reference_at=t))  # fmt: skip
@@ -185,10 +198,9 @@ async def test_schema_check_gives_the_stores_one_line_errors(store_url: str) -> 
         sqlite3.connect(path).close()  # an empty file: a database without tables
     with pytest.raises(StoreError, match="the store is empty: run `warnd db upgrade`"):
         await open_reader(store_url)  # a fresh PostgreSQL database has no tables either
-    store = await Store.open(store_url)
-    async with store.write() as s:
+    await (await Store.open(store_url)).close()
+    async with orm_session(store_url) as s, s.begin():
         await s.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    await store.close()
     with pytest.raises(StoreError, match="9999 is newer than this warnd"):
         await open_reader(store_url)
 

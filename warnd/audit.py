@@ -35,7 +35,7 @@ from warnd.deadline import Window, windows
 from warnd.directory import Directory, Problem
 from warnd.division import DIRECTORY_LEVELS, normalise
 from warnd.duration import format_duration
-from warnd.engine.context import DirectoryPeople
+from warnd.engine.people import DirectoryPeople
 from warnd.policy import Policy
 
 #: problems of ``contacts check`` that make a post's numbers fail

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,31 +25,22 @@ from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock, SystemClock
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
-from warnd.engine.context import gc_paused
-from warnd.engine.outbox import LEASE, Claimed
-from warnd.engine.outbox import Outcome as OutboxOutcome
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.folder import FolderFeed
 from warnd.feeds.http import HttpFeed
 from warnd.policy import Config
 from warnd.sdnotify import Notifier
+from warnd.sender import Sender
 from warnd.store import Store
 
 log = structlog.get_logger("warnd.daemon")
 
-MARK_BATCH = 200
-CLAIM_MAX = 500
-RENEW_EVERY = LEASE / 3  # a sender still at work renews its leases this often (clock time)
 
-
-def claim_size(concurrency: int) -> int:
-    """Messages taken per claim, for channels with ``concurrency`` slots in all.
-
-    A few rounds of every slot keep the channels busy; a bounded batch lets instances that
-    share a database split a county-sized wave (a claim of 500 took a whole wave to one
-    instance) and leaves less under a dead process's lease after a crash.
-    """
-    return max(1, min(CLAIM_MAX, 8 * concurrency))
+def heartbeat_s(window: timedelta) -> float:
+    """How often an instance on PostgreSQL heartbeats: a quarter of the ack window, at most
+    10 s. Its messages return to the queue after two silent heartbeats — at most half a
+    window, so a crash never costs a message its attempt (the next one would overtake it)."""
+    return max(0.5, min(10.0, window.total_seconds() / 4))
 
 
 class Daemon:
@@ -78,9 +68,7 @@ class Daemon:
         self._wake_lock = asyncio.Lock()
         self._wake_again = False
         self._background: set[asyncio.Task[None]] = set()
-        self._sender: asyncio.Task[None] | None = None
-        self._send_again = False
-        self._claim = CLAIM_MAX
+        self.sender: Sender | None = None
         self.started_at: datetime | None = None
         self._groups: list[Any] = []  # channels with ``observe``: duty-group digests
 
@@ -99,7 +87,12 @@ class Daemon:
         gc.freeze()  # a province directory is long-lived: keep it out of every full GC pass
         for p in problems:
             log.warning("contacts_problem", problem=str(p))
-        self.store = await Store.open(cfg.store_url)
+        beat = (
+            cfg.store_heartbeat.total_seconds()
+            if cfg.store_heartbeat is not None
+            else heartbeat_s(cfg.policy.ack.window)
+        )
+        self.store = await Store.open(cfg.store_url, daemon=True, heartbeat_s=beat)
         ctx = Context(
             store=self.store,
             directory=directory,
@@ -112,7 +105,6 @@ class Daemon:
         channels = {name: build_channel(c, clock=self.clock) for name, c in cfg.channels.items()}
         limiters = {name: Limiter.for_channel(c) for name, c in cfg.channels.items()}
         window = cfg.policy.ack.window.total_seconds()
-        self._claim = claim_size(sum(c.concurrency for c in cfg.channels.values()))
         self.dispatcher = Dispatcher(
             channels,
             limiters,
@@ -133,6 +125,14 @@ class Daemon:
             for route in ch.routes(self.engine)
         ]
         self._groups = [ch for ch in channels.values() if hasattr(ch, "observe")]
+        self.sender = Sender(
+            self.engine,
+            self.dispatcher,
+            concurrency=sum(c.concurrency for c in cfg.channels.values()),
+            observers=self._groups,
+            spawn=self._background_task,
+        )
+        self.store.on_reclaim = self._send_soon
         app = make_app(
             self.engine,
             cfg.hooks.secret(),
@@ -181,7 +181,7 @@ class Daemon:
         log.info(
             "daemon_started",
             listen=f"{cfg.listen.host}:{self.bound_port}",
-            instance=ctx.instance,  # ``outbox.claimed_by``: which process holds a lease
+            instance=ctx.instance,  # ``outbox.claimed_by`` on PostgreSQL
             store=cfg.store_url.split("@")[-1],
             contacts=len(directory),
             feeds=[f.name for f in self.feeds],
@@ -274,7 +274,7 @@ class Daemon:
     async def wake(self) -> None:
         """Do the timer work that is due now (fire stages, advance calls); start the sender.
 
-        Sending runs in its own task (``_send_loop``): a gateway that hangs or is down keeps
+        Sending runs in its own task (``warnd.sender``): a gateway that hangs or is down keeps
         its messages retrying for up to a minute each, and the chain's timers — redials,
         escalations, the next stage — must not wait for that.
         """
@@ -287,7 +287,7 @@ class Daemon:
                     metrics.SCHEDULER_LAG.observe((now - due).total_seconds())
                 report = await self.engine.tick()
                 self._send_soon()
-                if report.stages_fired or report.calls_advanced or self._wake_again:
+                if report.progressed or self._wake_again:
                     continue
                 await self._schedule_next()
                 # New input that arrived while the next wake was being scheduled would
@@ -296,93 +296,8 @@ class Daemon:
                     break
 
     def _send_soon(self) -> None:
-        if self._sender is not None and not self._sender.done():
-            self._send_again = True  # the running sender claims once more before it stops
-        else:
-            self._send_again = False
-            self._sender = self._background_task(self._send_loop())
-
-    async def _send_loop(self) -> None:
-        """Claim due messages and send them until nothing is due (one sender per daemon)."""
-        assert self.engine is not None
-        try:
-            while True:
-                self._send_again = False
-                claimed = await self.engine.claim(self._claim)
-                if claimed:
-                    await self._send_all(claimed)
-                elif not self._send_again:
-                    break
-        except Exception:  # the store is busy or down: leased rows are resent after the lease
-            log.exception("sender_failed")
-
-    async def _send_all(self, claimed: list[Claimed]) -> None:
-        """Send concurrently (channel limiters bound it); record outcomes in small batches.
-
-        Outcomes are written every ``MARK_BATCH`` results, so a crash re-sends (under the same
-        ids) at most the messages in flight plus one unwritten batch.
-        """
-        assert self.engine is not None and self.dispatcher is not None
-        engine, dispatcher = self.engine, self.dispatcher
-        done: list[OutboxOutcome] = []
-        said = log.bind()  # bound once: the module's lazy proxy binds anew on every line
-        # Claimed and not yet marked: their leases are renewed every third of a lease, as
-        # sends complete (a claim at a slow channel rate takes longer than one lease).
-        unmarked = {m.id for m in claimed}
-        renew_at = [engine.ctx.now() + RENEW_EVERY]
-
-        async def flush() -> None:
-            if done:
-                batch = done[:]
-                done.clear()
-                await engine.mark(batch)
-                unmarked.difference_update(o.id for o in batch)
-
-        async def renew() -> None:
-            now = engine.ctx.now()
-            if now < renew_at[0] or not unmarked:
-                return
-            renew_at[0] = now + RENEW_EVERY  # before awaiting: one renewal at a time
-            renewed = await engine.renew(sorted(unmarked))
-            said.info("lease_renewed", messages=renewed)
-
-        async def one(msg: Claimed) -> None:
-            started = time.monotonic()
-            sent = await dispatcher.send(msg, engine.ctx.directory)
-            result = "sent" if sent.ok else "failed" if sent.permanent else "retry"
-            metrics.SENT.labels(sent.channel or "-", msg.purpose, result).inc()
-            if sent.ok:
-                done.append(OutboxOutcome(msg.id, True, f"{sent.channel}/{sent.kind}"))
-                said.info(
-                    "message_sent",
-                    message=msg.id,
-                    warning=msg.warning,
-                    contact=msg.contact,
-                    purpose=msg.purpose,
-                    attempt=msg.attempt,
-                    channel=sent.channel,
-                    kind=sent.kind,
-                    ms=round((time.monotonic() - started) * 1000),
-                )
-            else:
-                done.append(
-                    OutboxOutcome(msg.id, False, None, sent.error or "failed", sent.permanent)
-                )
-            if len(done) >= MARK_BATCH:
-                await flush()
-            await renew()
-
-        with gc_paused():  # hundreds of requests' acyclic garbage: reference counting frees it
-            await asyncio.gather(*(one(m) for m in claimed))
-        await flush()
-        if self._groups:
-            self._background_task(self._digests(claimed))
-
-    async def _digests(self, claimed: list[Claimed]) -> None:
-        """Duty-group robots summarise what was just sent (warnd.channels.groups)."""
-        assert self.engine is not None
-        for group in self._groups:
-            await group.observe(claimed, self.engine.ctx.directory)
+        if self.sender is not None:
+            self.sender.poke()
 
     async def _schedule_next(self) -> None:
         if self.scheduler is None or self.engine is None:

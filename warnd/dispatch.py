@@ -6,33 +6,24 @@ voice call), else as SMS; update and lift notices prefer SMS. A person's own ``c
 transiently after its retries within the deadline — hands the message to the next route: a
 voice gateway that is down must not leave people without even an SMS (the SMS reply still
 acknowledges; only the IVR key press is lost). A fallback route gets its own id (``<id>-<n>``,
-``context.route_message_id``): a gateway that drops repeated ids must not drop it. When every
+``ids.route_message_id``): a gateway that drops repeated ids must not drop it. When every
 route has failed the attempt is marked failed (all permanent) or queued again for later (any
-transient).
+transient). The outcome is set on the ``Attempt`` itself (``warnd.engine.outbox``): one record
+from claim to store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from warnd.channels import Channel, Outbound
 from warnd.channels.delivery import DeliveryResult, deliver
 from warnd.channels.ratelimit import Limiter
 from warnd.directory import Directory
-from warnd.engine.context import route_message_id
-from warnd.engine.outbox import Claimed
+from warnd.engine.ids import route_message_id
+from warnd.engine.outbox import Attempt
 
 DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    ok: bool
-    channel: str | None
-    kind: str | None
-    permanent: bool
-    error: str | None
 
 
 class Dispatcher:
@@ -51,7 +42,6 @@ class Dispatcher:
         # Routes by (purpose, preference), worked out once: a fan-out asks the same few
         # questions 100,000 times. The channels are fixed once the dispatcher is built.
         self._routes: dict[tuple[str, tuple[str, ...]], tuple[tuple[Channel, str], ...]] = {}
-        self._ok: dict[tuple[str, str], Sent] = {}
 
     def routes(self, purpose: str, preference: tuple[str, ...] = ()) -> list[tuple[Channel, str]]:
         """(channel, kind) pairs to try in order."""
@@ -89,12 +79,13 @@ class Dispatcher:
                 unique.append((ch, kind))
         return unique
 
-    async def send(self, msg: Claimed, directory: Directory | None = None) -> Sent:
+    async def send(self, msg: Attempt, directory: Directory | None = None) -> Attempt:
+        """Send ``msg`` on its routes in turn; its outcome is set on it (and it is returned)."""
         contact = directory.contact(msg.contact) if directory is not None else None
         preference = tuple(contact.channels) if contact is not None else ()
         routes = self._cached_routes(msg.purpose, preference)
         if not routes:
-            return Sent(False, None, None, True, f"no channel carries a {msg.purpose} message")
+            return msg.failed(f"no channel carries a {msg.purpose} message", permanent=True)
         link = f"{self.link_base}/a/{msg.token}" if self.link_base and msg.token else None
         errors: list[str] = []
         permanent = True
@@ -115,17 +106,10 @@ class Dispatcher:
                 channel, out, limiter=self.limiters[channel.name], deadline_s=self.deadline_s
             )
             if result.ok:
-                return self._sent(channel.name, kind)
+                return msg.sent(channel.name, kind)
             errors.append(f"{channel.name}/{kind}: {result.error}")
             permanent = permanent and result.permanent
-        return Sent(False, None, None, permanent, "; ".join(errors))
-
-    def _sent(self, channel: str, kind: str) -> Sent:
-        """The (frozen, shareable) success result for a route."""
-        ok = self._ok.get((channel, kind))
-        if ok is None:
-            ok = self._ok[(channel, kind)] = Sent(True, channel, kind, False, None)
-        return ok
+        return msg.failed("; ".join(errors), permanent=permanent)
 
     async def aclose(self) -> None:
         for ch in self.channels.values():

@@ -1,8 +1,10 @@
 """Drills: the real engine on a virtual clock, with simulated responders (contracts §4).
 
 ``simulate`` is the same chain as ``warnd serve`` — same store code, same engine, same ladder —
-only the clock is a ``ManualClock`` that jumps to the next due row and the channel is a
-recorder whose listed persons answer after their ``ack_after``.
+only the clock is a ``ManualClock`` that jumps to the next due row, the channel is a recorder
+whose listed persons answer after their ``ack_after``, and the store is a throw-away SQLite file
+without fsync (nothing of it outlives the run; the report is the same). The answers due at one
+instant go to the engine together, in order (one group commit).
 """
 
 from __future__ import annotations
@@ -17,11 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
-
-from sqlalchemy import select
-from sqlmodel import col
 
 from warnd import cap
 from warnd.cap import Alert
@@ -29,12 +28,11 @@ from warnd.clock import ManualClock
 from warnd.directory import Directory
 from warnd.duration import parse_duration
 from warnd.engine import Context, Engine
-from warnd.engine.outbox import Outcome as SendOutcome
 from warnd.errors import InputError
 from warnd.feeds import FeedItem, Outcome
 from warnd.policy import Policy
 from warnd.store import Store
-from warnd.store.tables import Call, Event, WarningRow
+from warnd.views import history
 
 NEVER = None
 MAX_STEPS = 1_000_000
@@ -166,7 +164,7 @@ class Simulation:
                     progressed = True
                 progressed |= await self._due_acks(now)
                 report = await self.engine.tick()
-                progressed |= bool(report.stages_fired or report.calls_advanced)
+                progressed |= report.progressed
                 progressed |= await self._send(now)
             nxt = [
                 t
@@ -188,8 +186,10 @@ class Simulation:
 
     async def _send(self, now: datetime) -> bool:
         claimed = await self.engine.claim(limit=100_000)
+        if not claimed:
+            return False
         rules = self.engine.ctx.rules
-        await self.engine.mark([SendOutcome(m.id, True, "drill") for m in claimed])
+        await self.engine.record([m.sent("drill") for m in claimed])
         for msg in claimed:
             self.sent[msg.purpose] += 1
             if msg.purpose == "call" and msg.attempt == 1 and msg.contact in self.responders:
@@ -197,24 +197,18 @@ class Simulation:
                 if after is not None and after < rules.window * rules.attempts:
                     self._seq += 1
                     heapq.heappush(self.acks, (now + after, self._seq, msg.id))
-        return bool(claimed)
+        return True
 
     async def _due_acks(self, now: datetime) -> bool:
-        done = False
+        """Every answer due by now, in order, in one batch: a person answers only while the
+        call is open (an earlier answer of the batch may have closed it)."""
+        due: list[str] = []
         while self.acks and self.acks[0][0] <= now:
-            _at, _seq, message_id = heapq.heappop(self.acks)
-            if await self._call_open(message_id):
-                await self.engine.ack_message(message_id, "simulated")
-                done = True
-        return done
-
-    async def _call_open(self, message_id: str) -> bool:
-        from warnd.store.tables import Outbox
-
-        async with self.engine.ctx.store.read() as s:
-            msg = await s.get(Outbox, message_id)
-            call = await s.get(Call, msg.call_id) if msg and msg.call_id else None
-            return call is not None and call.state == "active"
+            due.append(heapq.heappop(self.acks)[2])
+        if not due:
+            return False
+        results = await self.engine.ack_messages(due, "simulated", only_open=True)
+        return any(r.ok for r in results)
 
 
 async def _ingest(engine: Engine, m: FeedMessage) -> str:
@@ -227,26 +221,27 @@ async def _ingest(engine: Engine, m: FeedMessage) -> str:
 async def report(store: Store, tz: Any = None) -> dict[str, Any]:
     """The contract's report: events in time order (shown in ``tz``), and a summary."""
     tz = tz or ZoneInfo("Asia/Shanghai")
-    async with store.read() as s:
-        q = select(Event).order_by(col(Event.at), col(Event.id))
-        rows = (await s.execute(q)).scalars().all()
-        warnings = (await s.execute(select(WarningRow))).scalars().all()
-    events: list[dict[str, Any]] = []
-    for e in rows:
-        item: dict[str, Any] = {
-            "at": e.at.astimezone(tz).isoformat() if e.at else None,
-            "type": e.type,
-            "warning": e.warning_key,
-            "contact_id": e.contact_id,
-            "division": e.division,
-            "level": e.level,
-        }
-        item.update(e.data or {})
-        events.append(item)
+    events = await history.events(store, tz)
+    warnings = [
+        _Warning(state, bool(drill))
+        for state, drill in await store.fetch('SELECT state, drill FROM "warning" ORDER BY id')
+    ]
     return {"events": events, "summary": summarise(events, warnings)}
 
 
-def summarise(events: list[dict[str, Any]], warnings: Sequence[WarningRow]) -> dict[str, Any]:
+class _Warning(NamedTuple):
+    state: str
+    drill: bool
+
+
+class WarningLike(Protocol):
+    @property
+    def state(self) -> str: ...
+    @property
+    def drill(self) -> bool: ...
+
+
+def summarise(events: list[dict[str, Any]], warnings: Sequence[WarningLike]) -> dict[str, Any]:
     by_type = Counter(e["type"] for e in events)
     notify = [e for e in events if e["type"] == "notify"]
     acks = [e for e in events if e["type"] == "ack"]
@@ -292,7 +287,7 @@ async def simulate(
     responders = load_responders(responders_path)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="warnd-drill-") as tmp:
-        store = await Store.open(f"sqlite:///{tmp}/drill.db")
+        store = await Store.open(f"sqlite:///{tmp}/drill.db", durable=False)
         try:
             if not feed:
                 return {"events": [], "summary": summarise([], [])}

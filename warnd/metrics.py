@@ -14,10 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from warnd.store import Store
-from warnd.store.tables import Ack, Division, Event, Outbox, WarningRow
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -62,34 +60,29 @@ class StoreCollector(Collector):
         self.snapshot: dict[str, list[tuple[tuple[str, ...], float]]] = {}
 
     async def refresh(self, store: Store) -> None:
-        w, o, a, e, d = (
-            t.__table__  # type: ignore[union-attr]
-            for t in (WarningRow, Outbox, Ack, Event, Division)
+        read = store.backend
+        snap: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+        rows = await read.fetch(
+            'SELECT state, drill, count(*) FROM "warning" GROUP BY state, drill'
         )
-        n = func.count()
-        async with store.read() as s:
-            snap: dict[str, list[tuple[tuple[str, ...], float]]] = {}
-            rows = await s.execute(select(w.c.state, w.c.drill, n).group_by(w.c.state, w.c.drill))
-            snap["warnings"] = [((st, str(dr).lower()), c) for st, dr, c in rows]
-            group = (o.c.channel, o.c.purpose, o.c.state)
-            rows = await s.execute(select(*group, n).group_by(*group))
-            snap["outbox"] = [((ch or "", p, st), c) for ch, p, st, c in rows]
-            rows = await s.execute(select(a.c.source, n).group_by(a.c.source))
-            snap["acks"] = [((src,), c) for src, c in rows]
-            rung = e.c.data["rung"].as_string()
-            rows = await s.execute(select(rung, n).where(e.c.type == "escalate").group_by(rung))
-            snap["escalations"] = [((r or "",), c) for r, c in rows]
-            rows = await s.execute(
-                select(w.c.drill, n)
-                .select_from(d.join(w, w.c.id == d.c.warning_id))
-                .where(
-                    d.c.unreached_at.is_not(None),
-                    d.c.reached_at.is_(None),
-                    d.c.resolved_at.is_(None),
-                )
-                .group_by(w.c.drill)
-            )
-            snap["not_woken"] = [((str(dr).lower(),), c) for dr, c in rows]
+        snap["warnings"] = [((st, str(bool(dr)).lower()), c) for st, dr, c in rows]
+        rows = await read.fetch(
+            "SELECT channel, purpose, state, count(*) FROM outbox GROUP BY channel, purpose, state"
+        )
+        snap["outbox"] = [((ch or "", p, st), c) for ch, p, st, c in rows]
+        rows = await read.fetch("SELECT source, count(*) FROM ack GROUP BY source")
+        snap["acks"] = [((src,), c) for src, c in rows]
+        rung = read.json_field("data", "rung")
+        rows = await read.fetch(
+            f"SELECT {rung}, count(*) FROM event WHERE type = 'escalate' GROUP BY {rung}"
+        )
+        snap["escalations"] = [((r or "",), c) for r, c in rows]
+        rows = await read.fetch(
+            'SELECT w.drill, count(*) FROM division d JOIN "warning" w ON w.id = d.warning_id'
+            " WHERE d.unreached_at IS NOT NULL AND d.reached_at IS NULL"
+            " AND d.resolved_at IS NULL GROUP BY w.drill"
+        )
+        snap["not_woken"] = [((str(bool(dr)).lower(),), c) for dr, c in rows]
         self.snapshot = snap
 
     def collect(self) -> Iterator[Any]:

@@ -170,6 +170,8 @@ class Config:
     timezone: str = "Asia/Shanghai"
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     store_url: str = "sqlite:///var/lib/warnd/warnd.db"
+    #: how often an instance on PostgreSQL heartbeats (None: a quarter of the window, ≤ 10 s)
+    store_heartbeat: timedelta | None = None
     contacts_path: Path | None = None
     policy: Policy = field(default_factory=Policy.default)
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -369,11 +371,24 @@ class _Loader:
             tz = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise self.error("timezone", "未知时区 unknown time zone", timezone) from None
-        store = self.table(doc, "store", ("url",))
+        store = self.table(doc, "store", ("url", "heartbeat"))
         store_url = self.string(store, "url", "store.", "sqlite:///var/lib/warnd/warnd.db")
         if not store_url.startswith(("sqlite:///", "postgresql://")):
             message = "应以 sqlite:/// 或 postgresql:// 开头 (must start with)"
             raise self.error("store.url", message, store_url)
+        heartbeat = (
+            self.duration(store, "heartbeat", "store.", timedelta(0))
+            if "heartbeat" in store
+            else None
+        )
+        policy = self.policy(doc)
+        if heartbeat is not None and 2 * heartbeat > policy.ack.window:
+            message = (
+                "两次心跳须不长于应答窗口 two heartbeats must not outlast ack.window"
+                f" ({policy.ack.window.total_seconds():g}s): a dead instance's messages would"
+                " be resent after their call's next attempt"
+            )
+            raise self.error("store.heartbeat", message, store["heartbeat"])
         contacts = self.table(doc, "contacts", ("path",))
         contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
         return Config(
@@ -381,8 +396,9 @@ class _Loader:
             timezone=timezone,
             tz=tz,
             store_url=store_url,
+            store_heartbeat=heartbeat,
             contacts_path=contacts_path,
-            policy=self.policy(doc),
+            policy=policy,
             listen=self.listen(doc),
             hooks=self.hooks(doc),
             feeds=self.feeds(doc),

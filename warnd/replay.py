@@ -22,11 +22,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
-from sqlalchemy import func, select, update
-from sqlmodel import col
 
 from warnd import cap
 from warnd.cap import Alert
@@ -38,7 +36,8 @@ from warnd.errors import InputError
 from warnd.feeds import FeedItem
 from warnd.policy import Config
 from warnd.store import Store
-from warnd.store.tables import Call, Division, Event, Message, Outbox, Stage, WarningRow
+from warnd.store.tx import Tx
+from warnd.views import Timestamps, history
 from warnd.xmlsafe import parse_xml
 
 #: statuses that become Exercise; System and Draft are never dispatched and stay as they are
@@ -265,22 +264,15 @@ def live_risk(plan: ReplayPlan, config: Config) -> str | None:
 
 async def real_work(store: Store) -> int:
     """Rows of real (non-drill) warnings still due: a drill clock must never run them."""
-    live = (col(WarningRow.drill) == False, col(WarningRow.state) == "active")  # noqa: E712
-    count = select(func.count())
+    live = "w.drill = :no AND w.state = 'active'"
     queries = (
-        count.select_from(Stage)
-        .join(WarningRow, col(WarningRow.id) == col(Stage.warning_id))
-        .where(col(Stage.state) == "pending", *live),
-        count.select_from(Call)
-        .join(WarningRow, col(WarningRow.id) == col(Call.warning_id))
-        .where(col(Call.state) == "active", *live),
-        count.select_from(Outbox).where(
-            col(Outbox.drill) == False,  # noqa: E712
-            col(Outbox.state).in_(("pending", "sending")),
-        ),
+        "SELECT count(*) FROM stage s JOIN warning w ON w.id = s.warning_id"
+        f" WHERE s.state = 'pending' AND {live}",
+        'SELECT count(*) FROM "call" c JOIN warning w ON w.id = c.warning_id'
+        f" WHERE c.state = 'active' AND {live}",
+        "SELECT count(*) FROM outbox WHERE drill = :no AND state IN ('pending', 'sending')",
     )
-    async with store.read() as s:
-        return sum([int((await s.execute(q)).scalar_one()) for q in queries])
+    return sum([int((await store.fetch(q, {"no": False}))[0][0]) for q in queries])
 
 
 async def _refuse_real_work(config: Config) -> None:
@@ -384,13 +376,10 @@ async def _warning_ids(daemon: Daemon, plan: ReplayPlan) -> list[int]:
     identifiers = [m.alert.identifier for m in plan.messages]
     if not identifiers:
         return []
-    async with daemon.store.read() as s:
-        rows = await s.execute(
-            select(col(Message.warning_id))
-            .where(col(Message.identifier).in_(identifiers))
-            .distinct()
-        )
-        return sorted(int(w) for w in rows.scalars() if w is not None)
+    rows = await daemon.store.fetch(
+        "SELECT DISTINCT warning_id FROM message WHERE identifier IN :ids", {"ids": identifiers}
+    )
+    return sorted(int(r[0]) for r in rows if r[0] is not None)
 
 
 async def _abort(daemon: Daemon, ids: list[int], now: datetime) -> None:
@@ -398,71 +387,86 @@ async def _abort(daemon: Daemon, ids: list[int], now: datetime) -> None:
     assert daemon.store is not None
     if not ids:
         return
-    async with daemon.store.write() as s:
-        mine = col(Stage.warning_id).in_(ids)
-        await s.execute(
-            update(Stage).where(mine, col(Stage.state) == "pending").values(state="cancelled")
-        )
-        await s.execute(
-            update(Call)
-            .where(col(Call.warning_id).in_(ids), col(Call.state) == "active")
-            .values(state="cancelled", next_due_at=None, ended_at=now)
-        )
-        await s.execute(
-            update(Outbox)
-            .where(col(Outbox.warning_id).in_(ids), col(Outbox.state).in_(("pending", "sending")))
-            .values(state="cancelled", lease_until=None)
-        )
-        await s.execute(
-            update(Division).where(col(Division.warning_id).in_(ids)).values(stopped=True)
-        )
-        await s.execute(
-            update(WarningRow)
-            .where(col(WarningRow.id).in_(ids), col(WarningRow.state) == "active")
-            .values(state="cancelled", note="演练中止 drill replay interrupted", updated_at=now)
-        )
+
+    async def job(tx: Tx) -> None:
+        at = tx.bts(now)
+        for sql, args in (
+            (
+                "UPDATE stage SET state = 'cancelled'"
+                " WHERE state = 'pending' AND warning_id IN {ids}",
+                (),
+            ),
+            (
+                "UPDATE \"call\" SET state = 'cancelled', next_due_at = NULL, ended_at = ?"
+                " WHERE state = 'active' AND warning_id IN {ids}",
+                (at,),
+            ),
+            (
+                "UPDATE outbox SET state = 'cancelled', claimed_by = NULL"
+                " WHERE state IN ('pending', 'sending') AND warning_id IN {ids}",
+                (),
+            ),
+            (
+                "UPDATE division SET stopped = ?, start_due = NULL WHERE warning_id IN {ids}",
+                (True,),
+            ),
+            (
+                "UPDATE \"warning\" SET state = 'cancelled', note = ?, updated_at = ?"
+                " WHERE state = 'active' AND id IN {ids}",
+                ("演练中止 drill replay interrupted", at),
+            ),
+        ):
+            await tx.execute_in(sql, ids, *args)
+
+    await daemon.store.writer.run(job)
+
+
+class _Warning(NamedTuple):
+    id: int
+    key: str
+    state: str
+    drill: bool
+
+
+class _Stage(NamedTuple):
+    warning_id: int
+    level: str
+    due_at: datetime | None
+    fired_at: datetime | None
+    state: str
 
 
 async def _report(
     daemon: Daemon, plan: ReplayPlan, ids: list[int], clock: ScaledClock, config: Config
 ) -> dict[str, Any]:
     """This run's records: the simulate report's shape, plus the stages and the run itself."""
-    assert daemon.store is not None
+    store = daemon.store
+    assert store is not None
     tz = config.tz
-    async with daemon.store.read() as s:
-        warnings = (await s.scalars(select(WarningRow).where(col(WarningRow.id).in_(ids)))).all()
-        by_time = (col(Event.at), col(Event.id))
-        rows = (
-            await s.scalars(select(Event).where(col(Event.warning_id).in_(ids)).order_by(*by_time))
-        ).all()
-        by_idx = (col(Stage.warning_id), col(Stage.idx))
-        stages = (
-            await s.scalars(select(Stage).where(col(Stage.warning_id).in_(ids)).order_by(*by_idx))
-        ).all()
-        outbox = (
-            await s.execute(
-                select(col(Outbox.purpose), col(Outbox.state), func.count())
-                .where(col(Outbox.warning_id).in_(ids))
-                .group_by(col(Outbox.purpose), col(Outbox.state))
-            )
-        ).all()
+    ts = Timestamps()
+    w_rows = await store.fetch(
+        'SELECT id, key, state, drill FROM "warning" WHERE id IN :ids ORDER BY id', {"ids": ids}
+    )
+    warnings = [_Warning(int(r[0]), r[1], r[2], bool(r[3])) for r in w_rows]
+    stages = [
+        _Stage(int(r[0]), r[1], ts(r[2]), ts(r[3]), r[4])
+        for r in await store.fetch(
+            "SELECT warning_id, level, due_at, fired_at, state FROM stage"
+            " WHERE warning_id IN :ids ORDER BY warning_id, idx",
+            {"ids": ids},
+        )
+    ]
+    outbox = await store.fetch(
+        "SELECT purpose, state, count(*) FROM outbox WHERE warning_id IN :ids"
+        " GROUP BY purpose, state",
+        {"ids": ids},
+    )
+    events = await history.events(store, tz, ids)
     keys = {w.id: w.key for w in warnings}
 
     def iso(t: datetime | None) -> str | None:
         return t.astimezone(tz).isoformat() if t is not None else None
 
-    events: list[dict[str, Any]] = []
-    for e in rows:
-        item: dict[str, Any] = {
-            "at": iso(e.at),
-            "type": e.type,
-            "warning": e.warning_key,
-            "contact_id": e.contact_id,
-            "division": e.division,
-            "level": e.level,
-        }
-        item.update(e.data or {})
-        events.append(item)
     summary = summarise(events, warnings)
     sent: dict[str, dict[str, int]] = {}
     for purpose, state, n in outbox:

@@ -12,11 +12,9 @@ import hashlib
 import heapq
 import hmac
 import re
-import secrets
-from collections.abc import Container
 from enum import StrEnum
 
-from warnd.errors import InputError, WarndError
+from warnd.errors import InputError
 
 TIMESTAMP_HEADER = "X-Warnd-Timestamp"
 SIGNATURE_HEADER = "X-Warnd-Signature"
@@ -143,25 +141,6 @@ class ReplayGuard:
     def _prune(self, now: float) -> None:
         while self._by_age and now - self._by_age[0][0] > self.max_age_s:
             self._seen.discard(heapq.heappop(self._by_age))
-
-
-def new_token() -> str:
-    """An unguessable URL-safe token (192 bits) for confirmation links."""
-    return secrets.token_urlsafe(24)
-
-
-def new_reply_code(existing: Container[str], *, digits: int = 4) -> str:
-    """A short numeric code for SMS replies, not in ``existing``; grows to 6 digits if crowded.
-
-    The first digit is never 0 (some phones and gateways drop a leading zero).
-    """
-    for length in range(max(4, digits), 7):
-        low = 10 ** (length - 1)
-        for _ in range(32):
-            code = str(low + secrets.randbelow(9 * low))
-            if code not in existing:
-                return code
-    raise WarndError("no free reply code: too many open codes")
 
 
 def mask_phone(phone: str) -> str:

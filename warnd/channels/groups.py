@@ -32,7 +32,7 @@ from warnd.policy import ChannelConfig, RateLimit
 
 if TYPE_CHECKING:
     from warnd.directory import Directory
-    from warnd.engine.outbox import Claimed
+    from warnd.engine.outbox import Attempt
 
 log = structlog.get_logger("warnd.channels.groups")
 
@@ -43,7 +43,7 @@ RUNG_ZH = {"stage": "", "backup": "（B角）", "superior": "（上级叫应）"
 
 
 class Seen(Protocol):
-    """What ``observe`` reads from a sent message (warnd.engine.outbox.Claimed has it)."""
+    """What ``observe`` reads from a sent message (warnd.engine.outbox.Attempt has it)."""
 
     @property
     def purpose(self) -> str: ...
@@ -167,7 +167,7 @@ class GroupRobot:
         mobile = c.national(msg.to)
         await self._limited_post(msg.text, [mobile] if mobile else [])
 
-    async def observe(self, batch: Sequence[Claimed], directory: Directory | None) -> int:
+    async def observe(self, batch: Sequence[Attempt], directory: Directory | None) -> int:
         """Post digests of a sent batch; returns how many posts went out. Never raises."""
         wanted = [m for m in batch if self.wants(m, directory)]
         sent = 0

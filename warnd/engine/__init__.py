@@ -2,21 +2,21 @@
 
 Production calls ``tick()`` whenever APScheduler wakes it (at the next due row, or after new
 input); tests and drills call it after moving a ``ManualClock``. The database rows are the
-truth: the engine keeps nothing between ticks that a restart would miss.
+truth: the engine keeps nothing between ticks that a restart would miss. Every change goes
+through the store's single writer (``warnd.store.writer``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlmodel import col
-
 from warnd.engine import acks, calls, ingest, outbox
 from warnd.engine.context import Context
+from warnd.engine.outbox import Attempt
 from warnd.feeds import FeedItem, IngestResult
-from warnd.store.tables import Call, Outbox, Stage, WarningRow
+from warnd.store import chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,11 @@ class TickReport:
     at: datetime
     stages_fired: int
     calls_advanced: int
+    divisions_started: int = 0
+
+    @property
+    def progressed(self) -> bool:
+        return bool(self.stages_fired or self.calls_advanced or self.divisions_started)
 
 
 class Engine:
@@ -36,40 +41,13 @@ class Engine:
     async def tick(self) -> TickReport:
         now = self.ctx.now()
         fired = await calls.fire_due_stages(self.ctx, now)
+        started = await calls.start_due_divisions(self.ctx, now)
         advanced = await calls.advance_due_calls(self.ctx, now)
-        return TickReport(now, fired, advanced)
+        return TickReport(now, fired, advanced, started)
 
     async def next_due(self) -> datetime | None:
         """When the engine (or the sender) next has work: the earliest due row."""
-        async with self.ctx.store.read() as s:
-            candidates = [
-                (
-                    await s.execute(
-                        select(func.min(col(Stage.due_at)))
-                        .join(WarningRow, col(WarningRow.id) == col(Stage.warning_id))
-                        .where(col(Stage.state) == "pending", col(WarningRow.state) == "active")
-                    )
-                ).scalar(),
-                (
-                    await s.execute(
-                        select(func.min(col(Call.next_due_at))).where(col(Call.state) == "active")
-                    )
-                ).scalar(),
-                (
-                    await s.execute(
-                        select(func.min(col(Outbox.due_at))).where(col(Outbox.state) == "pending")
-                    )
-                ).scalar(),
-                (
-                    await s.execute(
-                        select(func.min(col(Outbox.lease_until))).where(
-                            col(Outbox.state) == "sending"
-                        )
-                    )
-                ).scalar(),
-            ]
-        dues = [_aware(c) for c in candidates if c is not None]
-        return min(dues) if dues else None
+        return await chain.next_due(self.ctx.store.backend)
 
     # acknowledgements
     async def ack_ivr(self, message_id: str, digits: str) -> acks.AckResult:
@@ -87,6 +65,16 @@ class Engine:
     async def ack_message(self, message_id: str, source: str) -> acks.AckResult:
         return await acks.ack_message(self.ctx, message_id, source=source)
 
+    async def ack_messages(
+        self, message_ids: Sequence[str], source: str, *, only_open: bool = False
+    ) -> list[acks.AckResult]:
+        """Answers arriving together, applied in order in one transaction (a drill's)."""
+        now = self.ctx.now()
+        return await acks.submit_many(
+            self.ctx,
+            [acks.AckRequest(source, now, message_id=m, only_open=only_open) for m in message_ids],
+        )
+
     async def ack_by_officer(
         self,
         *,
@@ -101,28 +89,15 @@ class Engine:
         )
 
     # sending
-    async def claim(self, limit: int = 500) -> list[outbox.Claimed]:
+    async def claim(self, limit: int = 500) -> list[Attempt]:
         return await outbox.claim(self.ctx, self.ctx.now(), limit)
 
-    async def renew(self, message_ids: list[str]) -> int:
-        return await outbox.renew(self.ctx, message_ids, self.ctx.now())
+    async def record(self, attempts: Sequence[Attempt]) -> None:
+        """Outcomes of claimed attempts (each with ``sent``/``failed`` set)."""
+        await outbox.record(self.ctx, attempts)
 
-    async def mark_sent(self, message_id: str, channel: str) -> None:
-        await outbox.mark_sent(self.ctx, message_id, channel, self.ctx.now())
-
-    async def mark(self, outcomes: list[outbox.Outcome]) -> None:
-        await outbox.mark(self.ctx, outcomes, self.ctx.now())
-
-    async def mark_failed(self, message_id: str, error: str, *, permanent: bool) -> None:
-        await outbox.mark_failed(
-            self.ctx, message_id, error, permanent=permanent, now=self.ctx.now()
-        )
+    async def record_one(self, attempt: Attempt) -> None:
+        await outbox.record_one(self.ctx, attempt)
 
 
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-__all__ = ["Context", "Engine", "TickReport"]
+__all__ = ["Attempt", "Context", "Engine", "TickReport"]

@@ -1,25 +1,31 @@
 """Acknowledgements: an explicit answer closes a call and reaches its division (contracts §6).
 
-Every path (IVR key, SMS reply, link button, officer record, drill responder) ends in
-``acknowledge``; each answer is stored once under its dedupe key, so a retried hook is harmless.
+Every path (IVR key, SMS reply, link button, officer record, drill responder) ends in an
+``AckRequest`` applied by ``apply``: answers that arrive while the writer is busy are applied
+together in its next transaction (group commit) — their divisions loaded with one query, each
+answer stepped through the pure ``ladder.step`` in the order it came, every table written with
+one statement — and each caller's result is resolved only after that commit (a hook answers
+200 once its answer is durable). Each answer is stored once under its dedupe key, so a
+retried hook is harmless.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from warnd import metrics
 from warnd.chain import ladder
-from warnd.engine.calls import Job, run_jobs
-from warnd.engine.context import Context, message_id_of
-from warnd.store.tables import Ack, Call, Division, Outbox, WarningRow
+from warnd.engine.context import Context
+from warnd.engine.ids import message_id_of
+from warnd.store import answers, chain
+from warnd.store.records import to_state
+from warnd.store.tx import Row, Tx
 
 log = structlog.get_logger("warnd.engine")
 
@@ -33,54 +39,138 @@ class AckResult:
     duplicate: bool = False
 
 
-async def acknowledge_call(
-    ctx: Context,
-    session: AsyncSession,
-    call: Call,
-    *,
-    source: str,
-    dedupe_key: str,
-    outbox_id: str | None,
-    by: str | None,
-    note: str | None,
-    now: datetime,
-) -> AckResult:
-    w = await session.get(WarningRow, call.warning_id)
-    assert w is not None and call.id is not None
-    existing = (
-        await session.execute(select(col(Ack.id)).where(col(Ack.dedupe_key) == dedupe_key))
-    ).first()
-    if existing is not None:
-        return AckResult(True, "已确认（重复）", w.key, call.contact_id, duplicate=True)
-    late = call.state != "active"
-    session.add(
-        Ack(
-            warning_id=call.warning_id,
-            call_id=call.id,
-            division_id=call.division_id,
-            outbox_id=outbox_id,
-            contact_id=call.contact_id,
-            source=source,
-            received_at=now,
-            by=by,
-            note=note,
-            dedupe_key=dedupe_key,
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """One answer: for an attempt (``message_id``) or directly for a call (``call_id``)."""
+
+    source: str  # ivr|sms|link|officer|simulated
+    at: datetime
+    message_id: str | None = None
+    call_id: int | None = None
+    dedupe_key: str | None = None
+    by: str | None = None
+    note: str | None = None
+    #: an officer named the division: the answer resolves its not-woken entry (an officer's
+    #: answer on a duty office's call always does)
+    resolve: bool = False
+    only_open: bool = False  # a drill responder answers only while the call is open
+
+
+UNKNOWN = AckResult(False, "未找到该呼叫 (unknown attempt)")
+CLOSED = AckResult(False, "呼叫已结束 (call no longer open)")
+
+
+async def apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[AckResult]:
+    """Apply answers in order, in bulk; the results, in the same order."""
+    mids = [message_id_of(r.message_id) for r in requests if r.message_id]
+    by_message = await answers.attempt_calls(tx, mids) if mids else {}
+    call_of: list[int | None] = [
+        r.call_id if r.message_id is None else by_message.get(message_id_of(r.message_id))
+        for r in requests
+    ]
+    refs = await answers.calls(tx, [c for c in call_of if c is not None])
+    keys = [_dedupe(r) for r in requests]
+    stored = await answers.seen(tx, [k for k, c in zip(keys, call_of, strict=True) if c])
+    warnings = await chain.warnings_by_id(tx, {ref.warning_id for ref in refs.values()})
+    loaded = await chain.load_divisions(tx, {ref.division_id for ref in refs.values()})
+    states = {did: to_state(row, calls) for did, (row, calls) in loaded.items()}
+    rules, people = ctx.rules, ctx.people
+    results: list[AckResult] = []
+    rows: list[Row] = []
+    resolved: list[tuple[datetime, str | None, str | None, int]] = []
+    said = log.bind()
+    for r, cid, key in zip(requests, call_of, keys, strict=True):
+        ref = refs.get(cid) if cid is not None else None
+        if ref is None:
+            results.append(UNKNOWN)
+            continue
+        w = warnings[ref.warning_id]
+        if key in stored:
+            results.append(AckResult(True, "已确认（重复）", w.key, ref.contact_id, duplicate=True))
+            continue
+        state = states[ref.division_id]
+        call = state.call(ref.key)
+        assert call is not None
+        if r.only_open and not call.active:
+            results.append(CLOSED)
+            continue
+        stored.add(key)
+        late = not call.active
+        counted = False
+        if w.state in ("active", "cancelled"):
+            state, out = ladder.step(state, ladder.Acked(ref.key, r.source), r.at, rules, people)
+            states[ref.division_id] = state
+            counted = any(type(c) is ladder.Record and c.type == "ack" for c in out)
+        rows.append(
+            (
+                w.id, ref.id, ref.division_id,
+                message_id_of(r.message_id) if r.message_id else None, ref.contact_id, r.source,
+                r.at, r.by, r.note, key, late, counted, tx.seq(),
+            )
+        )  # fmt: skip
+        if r.source == "officer" and (r.resolve or ref.rung == "duty"):
+            resolved.append((r.at, r.by, r.note, ref.division_id))
+        if not late:
+            metrics.TIME_TO_ACK.labels(r.source).observe((r.at - call.start_at).total_seconds())
+        said.info(
+            "ack_recorded",
+            warning=w.key,
+            contact=ref.contact_id,
+            source=r.source,
+            call=ref.id,
             late=late,
         )
-    )
-    if w.state == "active" or w.state == "cancelled":
-        await run_jobs(ctx, session, [Job(call.division_id, [ladder.Acked(call.key, source)])], now)
-    if call.start_at is not None and not late:
-        metrics.TIME_TO_ACK.labels(source).observe((now - call.start_at).total_seconds())
-    log.info(
-        "ack_recorded",
-        warning=w.key,
-        contact=call.contact_id,
-        source=source,
-        call=call.id,
-        late=late,
-    )
-    return AckResult(True, "已确认收到，谢谢", w.key, call.contact_id)
+        results.append(AckResult(True, "已确认收到，谢谢", w.key, ref.contact_id))
+    _save(tx, loaded, states)
+    answers.insert_acks(tx, rows)
+    answers.resolve(tx, resolved)
+    return results
+
+
+def _dedupe(r: AckRequest) -> str:
+    if r.dedupe_key:
+        return r.dedupe_key
+    return f"{r.source}:{message_id_of(r.message_id) if r.message_id else r.call_id}"
+
+
+def _save(tx: Tx, loaded: dict[int, Any], states: dict[int, ladder.DivisionState]) -> None:
+    """Divisions and calls an answer changed (answers start no call and send nothing)."""
+    changed = []
+    updates: list[Row] = []
+    for did, (row, calls) in loaded.items():
+        state = states[did]
+        changed.append((row, state))
+        if len(state.calls) != len(calls):
+            raise AssertionError("an acknowledgement started a call")
+        for old, new in zip(calls, state.calls, strict=True):
+            change = chain.call_changes(old, new, old.last_message)
+            if change is not None:
+                updates.append(change)
+    chain.save_divisions(tx, changed)
+    chain.save_calls(tx, updates, [])
+
+
+def _handler(ctx: Context) -> Any:
+    """The group-commit handler of this context's answers (one per context)."""
+    h = ctx.handlers.get("acks")
+    if h is None:
+
+        async def h(tx: Tx, items: list[AckRequest]) -> list[AckResult]:
+            return await apply(ctx, tx, items)
+
+        ctx.handlers["acks"] = h
+    return h
+
+
+async def submit(ctx: Context, request: AckRequest) -> AckResult:
+    """One answer, durable when this returns."""
+    result: AckResult = await ctx.store.writer.batch(_handler(ctx), request)
+    return result
+
+
+async def submit_many(ctx: Context, requests: Sequence[AckRequest]) -> list[AckResult]:
+    """Answers arriving together (a drill's responders at one instant), applied in order."""
+    return await ctx.store.writer.batch_many(_handler(ctx), requests)
 
 
 async def ack_message(
@@ -96,30 +186,15 @@ async def ack_message(
 
     ``outbox_id`` may be the id of a fallback route (``<id>-<n>``): the same attempt.
     """
-    now = ctx.now()
-    outbox_id = message_id_of(outbox_id)
-    async with ctx.store.write() as session:
-        msg = await session.get(Outbox, outbox_id)
-        if msg is None or msg.call_id is None:
-            return AckResult(False, "未找到该呼叫 (unknown attempt)")
-        call = await session.get(Call, msg.call_id)
-        assert call is not None
-        return await acknowledge_call(
-            ctx,
-            session,
-            call,
-            source=source,
-            dedupe_key=dedupe_key or f"{source}:{outbox_id}",
-            outbox_id=outbox_id,
-            by=by,
-            note=note,
-            now=now,
-        )
+    request = AckRequest(
+        source, ctx.now(), message_id=outbox_id, dedupe_key=dedupe_key, by=by, note=note
+    )
+    return await submit(ctx, request)
 
 
-#: A confirmation link works for this long after its attempt was (last) queued: people read the
-#: SMS late (a phone silenced at night) and a late answer is still worth recording, but a link
-#: forwarded or left in a chat must not acknowledge for ever (docs/hardening.md).
+#: A confirmation link works for this long after its call's latest attempt was queued: people
+#: read the SMS late (a phone silenced at night) and a late answer is still worth recording,
+#: but a link forwarded or left in a chat must not acknowledge for ever (docs/hardening.md).
 TOKEN_TTL = timedelta(hours=24)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what ``secrets.token_urlsafe(24)`` makes
 
@@ -132,25 +207,18 @@ class _Link:
 
 
 async def _link(ctx: Context, token: str) -> _Link | None:
-    """The attempt a confirmation token belongs to, and whether it expired; None if unknown."""
+    """The call a confirmation token belongs to (its latest attempt), and whether it expired."""
     if not _TOKEN.fullmatch(token):
         return None  # not one of ours: no database lookup for arbitrary path junk
-    async with ctx.store.read() as session:
-        row = (
-            await session.execute(
-                select(col(Outbox.id), col(Outbox.text), col(Outbox.due_at)).where(
-                    col(Outbox.token) == token
-                )
-            )
-        ).first()
-    if row is None:
+    found = await answers.by_token(ctx.store.backend, token)
+    if found is None:
         return None
-    due = row[2]  # aware UTC (UTCDateTime), never NULL
-    return _Link(row[0], row[1], expired=due is not None and ctx.now() > due + TOKEN_TTL)
+    _cid, mid, text, at = found
+    return _Link(mid, text, expired=ctx.now() > at + TOKEN_TTL)
 
 
 async def ack_token(ctx: Context, token: str) -> AckResult:
-    """The button of a confirmation link: acknowledges the call of its own attempt, only."""
+    """The button of a confirmation link: acknowledges its own call, only."""
     link = await _link(ctx, token)
     if link is None:
         return AckResult(False, "链接无效或已过期 (unknown link)")
@@ -172,35 +240,20 @@ _CODE = re.compile(r"\d{4,6}")
 async def ack_reply(
     ctx: Context, phone: str, text: str, *, dedupe_key: str | None = None
 ) -> AckResult:
-    """An SMS reply: a short code picks the attempt; a bare ``1`` the number's latest open one."""
+    """An SMS reply: a short code picks the call; a bare ``1`` the number's latest open one."""
     body = text.strip()
-    async with ctx.store.read() as session:
-        q = (
-            select(col(Outbox.id), col(Outbox.reply_code))
-            .where(
-                col(Outbox.to) == phone,
-                col(Outbox.purpose) == "call",
-                col(Outbox.state).in_(("sent", "sending")),
-            )
-            .order_by(col(Outbox.due_at).desc(), col(Outbox.id).desc())
-        )
-        candidates = (await session.execute(q.limit(200))).all()
+    persons = [c.contact_id for c in ctx.directory.contacts_by_phone(phone)]
+    candidates = await answers.reply_candidates(ctx.store.backend, persons, phone)
     if not candidates:
         return AckResult(False, "该号码没有待确认的呼叫 (no open call for this number)")
     codes = set(_CODE.findall(body))
     chosen: str | None = None
     if codes:
-        chosen = next((mid for mid, code in candidates if code in codes), None)
+        chosen = next((mid for _c, code, _s, mid in candidates if code in codes), None)
     elif body in ("1", "１", "收到", "确认"):
-        async with ctx.store.read() as session:
-            for mid, _code in candidates:
-                msg = await session.get(Outbox, mid)
-                call = await session.get(Call, msg.call_id) if msg and msg.call_id else None
-                if call is not None and call.state == "active":
-                    chosen = mid
-                    break
-            if chosen is None:
-                chosen = candidates[0][0]
+        chosen = next((mid for _c, _code, st, mid in candidates if st == "active"), None)
+        if chosen is None:
+            chosen = candidates[0][3]
     if chosen is None:
         return AckResult(False, "回复内容无法识别，请回复1 (reply not understood)")
     return await ack_message(ctx, chosen, source="sms", dedupe_key=dedupe_key or f"sms:{chosen}")
@@ -225,70 +278,26 @@ async def ack_by_officer(
 ) -> AckResult:
     """A duty officer reached someone by phone: record who confirmed, for which place."""
     now = ctx.now()
-    async with ctx.store.write() as session:
-        w = await find_warning(session, warning)
+
+    async def job(tx: Tx) -> AckResult:
+        w = await chain.find_warning(tx, warning)
         if w is None:
             return AckResult(False, f"未找到预警 {warning} (unknown or ambiguous warning)")
-        q = select(Call).where(col(Call.warning_id) == w.id)
-        if contact_id:
-            q = q.where(col(Call.contact_id) == contact_id)
-        if division:
-            drow = (
-                (
-                    await session.execute(
-                        select(Division).where(
-                            col(Division.warning_id) == w.id, col(Division.code) == division
-                        )
-                    )
-                )
-                .scalars()
-                .first()
-            )
-            if drow is None:
-                return AckResult(False, f"预警 {w.key} 不涉及区划 {division}")
-            q = q.where(col(Call.division_id) == drow.id)
-        calls = (
-            (await session.execute(q.order_by(col(Call.start_at).desc(), col(Call.id).desc())))
-            .scalars()
-            .all()
-        )
-        if not calls:
+        found = await answers.officer_calls(tx, w.id, contact_id, division)
+        if found is None:
+            return AckResult(False, f"预警 {w.key} 不涉及区划 {division}")
+        if not found:
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
-        call = next((c for c in calls if c.state == "active"), calls[0])
-        result = await acknowledge_call(
-            ctx,
-            session,
-            call,
-            source="officer",
-            dedupe_key=f"officer:{call.id}:{now.isoformat()}",
-            outbox_id=None,
+        call_id = next((cid for cid, st in found if st == "active"), found[0][0])
+        request = AckRequest(
+            "officer",
+            now,
+            call_id=call_id,
+            dedupe_key=f"officer:{call_id}:{now.isoformat()}",
             by=by,
             note=note,
-            now=now,
+            resolve=bool(division),
         )
-        if division or call.rung == "duty":
-            drow2 = await session.get(Division, call.division_id)
-            if drow2 is not None and drow2.unreached_at is not None and drow2.resolved_at is None:
-                drow2.resolved_at, drow2.resolved_by, drow2.resolved_note = now, by, note
-        return result
+        return (await apply(ctx, tx, [request]))[0]
 
-
-async def find_warning(session: AsyncSession, key: str) -> WarningRow | None:
-    """A warning by key or by a unique prefix of its identifier."""
-    exact = (
-        (await session.execute(select(WarningRow).where(col(WarningRow.key) == key)))
-        .scalars()
-        .all()
-    )
-    if len(exact) == 1:
-        return exact[0]
-    like = (
-        (
-            await session.execute(
-                select(WarningRow).where(col(WarningRow.key).startswith(key)).limit(2)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return like[0] if len(like) == 1 else None
+    return await ctx.store.writer.run(job)

@@ -1,43 +1,38 @@
-"""Fires due stages and moves due calls along the ladder (the engine's timer work).
+"""Fires due stages, starts their divisions and moves due calls along the ladder (timer work).
 
-Work is done in batches: a batch of divisions is loaded with one query, each is stepped
-through the pure ladder, and everything it produced is written back with bulk statements in
-the same transaction, so a crash leaves either all of a batch or none of it.
+Work is done in batches, each a job of the single writer (one transaction): a batch of
+divisions is loaded with one query, each is stepped through the pure ladder, and everything it
+produced is written back in bulk, so a crash leaves either all of a batch or none of it. A
+stage fires in two steps: its divisions are written with ``start_due`` (one transaction), then
+started in batches — by whichever instances share the store — like any other due row.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from warnd.chain import ladder
-from warnd.engine.context import (
-    Context,
-    carry_out,
-    event_row,
-    facts,
-    gc_paused,
-    phones_for,
-)
-from warnd.store import chainrows
-from warnd.store.tables import Call, Division, Stage, WarningRow
+from warnd.engine.context import Context
+from warnd.engine.gcpause import gc_paused
+from warnd.engine.records import Stepped, carry_out, event_row
+from warnd.store import chain
+from warnd.store.records import StageRec, to_state
+from warnd.store.tx import Tx
 
 log = structlog.get_logger("warnd.engine")
 
-# Due calls per transaction (and divisions per bulk step when a stage fires). Each commit is an
-# fsync (synchronous=FULL) and usually a WAL checkpoint, so fewer, larger batches are cheaper;
-# but a batch holds the write lock (≈1.5 s at 10,000 on a small machine), and acknowledgements
-# arriving meanwhile wait for it.
-BATCH = 10_000
-_LOGGED = frozenset(("escalate", "unreached", "ack"))
-_C = Call.__table__  # type: ignore[attr-defined]
-_D = Division.__table__  # type: ignore[attr-defined]
+T = TypeVar("T")
+
+# Divisions started, or due calls advanced, per transaction. Each commit is an fsync
+# (synchronous=FULL); a batch holds the writer, and acknowledgements arriving meanwhile wait for
+# it: a few thousand rows keep that wait in the tens of milliseconds (docs/performance.md).
+BATCH = 2_000
 
 
 @dataclass
@@ -48,98 +43,55 @@ class Job:
     events: list[ladder.Event] = field(default_factory=list)
 
 
-async def run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: datetime) -> int:
+async def run_jobs(ctx: Context, tx: Tx, jobs: list[Job], now: datetime) -> int:
     """Step every job's division through the ladder and persist the outcome. Returns attempts."""
     with gc_paused():
-        return await _run_jobs(ctx, session, jobs, now)
+        merged: dict[int, list[ladder.Event]] = defaultdict(list)
+        for job in jobs:
+            merged[job.division_id].extend(job.events)
+        if not merged:
+            return 0
+        loaded = await chain.load_divisions(tx, merged)
+        warnings = await chain.warnings_by_id(tx, {row.warning_id for row, _c in loaded.values()})
+        rules, people, step = ctx.rules, ctx.people, ladder.step
+        batch: list[Stepped] = []
+        for division_id, events in merged.items():
+            row, calls = loaded[division_id]
+            state = to_state(row, calls)
+            commands: list[ladder.Command] = []
+            for ev in events:
+                state, out = step(state, ev, now, rules, people)
+                commands.extend(out)
+            batch.append(Stepped(row, calls, state, commands))
+        return await carry_out(ctx, tx, batch, warnings, now)
 
 
-async def _run_jobs(ctx: Context, session: AsyncSession, jobs: list[Job], now: datetime) -> int:
-    merged: dict[int, list[ladder.Event]] = defaultdict(list)
-    for job in jobs:
-        merged[job.division_id].extend(job.events)
-    if not merged:
-        return 0
-    if not ctx.store.is_sqlite:
-        # Lock the divisions (in id order: no deadlock) before reading them, so that an
-        # acknowledgement and another instance's timer work never overwrite each other.
-        order = sorted(merged)
-        for i in range(0, len(order), 1000):
-            await session.execute(
-                select(_D.c.id)
-                .where(_D.c.id.in_(order[i : i + 1000]))
-                .order_by(_D.c.id)
-                .with_for_update()
-            )
-    loaded = await chainrows.load_many(session, merged)
-    warnings: dict[int, WarningRow] = {}
-    rules, people = ctx.rules, ctx.people
-    step = ladder.step
-    changes = []
-    produced: list[tuple[chainrows.DivisionRow, list[ladder.Command], dict[str, str]]] = []
-    for division_id, events in merged.items():
-        row, calls = loaded[division_id]
-        if row.warning_id not in warnings:
-            w = await session.get(WarningRow, row.warning_id)
-            assert w is not None
-            warnings[row.warning_id] = w
-        state = chainrows.to_state(row, calls)
-        commands: list[ladder.Command] = []
-        for ev in events:
-            state, out = step(state, ev, now, rules, people)
-            commands.extend(out)
-        phones = {c.values[1]: c.phone for c in calls}
-        missing = [c.contact_id for c in state.calls if c.contact_id not in phones]
-        if missing:
-            phones.update(phones_for(ctx, missing))
-        changes.append((row, calls, state, phones))
-        produced.append((row, commands, phones))
-    saved = await chainrows.save_many(session, changes)
-    ids: dict[int, dict[str, int]] = defaultdict(dict)
-    for (did, key), cid in saved.items():
-        ids[did][key] = cid
-    outbox: list[tuple[Any, ...]] = []
-    events_out: list[tuple[Any, ...]] = []
-    queued = 0
-    said = log.bind()  # one bound logger for the batch, not one per line
-    wf = {wid: facts(w) for wid, w in warnings.items()}
-    for row, commands, phones in produced:
-        w = warnings[row.warning_id]
-        queued += carry_out(
-            ctx, w, row, commands, ids[row.id], phones, now, outbox, events_out, wf[row.warning_id]
-        )
-        for cmd in commands:
-            if isinstance(cmd, ladder.Record) and cmd.type in _LOGGED:
-                said.info(
-                    cmd.type,
-                    warning=w.key,
-                    division=row.code,
-                    contact=cmd.contact_id,
-                    **{str(k): v for k, v in cmd.data},
-                )
-    await chainrows.insert_outbox(session, outbox)
-    await chainrows.insert_events(session, events_out)
-    return queued
+async def _each(ctx: Context, job: Callable[[Tx], Awaitable[int | None]]) -> int:
+    """Run ``job`` as writer jobs until it reports nothing left (None); total of its counts."""
+    done = 0
+    while True:
+        n = await ctx.store.writer.run(job)
+        if n is None:
+            return done
+        done += n
 
 
-async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: datetime) -> int:
-    """A stage's time has come: start a call to every A person of its divisions."""
-    w = await session.get(WarningRow, stage.warning_id)
-    assert w is not None
+async def fire_stage(ctx: Context, tx: Tx, stage: StageRec, now: datetime) -> int:
+    """A stage's time has come: its divisions are due to start (``start_due``). Returns them."""
+    w = await chain.warning(tx, stage.warning_id)
     if w.state != "active":
-        stage.state = "cancelled"
+        chain.end_stage(tx, stage.id, "cancelled", None, [])
         return 0
     if w.expires_at is not None and now >= w.expires_at:
-        stage.state = "expired"
-        await chainrows.insert_events(
-            session,
+        chain.end_stage(tx, stage.id, "expired", None, [])
+        chain.insert_events(
+            tx,
             [
                 event_row(
+                    tx,
                     w,
                     now,
                     "skip",
-                    contact_id=None,
-                    division=None,
                     level=stage.level,
                     data={"reason": "warning expired before this stage (预警已过期)"},
                 )
@@ -147,105 +99,67 @@ async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: dat
         )
         return 0
     divisions = ctx.directory.overlapping(list(w.area), stage.level)  # type: ignore[arg-type]
-    existing = dict(
-        (await session.execute(select(_D.c.code, _D.c.id).where(_D.c.warning_id == w.id))).all()
-    )
+    existing = await chain.division_codes(tx, w.id)
     fresh = [d for d in divisions if d.code not in existing]
-    new_ids = await chainrows.insert_divisions(
-        session,
+    ids = await chain.insert_divisions(
+        tx,
         [
-            {
-                "warning_id": w.id,
-                "code": d.code,
-                "name": d.name,
-                "level": d.level,
-                "county": d.code[:6],
-                "round": 0,
-                "rung": ladder.STAGE,
-                "rung_started_at": None,
-                "reached_at": None,
-                "reached_by": None,
-                "reached_source": None,
-                "unreached_at": None,
-                "resolved_at": None,
-                "resolved_by": None,
-                "resolved_note": None,
-                "stopped": False,
-            }
+            (
+                w.id, d.code, d.name, d.level, d.code[:6], 0, ladder.STAGE, None, None, None,
+                None, None, False, now,
+            )
             for d in fresh
         ],
-    )
-    existing.update(new_ids)
-    queued = 0
-    ids = [existing[d.code] for d in divisions]
-    for i in range(0, len(ids), BATCH):
-        jobs = [Job(did, [ladder.Start()]) for did in ids[i : i + BATCH]]
-        queued += await run_jobs(ctx, session, jobs, now)
-    stage.state = "fired"
-    stage.fired_at = now
-    stage.divisions = [d.code for d in divisions]
+    )  # fmt: skip
+    chain.mark_started(tx, [existing[d.code] for d in divisions if d.code in existing], now)
+    chain.end_stage(tx, stage.id, "fired", now, [d.code for d in divisions])
     log.info(
-        "stage_fired", warning=w.key, level=stage.level, divisions=len(divisions), attempts=queued
+        "stage_fired",
+        warning=w.key,
+        level=stage.level,
+        divisions=len(divisions),
+        new=len(ids),
     )
-    return queued
+    return len(divisions)
 
 
 async def fire_due_stages(ctx: Context, now: datetime) -> int:
-    fired = 0
-    while True:
-        async with ctx.store.write() as session:
-            stage = (
-                (
-                    await session.execute(
-                        select(Stage)
-                        .where(Stage.state == "pending", Stage.due_at <= now)  # type: ignore[arg-type, operator]
-                        .order_by(Stage.due_at, Stage.id)  # type: ignore[arg-type]
-                        .limit(1)
-                        # instances sharing PostgreSQL: a stage is fired by exactly one
-                        .with_for_update(skip_locked=not ctx.store.is_sqlite)
-                    )
-                )
-                .scalars()
-                .first()
-            )
-            if stage is None:
-                return fired
-            await fire_stage(ctx, session, stage, now)
-            fired += 1
+    """Fire every stage due by ``now`` (each in its own transaction). Returns the stages."""
+
+    async def one(tx: Tx) -> int | None:
+        stage = await chain.due_stage(tx, now)
+        if stage is None:
+            return None
+        await fire_stage(ctx, tx, stage, now)
+        return 1
+
+    return await _each(ctx, one)
+
+
+async def start_due_divisions(ctx: Context, now: datetime) -> int:
+    """Start the calls of every division whose stage has fired, a batch per transaction."""
+
+    async def one(tx: Tx) -> int | None:
+        ids = await chain.due_starts(tx, now, BATCH)
+        if not ids:
+            return None
+        chain.mark_started(tx, ids, None)
+        await run_jobs(ctx, tx, [Job(i, [ladder.Start()]) for i in ids], now)
+        return len(ids)
+
+    return await _each(ctx, one)
 
 
 async def advance_due_calls(ctx: Context, now: datetime) -> int:
     """Redial, fail and escalate every call whose timer has come, a batch per transaction."""
-    handled = 0
-    while True:
-        async with ctx.store.write() as session:
-            due = (
-                await session.execute(
-                    select(_C.c.id, _C.c.division_id, _C.c.key)
-                    .where(_C.c.state == "active", _C.c.next_due_at <= now)
-                    .order_by(_C.c.next_due_at, _C.c.id)
-                    .limit(BATCH)
-                )
-            ).all()
-            if not due:
-                return handled
-            if not ctx.store.is_sqlite:
-                # Instances sharing PostgreSQL: take the divisions nobody else is stepping
-                # right now; the rest are another instance's (SQLite serialises writers).
-                mine = set(
-                    (
-                        await session.execute(
-                            select(_D.c.id)
-                            .where(_D.c.id.in_(sorted({d.division_id for d in due})))
-                            .order_by(_D.c.id)
-                            .with_for_update(skip_locked=True)
-                        )
-                    ).scalars()
-                )
-                due = [d for d in due if d.division_id in mine]
-                if not due:
-                    return handled
-            with gc_paused():  # the batch's jobs are as short-lived as what run_jobs makes
-                jobs = [Job(division_id, [ladder.CallDue(key)]) for _id, division_id, key in due]
-                await run_jobs(ctx, session, jobs, now)
-            handled += len(due)
+
+    async def one(tx: Tx) -> int | None:
+        due = await chain.due_calls(tx, now, BATCH)
+        if not due:
+            return None
+        with gc_paused():  # the batch's jobs are as short-lived as what run_jobs makes
+            jobs = [Job(division_id, [ladder.CallDue(key)]) for _id, division_id, key in due]
+            await run_jobs(ctx, tx, jobs, now)
+        return len(due)
+
+    return await _each(ctx, one)

@@ -1,26 +1,30 @@
-"""Taking a CAP message in: a new warning, an Update that re-times it, a Cancel that lifts it."""
+"""Taking a CAP message in: a new warning, an Update that re-times it, a Cancel that lifts it.
+
+One message is one job of the single writer (one transaction): the duplicate check, the
+warning, the message row, and what the Update or Cancel changes.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from warnd import cap
 from warnd.cap import Alert
 from warnd.chain import ladder
-from warnd.chain.plan import plan, severity_rank, stage_due
+from warnd.chain.plan import plan, reference_time, severity_rank, stage_due
 from warnd.division import overlaps
 from warnd.engine.calls import Job, run_jobs
-from warnd.engine.context import Context, event_row, facts, outbox_row
+from warnd.engine.context import Context
+from warnd.engine.ids import new_message_id
+from warnd.engine.records import attempt_row, event_row, facts
 from warnd.errors import CapError
 from warnd.feeds import FeedItem, IngestResult, Outcome
 from warnd.notice import lift_text, update_text
-from warnd.store import chainrows
-from warnd.store.tables import Division, Message, Outbox, Stage, WarningRow
+from warnd.store import chain, intake
+from warnd.store.records import WarningRec
+from warnd.store.tx import Tx
 
 log = structlog.get_logger("warnd.engine")
 
@@ -37,44 +41,44 @@ async def ingest(ctx: Context, item: FeedItem) -> IngestResult:
 
 async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> IngestResult:
     now = ctx.now()
+
+    async def job(tx: Tx) -> IngestResult:
+        return await _ingest(ctx, tx, alert, raw, origin, now)
+
+    return await ctx.store.writer.run(job)
+
+
+async def _ingest(
+    ctx: Context, tx: Tx, alert: Alert, raw: bytes, origin: str, now: datetime
+) -> IngestResult:
     sent_utc = alert.sent.astimezone(UTC)
-    async with ctx.store.write() as session:
-        dup = (
-            await session.execute(
-                select(col(Message.id)).where(
-                    col(Message.sender) == alert.sender,
-                    col(Message.identifier) == alert.identifier,
-                    col(Message.sent_utc) == sent_utc,
-                )
-            )
-        ).first()
-        if dup is not None:
-            log.info("message_duplicate", key=alert.key, origin=origin)
-            return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
-        target, note = await _find_referenced(session, alert)
-        msg = Message(
-            sender=alert.sender,
-            identifier=alert.identifier,
-            sent_utc=sent_utc,
-            sent_text=alert.sent.isoformat(),
-            msg_type=alert.msg_type,
-            status=alert.status,
-            severity=alert.severity,
-            origin=origin,
-            received_at=now,
-            note=note,
-            raw=raw,
-        )
-        if target is None:
-            w = await _new_warning(ctx, session, alert, now, note)
-        elif alert.msg_type == "Cancel":
-            w = target
-            await _cancel(ctx, session, w, alert, now)
-        else:
-            w = target
-            await _update(ctx, session, w, alert, now)
-        msg.warning_id = w.id
-        session.add(msg)
+    if await intake.message_seen(tx, alert.sender, alert.identifier, sent_utc):
+        log.info("message_duplicate", key=alert.key, origin=origin)
+        return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
+    target, note = await _find_referenced(tx, alert)
+    w = target if target is not None else await _new_warning(tx, alert, now, note)
+    message_id = await intake.insert_message(
+        tx,
+        warning_id=w.id,
+        sender=alert.sender,
+        identifier=alert.identifier,
+        sent_utc=sent_utc,
+        sent_text=alert.sent.isoformat(),
+        msg_type=alert.msg_type,
+        status=alert.status,
+        severity=alert.severity,
+        origin=origin,
+        received_at=now,
+        note=note,
+        raw=raw,
+    )
+    if target is None:
+        await _start_warning(ctx, tx, w, alert, now)
+    elif alert.msg_type == "Cancel":
+        await _cancel(ctx, tx, w, message_id, now)
+    else:
+        await _update(ctx, tx, w, alert, message_id, now)
+    chain.save_warning(tx, w)
     log.info(
         "message_accepted",
         key=alert.key,
@@ -86,141 +90,113 @@ async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> I
     return IngestResult(Outcome.ACCEPTED, w.reason if w.state == "skipped" else None, alert.key)
 
 
-async def _find_referenced(
-    session: AsyncSession, alert: Alert
-) -> tuple[WarningRow | None, str | None]:
+async def _find_referenced(tx: Tx, alert: Alert) -> tuple[WarningRec | None, str | None]:
     """The warning an Update/Cancel belongs to, by (sender, identifier) of its references."""
     if alert.msg_type not in ("Update", "Cancel") or not alert.references:
         return None, None
-    for ref in alert.references:
-        wid = (
-            (
-                await session.execute(
-                    select(col(Message.warning_id)).where(
-                        col(Message.sender) == ref.sender, col(Message.identifier) == ref.identifier
-                    )
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if wid is not None:
-            return await session.get(WarningRow, wid), None
+    found = await intake.referenced_warning(
+        tx, [(ref.sender, ref.identifier) for ref in alert.references]
+    )
+    if found is not None:
+        return found, None
     refs = " ".join(f"{r.sender},{r.identifier},{r.sent}" for r in alert.references)
     return None, f"references an unknown message (引用了未知消息): {refs}"
 
 
-def _apply_facts(w: WarningRow, alert: Alert, now: datetime) -> None:
-    p_ref = alert.onset or alert.effective or alert.sent
+def _apply_facts(w: WarningRec, alert: Alert, now: datetime) -> None:
     w.severity = alert.severity
     w.event = alert.primary_info.event if alert.primary_info else None
     w.headline = alert.headline
-    w.reference_at = p_ref
-    w.reference_kind = "onset" if alert.onset else "effective" if alert.effective else "sent"
+    w.reference_at, w.reference_kind = reference_time(alert)
     w.expires_at = alert.expires
     if alert.geocodes:
         w.area = list(alert.geocodes)
     w.updated_at = now
 
 
-async def _new_warning(
-    ctx: Context, session: AsyncSession, alert: Alert, now: datetime, note: str | None
-) -> WarningRow:
-    w = WarningRow(
+async def _new_warning(tx: Tx, alert: Alert, now: datetime, note: str | None) -> WarningRec:
+    w = WarningRec(
+        id=0,
         key=alert.identifier,
         sender=alert.sender,
         identifier=alert.identifier,
         drill=alert.is_drill,
+        state="active",
+        reason=None,
+        reason_code=None,
+        severity=None,
+        event=None,
+        headline=None,
+        reference_at=None,
+        reference_kind=None,
+        expires_at=None,
+        area=[],
         arrived_at=now,
         updated_at=now,
         note=note,
     )
     _apply_facts(w, alert, now)
-    session.add(w)
-    await session.flush()
+    await chain.insert_warning(tx, w)
+    return w
+
+
+async def _start_warning(ctx: Context, tx: Tx, w: WarningRec, alert: Alert, now: datetime) -> None:
     if alert.msg_type == "Cancel":
         w.state, w.reason_code = "skipped", "cancel"
         w.reason = "Cancel of an unknown warning: nothing to lift (无可解除的预警)"
     else:
-        await _plan_stages(ctx, session, w, alert, now)
+        _plan_stages(ctx, tx, w, alert, now)
     if w.state == "skipped":
-        skip = event_row(
-            w,
-            now,
-            "skip",
-            contact_id=None,
-            division=None,
-            level=None,
-            data={"reason": w.reason, "code": w.reason_code},
-        )
-        await chainrows.insert_events(session, [skip])
-    return w
+        skip = event_row(tx, w, now, "skip", data={"reason": w.reason, "code": w.reason_code})
+        chain.insert_events(tx, [skip])
 
 
-async def _plan_stages(
-    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
-) -> None:
+def _plan_stages(ctx: Context, tx: Tx, w: WarningRec, alert: Alert, now: datetime) -> None:
     p = plan(alert, ctx.directory, ctx.policy, now)
     if not p.dispatch:
         w.state, w.reason_code, w.reason = "skipped", p.decision.code, p.decision.reason
         return
     w.state, w.reason_code, w.reason = "active", None, None
-    assert w.id is not None
-    for idx, st in enumerate(p.stages):
-        session.add(
-            Stage(
-                warning_id=w.id,
-                idx=idx,
-                level=st.level,
-                lead_s=int(st.lead.total_seconds()),
-                due_at=st.due,
-            )
-        )
-
-
-async def notified_contacts(session: AsyncSession, w: WarningRow) -> list[tuple[str, str]]:
-    """(contact_id, phone) of everyone who has been sent a call for this warning so far."""
-    rows = (
-        await session.execute(
-            select(col(Outbox.contact_id), col(Outbox.to))
-            .where(
-                col(Outbox.warning_id) == w.id,
-                col(Outbox.purpose) == "call",
-                col(Outbox.state).in_(("sent", "sending")),
-            )
-            .order_by(col(Outbox.due_at), col(Outbox.id))
-        )
-    ).all()
-    seen: dict[str, str] = {}
-    for cid, phone in rows:
-        seen.setdefault(cid, phone)
-    return list(seen.items())
+    chain.insert_stages(
+        tx,
+        [
+            (w.id, idx, st.level, int(st.lead.total_seconds()), st.due)
+            for idx, st in enumerate(p.stages)
+        ],
+    )
 
 
 async def _notify_all(
-    session: AsyncSession, w: WarningRow, purpose: str, event: str, text: str, now: datetime
+    tx: Tx,
+    w: WarningRec,
+    purpose: str,
+    text: str,
+    message_id: int,
+    now: datetime,
 ) -> None:
-    """An update or lift notice to everyone notified so far, and its history events."""
-    people = await notified_contacts(session, w)
-    await chainrows.insert_outbox(
-        session,
+    """An update or lift notice to everyone notified so far (each its own history record)."""
+    people = await intake.notified(tx, w.id)
+    chain.insert_attempts(
+        tx,
         [
-            outbox_row(w, contact_id=cid, to=phone, purpose=purpose, text=text, now=now)
+            attempt_row(
+                tx,
+                w,
+                message_id=new_message_id(),
+                contact_id=cid,
+                to=phone,
+                purpose=purpose,
+                text=text,
+                now=now,
+                cause=message_id,
+            )
             for cid, phone in people
-        ],
-    )
-    data = {"severity": w.severity} if event == "update" else {}
-    await chainrows.insert_events(
-        session,
-        [
-            event_row(w, now, event, contact_id=cid, division=None, level=None, data=data)
-            for cid, _phone in people
         ],
     )
 
 
 async def _update(
-    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
+    ctx: Context, tx: Tx, w: WarningRec, alert: Alert, message_id: int, now: datetime
 ) -> None:
     """Re-time and re-target unfired stages; tell the notified; re-call on a severity rise."""
     if w.state == "cancelled":
@@ -229,58 +205,42 @@ async def _update(
     rose = severity_rank(alert.severity) > severity_rank(w.severity)
     _apply_facts(w, alert, now)
     if w.state == "skipped":
-        await _plan_stages(ctx, session, w, alert, now)  # it may qualify now
+        _plan_stages(ctx, tx, w, alert, now)  # it may qualify now
         return
     assert w.reference_at is not None
-    pending = select(Stage).where(col(Stage.warning_id) == w.id, col(Stage.state) == "pending")
-    for st in (await session.execute(pending)).scalars():
-        st.due_at, _late = stage_due(w.reference_at, timedelta(seconds=st.lead_s), now)
-    await _notify_all(session, w, "update", "update", update_text(facts(w), tz=ctx.tz), now)
+    pending = await chain.pending_stages(tx, w.id)
+    chain.retime_stages(
+        tx,
+        [
+            (stage_due(w.reference_at, timedelta(seconds=st.lead_s), now)[0], st.id)
+            for st in pending
+        ],
+    )
+    await _notify_all(tx, w, "update", update_text(facts(w), tz=ctx.tz), message_id, now)
     if rose:
-        rows = await session.execute(
-            select(col(Division.id), col(Division.code)).where(
-                col(Division.warning_id) == w.id,
-                col(Division.stopped) == False,  # noqa: E712
-            )
-        )
+        chain.save_warning(tx, w)  # the new calls' texts read the new facts
         jobs = [
-            Job(int(did), [ladder.Start()])
-            for did, code in rows
-            if did is not None and any(overlaps(a, code) for a in w.area)
+            Job(did, [ladder.Start()])
+            for did, code, stopped in await intake.divisions_of(tx, w.id)
+            if not stopped and any(overlaps(a, code) for a in w.area)
         ]
-        await run_jobs(ctx, session, jobs, now)
+        await run_jobs(ctx, tx, jobs, now)
     log.info("warning_updated", warning=w.key, severity=w.severity, rose=rose)
 
 
-async def _cancel(
-    ctx: Context, session: AsyncSession, w: WarningRow, alert: Alert, now: datetime
-) -> None:
+async def _cancel(ctx: Context, tx: Tx, w: WarningRec, message_id: int, now: datetime) -> None:
     """Lift the warning: stop every stage, attempt and escalation; tell everyone notified."""
     if w.state == "cancelled":
         return
     was_active = w.state == "active"
     w.state, w.updated_at = "cancelled", now
-    await session.execute(
-        update(Stage)
-        .where(col(Stage.warning_id) == w.id, col(Stage.state) == "pending")
-        .values(state="cancelled")
-    )
+    await chain.cancel_stages(tx, w.id)
     if not was_active:
         return
-    ids = (
-        await session.execute(select(col(Division.id)).where(col(Division.warning_id) == w.id))
-    ).scalars()
-    await run_jobs(
-        ctx, session, [Job(int(did), [ladder.Stop()]) for did in ids if did is not None], now
-    )
-    await session.execute(
-        update(Outbox)
-        .where(
-            col(Outbox.warning_id) == w.id,
-            col(Outbox.purpose) == "call",
-            col(Outbox.state) == "pending",
-        )
-        .values(state="cancelled")
-    )
-    await _notify_all(session, w, "lift", "cancel", lift_text(facts(w), tz=ctx.tz), now)
+    chain.save_warning(tx, w)
+    divisions = await intake.divisions_of(tx, w.id)
+    chain.mark_started(tx, [did for did, _c, _s in divisions], None)
+    await run_jobs(ctx, tx, [Job(did, [ladder.Stop()]) for did, _c, _s in divisions], now)
+    await intake.cancel_queued_calls(tx, w.id)
+    await _notify_all(tx, w, "lift", lift_text(facts(w), tz=ctx.tz), message_id, now)
     log.info("warning_cancelled", warning=w.key)

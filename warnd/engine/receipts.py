@@ -17,12 +17,10 @@ from types import MappingProxyType
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from warnd.engine.context import Context, message_id_of
-from warnd.store.tables import Outbox, Receipt
+from warnd.engine.context import Context
+from warnd.engine.ids import message_id_of
+from warnd.store.tx import Row, Tx
 
 log = structlog.get_logger("warnd.receipts")
 
@@ -58,29 +56,32 @@ class ReceiptIn:
 async def record(ctx: Context, items: Sequence[ReceiptIn]) -> list[str | None]:
     """Store a batch of receipts; returns the message id each one was matched to (or None)."""
     now = ctx.now()
-    matched: list[str | None] = []
-    async with ctx.store.write() as session:
+    for item in items:
+        if item.status not in STATUSES:
+            raise ValueError(f"unknown receipt status {item.status!r}")
+
+    async def job(tx: Tx) -> list[str | None]:
+        matched: list[str | None] = []
+        rows: list[Row] = []
         for item in items:
-            if item.status not in STATUSES:
-                raise ValueError(f"unknown receipt status {item.status!r}")
-            msg, how = await _match(session, item)
-            outbox_id = msg.id if msg is not None else None
+            msg, how = await _match(tx, item)
+            outbox_id = msg[0] if msg is not None else None
             matched.append(outbox_id)
-            if await _exists(session, item, outbox_id):
+            if await _exists(tx, item, outbox_id) or _repeated(rows, item, outbox_id):
                 continue
             detail = dict(item.detail)
             if how != "id":
                 detail["matched_by"] = how
-            session.add(
-                Receipt(
-                    warning_id=msg.warning_id if msg is not None else None,
-                    outbox_id=outbox_id,
-                    contact_id=msg.contact_id if msg is not None else None,
-                    provider=item.provider,
-                    ref=item.ref,
-                    status=item.status,
-                    detail=detail,
-                    received_at=now,
+            rows.append(
+                (
+                    msg[1] if msg is not None else None,
+                    outbox_id,
+                    msg[2] if msg is not None else None,
+                    item.provider,
+                    item.ref,
+                    item.status,
+                    detail,
+                    now,
                 )
             )
             log.info(
@@ -91,61 +92,85 @@ async def record(ctx: Context, items: Sequence[ReceiptIn]) -> list[str | None]:
                 ref=item.ref,
                 matched_by=how,
             )
-    return matched
+        tx.insert("receipt", _COLS, rows)
+        return matched
+
+    return await ctx.store.writer.run(job)
+
+
+_COLS = (
+    "warning_id",
+    "outbox_id",
+    "contact_id",
+    "provider",
+    "ref",
+    "status",
+    "detail",
+    "received_at",
+)
 
 
 async def outbox_for_ref(ctx: Context, provider: str, ref: str) -> str | None:
     """The message a provider's own id (CallId, SerialNo) was recorded for when it was sent."""
-    async with ctx.store.read() as session:
-        return await _by_ref(session, provider, ref)
+    rows = await ctx.store.backend.fetch(_BY_REF, (provider, ref))
+    return rows[0][0] if rows else None
 
 
-async def _by_ref(session: AsyncSession, provider: str, ref: str) -> str | None:
-    row = (
-        await session.execute(
-            select(col(Receipt.outbox_id))
-            .where(
-                col(Receipt.provider) == provider,
-                col(Receipt.ref) == ref,
-                col(Receipt.outbox_id).is_not(None),
-            )
-            .limit(1)
-        )
-    ).first()
-    return row[0] if row else None
+_BY_REF = (
+    "SELECT outbox_id FROM receipt WHERE provider = ? AND ref = ? AND outbox_id IS NOT NULL LIMIT 1"
+)
+_MSG = "SELECT id, warning_id, contact_id FROM outbox"
 
 
-async def _match(session: AsyncSession, item: ReceiptIn) -> tuple[Outbox | None, str]:
+async def _match(tx: Tx, item: ReceiptIn) -> tuple[Row | None, str]:
     if item.outbox_id:
-        msg = await session.get(Outbox, message_id_of(item.outbox_id))
-        if msg is not None:
-            return msg, "id"
+        rows = await tx.rows(_MSG + " WHERE id = ?", message_id_of(item.outbox_id))
+        if rows:
+            return rows[0], "id"
     if item.ref:
-        found = await _by_ref(session, item.provider, item.ref)
-        if found is not None:
-            return await session.get(Outbox, found), "ref"
+        found = await tx.rows(_BY_REF, item.provider, item.ref)
+        if found:
+            rows = await tx.rows(_MSG + " WHERE id = ?", found[0][0])
+            if rows:
+                return rows[0], "ref"
     if item.phone:
-        q = select(Outbox).where(
-            col(Outbox.to) == item.phone, col(Outbox.state).in_(("sent", "sending"))
-        )
+        # The last resort scans the outbox (no index by number: a fan-out would write it for
+        # every attempt); providers echo warnd's id or their own, so this is rare.
+        sql = _MSG + " WHERE \"to\" = ? AND state IN ('sent', 'sending')"
+        args: list[Any] = [item.phone]
         if item.via:
-            q = q.where(col(Outbox.channel) == item.via)
-        q = q.order_by(col(Outbox.due_at).desc(), col(Outbox.id).desc()).limit(1)
-        latest = (await session.execute(q)).scalars().first()
-        if latest is not None:
-            return latest, "phone"
+            sql += " AND channel = ?"
+            args.append(item.via)
+        rows = await tx.rows(sql + " ORDER BY at DESC, id DESC LIMIT 1", *args)
+        if rows:
+            return rows[0], "phone"
     return None, "none"
 
 
-async def _exists(session: AsyncSession, item: ReceiptIn, outbox_id: str | None) -> bool:
+async def _exists(tx: Tx, item: ReceiptIn, outbox_id: str | None) -> bool:
     """A receipt pushed again (providers retry on slow answers) is kept once."""
-    q = select(col(Receipt.id)).where(
-        col(Receipt.provider) == item.provider, col(Receipt.status) == item.status
-    )
-    q = q.where(
-        col(Receipt.outbox_id) == outbox_id if outbox_id else col(Receipt.outbox_id).is_(None)
-    )
-    q = q.where(col(Receipt.ref) == item.ref if item.ref else col(Receipt.ref).is_(None))
     if outbox_id is None and item.ref is None:
         return False  # nothing identifies it: keep every copy rather than merge strangers
-    return (await session.execute(q.limit(1))).first() is not None
+    sql = "SELECT id FROM receipt WHERE provider = ? AND status = ?"
+    args: list[Any] = [item.provider, item.status]
+    if outbox_id:
+        sql += " AND outbox_id = ?"
+        args.append(outbox_id)
+    else:
+        sql += " AND outbox_id IS NULL"
+    if item.ref:
+        sql += " AND ref = ?"
+        args.append(item.ref)
+    else:
+        sql += " AND ref IS NULL"
+    return bool(await tx.rows(sql + " LIMIT 1", *args))
+
+
+def _repeated(rows: list[Row], item: ReceiptIn, outbox_id: str | None) -> bool:
+    """The same receipt twice in one batch (not yet in the store)."""
+    if outbox_id is None and item.ref is None:
+        return False
+    return any(
+        r[3] == item.provider and r[5] == item.status and r[1] == outbox_id and r[4] == item.ref
+        for r in rows
+    )

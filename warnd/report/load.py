@@ -2,7 +2,8 @@
 
 Both end in ``warnd.report.build`` with the same kind of events; this module only gathers the
 facts around them. From the store: the warning and its stages, the number each person was
-called on, division names, outbox rows by channel and state, resolved not-woken entries. From
+called on, division names, outbox rows by channel and state, resolved not-woken entries, and
+the history (``warnd.views.history``). From
 a drill file: its events, its ``warnings`` facts when it carries them (else the onset is
 estimated from the stage times), names and numbers from the contacts directory when given.
 """
@@ -16,13 +17,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
-
 from warnd.directory import Directory
 from warnd.errors import InputError
 from warnd.report import Facts, Progress, Report, StageFact, as_time, build, estimate_facts
 from warnd.store import Store
-from warnd.views import Timestamps, find
+from warnd.views import Timestamps, find, history
+from warnd.views.reader import source
 
 
 async def from_store(
@@ -37,45 +37,38 @@ async def from_store(
     w = await find(store, ref)
     wid = w.id
     ts = Timestamps()
-    async with store.read() as s:
-        stages = tuple(
-            StageFact(r[0], timedelta(seconds=int(r[1])), ts(r[2]), ts(r[3]))
-            for r in await s.execute(
-                text(
-                    "SELECT level, lead_s, due_at, fired_at FROM stage"
-                    " WHERE warning_id = :w ORDER BY idx"
-                ),
-                {"w": wid},
-            )
+    s = source(store)
+    stages = tuple(
+        StageFact(r[0], timedelta(seconds=int(r[1])), ts(r[2]), ts(r[3]))
+        for r in await s.fetch(
+            "SELECT level, lead_s, due_at, fired_at FROM stage WHERE warning_id = :w ORDER BY idx",
+            {"w": wid},
         )
-        count = text("SELECT count(*) FROM event WHERE warning_id = :w")
-        total = int((await s.execute(count, {"w": wid})).scalar_one())
-        phones = {
-            r[0]: r[1]
-            for r in await s.execute(
-                text("SELECT DISTINCT contact_id, phone FROM call WHERE warning_id = :w"),
-                {"w": wid},
-            )
-        }
-        names: dict[str, str] = {}
-        resolved: dict[str, str | None] = {}
-        for code, name, by in await s.execute(
-            text("SELECT code, name, resolved_by FROM division WHERE warning_id = :w"),
-            {"w": wid},
-        ):
-            names[code] = name
-            if by is not None:
-                resolved[code] = by
-        channels: dict[str, dict[str, int]] = {}
-        for channel, state, n in await s.execute(
-            text(
-                "SELECT channel, state, count(*) FROM outbox WHERE warning_id = :w"
-                " GROUP BY channel, state"
-            ),
-            {"w": wid},
-        ):
-            channels.setdefault(channel or "-", {})[state] = int(n)
-        events = await _events(s, wid, tz, ts, progress, total)
+    )
+    phones = {
+        r[0]: r[1]
+        for r in await s.fetch(
+            "SELECT DISTINCT contact_id, phone FROM call WHERE warning_id = :w", {"w": wid}
+        )
+    }
+    names: dict[str, str] = {}
+    resolved: dict[str, str | None] = {}
+    for code, name, by in await s.fetch(
+        "SELECT code, name, resolved_by FROM division WHERE warning_id = :w", {"w": wid}
+    ):
+        names[code] = name
+        if by is not None:
+            resolved[code] = by
+    channels: dict[str, dict[str, int]] = {}
+    for channel, state, n in await s.fetch(
+        "SELECT channel, state, count(*) FROM outbox WHERE warning_id = :w GROUP BY channel, state",
+        {"w": wid},
+    ):
+        channels.setdefault(channel or "-", {})[state] = int(n)
+    events = await history.events(s, tz, [wid])
+    total = len(events)
+    if progress is not None:
+        progress(total, total * 2)
     facts = Facts(
         key=w.key,
         headline=w.headline,
@@ -104,49 +97,6 @@ async def from_store(
     )
 
 
-async def _events(
-    s: Any, wid: int, tz: ZoneInfo, ts: Timestamps, progress: Progress | None, total: int
-) -> list[dict[str, Any]]:
-    """The warning's history in the drill report's event shape (contracts §4)."""
-    q = text(
-        "SELECT at, type, warning_key, contact_id, division, level, data FROM event"
-        " WHERE warning_id = :w ORDER BY at, id"
-    )
-    out: list[dict[str, Any]] = []
-    shown: dict[Any, str] = {}
-    parsed: dict[Any, dict[str, Any]] = {}  # a fan-out repeats a handful of data payloads
-    result = await s.stream(q, {"w": wid})
-    async for part in result.partitions(10000):
-        for r in part:
-            when = shown.get(r[0])
-            if when is None:
-                at = ts(r[0])
-                assert at is not None
-                when = shown[r[0]] = at.astimezone(tz).isoformat()
-            item: dict[str, Any] = {
-                "at": when,
-                "type": r[1],
-                "warning": r[2],
-                "contact_id": r[3],
-                "division": r[4],
-                "level": r[5],
-            }
-            data = r[6]
-            if isinstance(data, str | bytes):
-                cached = parsed.get(data)
-                if cached is None:
-                    cached = json.loads(data)
-                    if len(parsed) < 10000:  # bounded: payloads with ids would not repeat
-                        parsed[data] = cached
-                data = cached
-            if data:
-                item.update(data)
-            out.append(item)
-        if progress is not None:
-            progress(len(out), total * 2)
-    return out
-
-
 async def drill_facts(store: Store, tz: ZoneInfo) -> list[dict[str, Any]]:
     """Every warning's facts in the shape a drill file's ``warnings`` list takes.
 
@@ -154,21 +104,17 @@ async def drill_facts(store: Store, tz: ZoneInfo) -> list[dict[str, Any]]:
     writes; ``warnd report FILE`` then uses the exact onset and timetable instead of estimating.
     """
     ts = Timestamps()
-    async with store.read() as s:
-        ws = (
-            await s.execute(
-                text(
-                    "SELECT id, key, headline, severity, state, reference_at, reference_kind"
-                    " FROM warning ORDER BY id"
-                )
-            )
-        ).all()
-        stages: dict[int, list[StageFact]] = {}
-        for r in await s.execute(
-            text("SELECT warning_id, level, lead_s, due_at, fired_at FROM stage ORDER BY idx")
-        ):
-            fact = StageFact(r[1], timedelta(seconds=int(r[2])), ts(r[3]), ts(r[4]))
-            stages.setdefault(int(r[0]), []).append(fact)
+    s = source(store)
+    ws = await s.fetch(
+        "SELECT id, key, headline, severity, state, reference_at, reference_kind"
+        " FROM warning ORDER BY id"
+    )
+    stages: dict[int, list[StageFact]] = {}
+    for r in await s.fetch(
+        "SELECT warning_id, level, lead_s, due_at, fired_at FROM stage ORDER BY idx"
+    ):
+        fact = StageFact(r[1], timedelta(seconds=int(r[2])), ts(r[3]), ts(r[4]))
+        stages.setdefault(int(r[0]), []).append(fact)
     return [
         facts_json(
             Facts(

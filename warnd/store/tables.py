@@ -1,8 +1,15 @@
 """The database tables: the only place SQLModel table classes live.
 
-Every timer is a row with a due time (``stage.due_at``, ``call.next_due_at``,
-``outbox.due_at``): the engine finds work by querying them, so a restart resumes exactly where
-the last transaction left off. All times are stored as UTC.
+Every timer is a row with a due time (``stage.due_at``, ``division.start_due``,
+``call.next_due_at``, ``outbox.due_at``): the engine finds work by querying them, so a restart
+resumes exactly where the last transaction left off. All times are stored as UTC.
+
+The chain's history (the drill report's events, contracts §4) is not kept twice: an attempt or a
+notice is its ``outbox`` row, an answer its ``ack`` row; only what has no row of its own
+(``escalate``, ``unreached``, ``skip``) is an ``event`` row. ``seq`` orders the three among
+themselves at one instant (``warnd.views.history`` reads them back as one list). The hot tables
+carry few indexes, partial where only some rows are looked up: a province-wide tick writes
+~100,000 rows to each (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -10,7 +17,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -39,6 +56,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, on both backends."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
 
 
 def _json() -> Any:
@@ -114,7 +136,10 @@ class Division(SQLModel, table=True):
 
     __tablename__ = "division"
     # (warning_id, code) also serves every lookup by warning: no separate warning_id index
-    __table_args__ = (UniqueConstraint("warning_id", "code"),)
+    __table_args__ = (
+        UniqueConstraint("warning_id", "code"),
+        Index("ix_division_start", "start_due", **_where("start_due IS NOT NULL")),
+    )
     id: int | None = Field(default=None, primary_key=True)
     warning_id: int = Field(foreign_key="warning.id")
     code: str
@@ -132,6 +157,9 @@ class Division(SQLModel, table=True):
     resolved_by: str | None = None
     resolved_note: str | None = Field(default=None, sa_column=Column(Text))
     stopped: bool = False  # cancel / left the area: nothing more for it
+    #: its stage fired and its calls are still to be started (instances share a stage's
+    #: divisions in batches); NULL once started
+    start_due: datetime | None = _ts()
 
 
 class Call(SQLModel, table=True):
@@ -142,9 +170,10 @@ class Call(SQLModel, table=True):
     # every index is written each time. (division_id, key) serves lookups by division,
     # (warning_id, contact_id) those by warning and an officer's lookup of a person.
     __table_args__ = (
-        Index("ix_call_due", "state", "next_due_at"),
+        Index("ix_call_due", "next_due_at", **_where("state = 'active'")),
         UniqueConstraint("division_id", "key"),
         Index("ix_call_warning_contact", "warning_id", "contact_id"),
+        Index("ix_call_token", "token", unique=True, **_where("token IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
     warning_id: int = Field(foreign_key="warning.id")
@@ -161,33 +190,44 @@ class Call(SQLModel, table=True):
     ended_at: datetime | None = _ts()
     acked_at: datetime | None = _ts()
     ack_source: str | None = None
+    #: the four digits its messages print (an SMS reply names them); unique among the
+    #: person's open calls
+    reply_code: str | None = None
+    token: str | None = None  # of its confirmation link (only when links are configured)
+    last_message: str | None = None  # outbox id of its latest attempt
 
 
 class Outbox(SQLModel, table=True):
-    """One outbound message; its id is the idempotency key the gateway sees (contracts §5)."""
+    """One outbound message: an attempt of a call, or an update/lift notice.
+
+    The row is the message's queue entry and its own record: its id is the idempotency key the
+    gateway sees (contracts §5); ``at`` (when it was made) and ``seq`` place it in the history.
+    Two indexes: the id, and the messages still to send in queueing order (partial: sent ones
+    leave it).
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "due_at"),)
+    __table_args__ = (Index("ix_outbox_pending", "due_at", "seq", **_where("state = 'pending'")),)
     id: str = Field(primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id", index=True)
-    call_id: int | None = Field(default=None, foreign_key="call.id", index=True)
+    warning_id: int = Field(foreign_key="warning.id")
+    call_id: int | None = Field(default=None, foreign_key="call.id")
+    message_id: int | None = None  # the CAP message an update/lift notice answers
     contact_id: str
-    to: str = Field(index=True)  # an SMS reply is matched by its sender's number
+    to: str
     purpose: str  # call|update|lift
     attempt: int | None = None
     rung: str | None = None
     text: str = Field(sa_column=Column(Text, nullable=False))
-    due_at: datetime | None = _ts(nullable=False)
+    at: datetime | None = _ts(nullable=False)  # made (the history's time); never changes
+    due_at: datetime | None = _ts(nullable=False)  # next try
     state: str = "pending"  # pending|sending|sent|failed|cancelled
     tries: int = 0
     channel: str | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
-    lease_until: datetime | None = _ts()
-    claimed_by: str | None = None
+    claimed_by: str | None = None  # the instance sending it (PostgreSQL, state sending)
     sent_at: datetime | None = _ts()
-    reply_code: str | None = None  # compared among the sender's recent messages: no index
-    token: str | None = Field(default=None, unique=True)
     drill: bool = False
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger))  # NULL: before 0003
 
 
 class Ack(SQLModel, table=True):
@@ -197,7 +237,7 @@ class Ack(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("dedupe_key"),)
     id: int | None = Field(default=None, primary_key=True)
     warning_id: int = Field(foreign_key="warning.id", index=True)
-    call_id: int | None = Field(default=None, foreign_key="call.id", index=True)
+    call_id: int | None = Field(default=None, foreign_key="call.id")
     division_id: int | None = Field(default=None, foreign_key="division.id")
     outbox_id: str | None = None
     contact_id: str | None = None
@@ -207,10 +247,18 @@ class Ack(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text))
     dedupe_key: str
     late: bool = False  # arrived after the call had ended
+    #: it ended its call (the history's ``ack`` event); a second answer on an answered call is
+    #: kept, not counted
+    counted: bool = False
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class Event(SQLModel, table=True):
-    """The chain's history, one row per state change (the drill report's event list)."""
+    """The history events that have no row of their own: escalate, unreached, skip.
+
+    (Stores upgraded from schema 0002 also keep their earlier notify/update/cancel/ack events
+    here; ``warnd.views.history`` reads both.)
+    """
 
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_warning_at", "warning_id", "at"),)
@@ -218,11 +266,11 @@ class Event(SQLModel, table=True):
     warning_id: int | None = Field(default=None, foreign_key="warning.id")
     at: datetime | None = _ts(nullable=False)
     type: str
-    warning_key: str
     contact_id: str | None = None
     division: str | None = None
     level: str | None = None
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class Receipt(SQLModel, table=True):
@@ -244,3 +292,28 @@ class Receipt(SQLModel, table=True):
     status: str  # submitted|delivered|undelivered|answered|no_key|keypress|no_answer|failed
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime | None = _ts(nullable=False)
+
+
+class Instance(SQLModel, table=True):
+    """A running daemon sharing a PostgreSQL store: its heartbeat keeps its claims.
+
+    Messages it claimed (``outbox.claimed_by``) go back to the queue when it has been silent for
+    two heartbeats (``warnd.store.postgres``). The heartbeat is the database server's time: it
+    is about the process being alive, not about the chain's (injected) clock.
+    """
+
+    __tablename__ = "instance"
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    started_at: datetime | None = _ts(nullable=False)
+    heartbeat_at: datetime | None = _ts(nullable=False)
+
+
+class Counter(SQLModel, table=True):
+    """Named counters of a SQLite store (``history``: the next ``seq``); PostgreSQL uses
+    sequences instead, so that instances never wait on one row."""
+
+    __tablename__ = "counter"
+    name: str = Field(primary_key=True)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

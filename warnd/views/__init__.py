@@ -1,7 +1,8 @@
 """Read-only views of the store for the duty desk: status, the not-woken list.
 
 The figures come from aggregate queries over the chain's rows (``division``, ``call``,
-``outbox``) along their ``warning_id`` / ``division_id`` / ``call_id`` indexes; the per-person
+``outbox``) along their ``warning_id`` / ``division_id`` indexes and a call's latest attempt
+(``call.last_message``); the per-person
 listing reads only the rows it shows unless asked for all of them. Rows are read with plain SQL
 through ``warnd.views.reader`` (the stdlib ``sqlite3`` or ``asyncpg``, no SQLAlchemy: importing
 it costs more than the queries of ``warnd status``) and timestamps parsed once per distinct

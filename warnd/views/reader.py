@@ -9,8 +9,8 @@ read through a ``Source``: anything with ``await fetch(sql, params) -> rows``.
   ``asyncpg`` directly, in read-only transactions. The schema is checked against
   ``warnd.revision.HEAD`` with one query of ``alembic_version``; any other answer (empty,
   older, newer) is handed to ``Store.open``, which refuses it with the usual one-line error.
-- ``source(store)``: the same interface over an open ``warnd.store.Store`` (the report, tests
-  and benchmarks that already hold one).
+- an open ``warnd.store.Store`` is a ``Source`` itself (``Store.fetch``: its read connection),
+  for the report, tests and benchmarks that already hold one.
 
 The SQL is the same for both backends: parameters are written ``:name``; a list or tuple value
 expands to a parenthesised list for ``IN :name`` (an empty one to ``(NULL)``, which matches
@@ -186,21 +186,7 @@ async def _refuse(url: str) -> None:
     await store.close()
 
 
-class StoreSource:
-    """``Source`` over an open ``warnd.store.Store``: a read session per query."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
-        from sqlalchemy import text
-
-        query, args = bind(sql, params, lambda n: f":p{n}")
-        async with self._store.read() as s:
-            result = await s.execute(text(query), {f"p{i}": v for i, v in enumerate(args, 1)})
-            return list(result.all())
-
-
 def source(where: Source | Store) -> Source:
-    """A ``Source`` for either a reader (as it is) or an open ``Store``."""
-    return where if isinstance(where, Source) else StoreSource(where)
+    """A ``Source`` for either a reader or an open ``Store`` (which reads on its own
+    read-only connection: ``Store.fetch``)."""
+    return where

@@ -1,0 +1,147 @@
+"""Store operations of acknowledgements: finding the call an answer is for, recording it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from warnd.store.records import ACK_INSERT
+from warnd.store.tx import Row, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class CallRef:
+    """What an answer needs to know of its call before the division is loaded."""
+
+    id: int
+    warning_id: int
+    division_id: int
+    key: str
+    contact_id: str
+    rung: str
+
+
+async def attempt_calls(tx: Tx, message_ids: Sequence[str]) -> dict[str, int]:
+    """The call of each call attempt among ``message_ids`` (notices have none)."""
+    rows = await tx.rows_in(
+        "SELECT id, call_id FROM outbox WHERE call_id IS NOT NULL AND id IN {ids}",
+        sorted(set(message_ids)),
+        type_="text",
+    )
+    return {mid: int(cid) for mid, cid in rows}
+
+
+async def calls(tx: Tx, call_ids: Sequence[int]) -> dict[int, CallRef]:
+    rows = await tx.rows_in(
+        'SELECT id, warning_id, division_id, key, contact_id, rung FROM "call" WHERE id IN {ids}',
+        sorted(set(call_ids)),
+    )
+    return {int(r[0]): CallRef(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5]) for r in rows}
+
+
+async def seen(tx: Tx, dedupe_keys: Sequence[str]) -> set[str]:
+    """The dedupe keys already stored (a retried hook is harmless)."""
+    rows = await tx.rows_in(
+        "SELECT dedupe_key FROM ack WHERE dedupe_key IN {ids}",
+        sorted(set(dedupe_keys)),
+        type_="text",
+    )
+    return {r[0] for r in rows}
+
+
+def insert_acks(tx: Tx, rows: list[Row]) -> None:
+    """Rows in ``ACK_INSERT`` order (``seq`` from ``tx.seq()``)."""
+    tx.insert("ack", ACK_INSERT, rows)
+
+
+def resolve(tx: Tx, rows: list[tuple[datetime, str | None, str | None, int]]) -> None:
+    """(at, by, note, division id): the division's not-woken entry, if open, is resolved."""
+    tx.many(
+        "UPDATE division SET resolved_at = ?, resolved_by = ?, resolved_note = ?"
+        " WHERE id = ? AND unreached_at IS NOT NULL AND resolved_at IS NULL",
+        [(tx.bts(at), by, note, did) for at, by, note, did in rows],
+    )
+
+
+async def officer_calls(
+    tx: Tx, warning_id: int, contact_id: str | None, division: str | None
+) -> list[tuple[int, str]] | None:
+    """(call id, state) of a warning's calls for a person and/or a division, newest first;
+    None when the division is not one of the warning's."""
+    sql = 'SELECT c.id, c.state FROM "call" c WHERE c.warning_id = ?'
+    args: list[Any] = [warning_id]
+    if contact_id:
+        sql += " AND c.contact_id = ?"
+        args.append(contact_id)
+    if division:
+        found = await tx.rows(
+            "SELECT id FROM division WHERE warning_id = ? AND code = ?", warning_id, division
+        )
+        if not found:
+            return None
+        sql += " AND c.division_id = ?"
+        args.append(int(found[0][0]))
+    rows = await tx.rows(sql + " ORDER BY c.start_at DESC, c.id DESC", *args)
+    return [(int(i), st) for i, st in rows]
+
+
+# ---- reads outside the writer (the hooks' lookups) ----------------------------------------
+
+
+async def reply_candidates(
+    read: Any, contact_ids: Sequence[str], number: str, limit: int = 200
+) -> list[tuple[int, str | None, str, str]]:
+    """(call id, reply code, call state, latest message id) of the calls made to ``number``
+    that have reached the gateway, latest attempt first. ``contact_ids``: the persons the
+    directory knows for the number (the lookup walks ``(warning_id, contact_id)``); none: every
+    open call of an active warning is scanned for the number (a person whose number changed)."""
+    head = (
+        "SELECT c.id, c.reply_code, c.state, c.last_message, o.at, o.state, c.attempts_made"
+        ' FROM "call" c JOIN outbox o ON o.id = c.last_message WHERE c.phone = ?'
+    )
+    if contact_ids:
+        rows = await read.fetch_in(
+            head + ' AND c.warning_id IN (SELECT id FROM "warning") AND c.contact_id IN {ids}',
+            list(contact_ids),
+            (number,),
+            "text",
+        )
+    else:
+        rows = await read.fetch(
+            head + " AND c.state = 'active'"
+            " AND c.warning_id IN (SELECT id FROM \"warning\" WHERE state = 'active')",
+            (number,),
+        )
+    out = []
+    for cid, code, state, last, at, ostate, made in rows:
+        if ostate in ("sent", "sending") or int(made or 0) > 1:
+            out.append((read.ts(at), int(cid), code, state, last))
+    out.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [(cid, code, state, last) for _at, cid, code, state, last in out[:limit]]
+
+
+async def by_token(read: Any, token: str) -> tuple[int, str, str, datetime] | None:
+    """(call id, latest message id, its text, when it was made) of a confirmation token."""
+    rows = await read.fetch(
+        'SELECT c.id, o.id, o.text, o.at FROM "call" c JOIN outbox o ON o.id = c.last_message'
+        " WHERE c.token = ?",
+        (token,),
+    )
+    if not rows:
+        return None
+    cid, mid, text, at = rows[0]
+    return int(cid), mid, text, read.ts(at)
+
+
+async def call_open(read: Any, message_ids: Sequence[str]) -> set[str]:
+    """The message ids among ``message_ids`` whose call is still open."""
+    rows = await read.fetch_in(
+        'SELECT o.id FROM outbox o JOIN "call" c ON c.id = o.call_id'
+        " WHERE c.state = 'active' AND o.id IN {ids}",
+        sorted(set(message_ids)),
+        (),
+        "text",
+    )
+    return {r[0] for r in rows}

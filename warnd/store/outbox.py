@@ -1,0 +1,141 @@
+"""Store operations of the outbox: due messages taken for sending, their outcomes written.
+
+Taking messages differs by backend, nothing else does:
+
+* **SQLite** has one daemon per store file (``warnd.store.lock``), so nothing needs to be written
+  to take a message: the process remembers what it holds (``held``) until the outcome is
+  committed. After a crash nothing is held: every message still pending is due, and goes out
+  again at once under its own id (a message in flight at the crash may reach the gateway twice;
+  the gateway can drop the repeat by id).
+* **PostgreSQL** shares the queue between instances: a claim marks rows ``sending`` with the
+  instance's id (``FOR UPDATE SKIP LOCKED``), and rows of an instance silent for two heartbeats
+  go back to the queue (``reclaim``).
+
+Messages go out in order of due time; among those due at the same instant, in queueing order
+(``seq``): both walk ``ix_outbox_pending (due_at, seq)`` and stop at the claim size.
+An attempt whose call was answered, cancelled or overtaken by its next attempt is not sent: it
+is recorded ``cancelled`` ("call no longer open").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from warnd.store.tx import Row, Tx
+
+RETRY_AFTER = timedelta(seconds=20)
+
+#: what a taken message needs: the row, its warning's key, its call's state and reply code
+_DUE = (
+    'SELECT o.id, o."to", o.purpose, o.text, w.key, o.contact_id, o.drill, o.attempt, o.rung,'
+    " c.reply_code, c.token, o.call_id, o.tries, c.state, c.attempts_made"
+    ' FROM outbox o JOIN "warning" w ON w.id = o.warning_id'
+    ' LEFT OUTER JOIN "call" c ON c.id = o.call_id'
+)
+DUE_SQLITE = _DUE + " WHERE o.state = 'pending' AND o.due_at <= ? ORDER BY o.due_at, o.seq LIMIT ?"
+
+
+def stale(r: Row) -> bool:
+    """A call attempt whose call was answered, cancelled, or overtaken by the next attempt."""
+    return r[2] == "call" and (r[13] != "active" or (r[7] or 0) < (r[14] or 0))
+
+
+async def due_sqlite(store: Any, now: datetime, limit: int) -> list[Row]:
+    """Due rows not held by this process (nor recorded while this read ran), in order."""
+    mark = store.release_mark()
+    read = store.backend
+    rows = await read.fetch(DUE_SQLITE, (read.bts(now), limit + len(store.held)))
+    keep = store.fresh([r[0] for r in rows], mark)
+    return [r for r, k in zip(rows, keep, strict=True) if k][:limit]
+
+
+async def claim_postgres(tx: Tx, now: datetime, limit: int, instance: str) -> list[Row]:
+    """Due rows nobody else holds, marked ``sending`` by ``instance``."""
+    rows = await tx.rows(
+        _DUE + " WHERE o.id IN (SELECT id FROM outbox WHERE state = 'pending' AND due_at <= ?"
+        " ORDER BY due_at, seq LIMIT ? FOR UPDATE SKIP LOCKED) ORDER BY o.due_at, o.seq",
+        tx.bts(now),
+        limit,
+    )
+    if rows:
+        await tx.execute_in(
+            "UPDATE outbox SET state = 'sending', claimed_by = ? WHERE id IN {ids}",
+            [r[0] for r in rows],
+            instance,
+            type_="text",
+        )
+    return rows
+
+
+_LIVE = "(state = 'pending' OR state = 'sending')"
+# ``claimed_by`` stays on a message an instance sent (who sent it); one that goes back to the
+# queue is nobody's
+SENT = (
+    "UPDATE outbox SET state = 'sent', channel = ?, sent_at = ?, error = NULL,"
+    f" tries = tries + 1 WHERE id = ? AND {_LIVE}"
+)
+FAILED = (
+    f"UPDATE outbox SET state = 'failed', error = ?, tries = tries + 1 WHERE id = ? AND {_LIVE}"
+)
+RETRY = (
+    "UPDATE outbox SET state = 'pending', error = ?, due_at = ?, claimed_by = NULL,"
+    f" tries = tries + 1 WHERE id = ? AND {_LIVE}"
+)
+CANCELLED = f"UPDATE outbox SET state = 'cancelled', error = ? WHERE id = ? AND {_LIVE}"
+
+
+def record(
+    tx: Tx,
+    now: datetime,
+    sent: Sequence[tuple[str, str]],
+    failed: Sequence[tuple[str, str]],
+    retry: Sequence[tuple[str, str]],
+    cancelled: Sequence[tuple[str, str]],
+) -> None:
+    """Outcomes: (id, channel) sent; (id, error) failed for good, to retry, not to be sent."""
+    at = tx.bts(now)
+    tx.many(SENT, [(ch, at, i) for i, ch in sent])
+    tx.many(FAILED, [(e, i) for i, e in failed])
+    due = tx.bts(now + RETRY_AFTER)
+    tx.many(RETRY, [(e, due, i) for i, e in retry])
+    tx.many(CANCELLED, [(e, i) for i, e in cancelled])
+
+
+async def heartbeat(read: Any, instance: str, host: str, pid: int, silent_s: float) -> int:
+    """This instance is alive; messages of instances silent for ``silent_s`` are queued again.
+
+    Returns the messages reclaimed. PostgreSQL only (the server's clock: liveness is real
+    time, whatever clock the chain runs on).
+    """
+    async with read.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO instance (id, host, pid, started_at, heartbeat_at)"
+            " VALUES ($1, $2, $3, now(), now())"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+            instance,
+            host,
+            pid,
+        )
+        silent = f"now() - make_interval(secs => {float(silent_s)})"
+        status = await conn.execute(
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'sending'"
+            " AND claimed_by IS DISTINCT FROM $1 AND claimed_by NOT IN"
+            f" (SELECT id FROM instance WHERE heartbeat_at > {silent})",
+            instance,
+        )
+        await conn.execute(f"DELETE FROM instance WHERE heartbeat_at <= {silent}")
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+async def retire(read: Any, instance: str) -> None:
+    """A clean stop: what this instance still holds goes back to the queue now."""
+    async with read.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL"
+            " WHERE state = 'sending' AND claimed_by = $1",
+            instance,
+        )
+        await conn.execute("DELETE FROM instance WHERE id = $1", instance)

@@ -1,0 +1,251 @@
+"""The PostgreSQL backend: asyncpg directly, bulk statements as arrays.
+
+* Inserts are ``COPY`` (``copy_records_to_table``, binary); updates one
+  ``UPDATE … FROM unnest($1::t[], …)`` per batch; ``IN`` lists one array parameter
+  (``= ANY($n::t[])``). No ORM, no per-row round trip.
+* The writer has a connection of its own; reads outside a write transaction (the duty desk's
+  views, hooks' lookups) use a second one.
+* ``seq`` comes from the sequence ``history_seq`` (blocks of 1024 per ``nextval``) and new ids
+  from each table's own sequence, so instances never wait on one row.
+* Instances heartbeat in ``instance``; the messages an instance claimed go back to the queue
+  when it has been silent for two heartbeats (``reclaim``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import socket
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from warnd.store import columns
+from warnd.store.tx import Row, Tx, Write
+
+_BLOCK = 1024  # INCREMENT BY of history_seq (migration 0003)
+_PARAM = re.compile(r"'(?:[^']|'')*'|\?")
+
+
+@cache
+def numbered(sql: str, start: int = 1) -> str:
+    """``?`` parameters as ``$1``, ``$2``…; quoted literals left alone."""
+    n = start - 1
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal n
+        if m.group(0) != "?":
+            return m.group(0)
+        n += 1
+        return f"${n}"
+
+    return _PARAM.sub(sub, sql)
+
+
+@cache
+def with_array(sql: str, nargs: int, type_: str) -> str:
+    """``x IN {ids}`` as ``x = ANY($k::type[])`` after ``nargs`` ``?`` parameters."""
+    text = numbered(sql.replace("IN {ids}", "= ANY(@ids@)"))
+    return text.replace("@ids@", f"${nargs + 1}::{type_}[]")
+
+
+def _utc(value: Any) -> Any:
+    if value is None or getattr(value, "tzinfo", None) is UTC:
+        return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value
+
+
+@cache
+def _update_sql(table: str, cols: tuple[str, ...]) -> str:
+    kinds = columns.kinds(table)
+    names = (*cols, "id")
+    arrays = ", ".join(f"${i}::{columns.pg_type(kinds[c])}[]" for i, c in enumerate(names, start=1))
+    sets = ", ".join(f'"{c}" = v."{c}"' for c in cols)
+    vcols = ", ".join(f'"{c}"' for c in names)
+    return f'UPDATE "{table}" AS t SET {sets} FROM unnest({arrays}) AS v({vcols}) WHERE t.id = v.id'
+
+
+def _json_cols(table: str, cols: Sequence[str]) -> list[int]:
+    kinds = columns.kinds(table)
+    return [i for i, c in enumerate(cols) if kinds[c] == "json"]
+
+
+def _encoded(table: str, cols: Sequence[str], rows: list[Row]) -> list[Row]:
+    """JSON values as text (asyncpg's codec for ``json``)."""
+    idx = _json_cols(table, cols)
+    if not idx:
+        return rows
+    out = []
+    for r in rows:
+        v = list(r)
+        for i in idx:
+            if v[i] is not None and not isinstance(v[i], str):
+                v[i] = json.dumps(v[i])
+        out.append(tuple(v))
+    return out
+
+
+class PostgresTx(Tx):
+    """A write transaction on the writer's connection (begun on first use)."""
+
+    row_locks = True
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__()
+        self._conn = conn
+        self._tr: Any = None
+
+    async def _begin(self) -> None:
+        if self._tr is None:
+            self._tr = self._conn.transaction()
+            await self._tr.start()
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        await self._begin()
+        return [tuple(r) for r in await self._conn.fetch(numbered(sql), *args)]
+
+    async def _fetch_in(
+        self, sql: str, ids: list[Any], args: Sequence[Any], type_: str
+    ) -> list[Row]:
+        await self._begin()
+        rows = await self._conn.fetch(with_array(sql, len(args), type_), *args, ids)
+        return [tuple(r) for r in rows]
+
+    async def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        await self._begin()
+        return _count(await self._conn.execute(numbered(sql), *args))
+
+    async def _execute_in(self, sql: str, ids: list[Any], args: Sequence[Any], type_: str) -> int:
+        await self._begin()
+        return _count(await self._conn.execute(with_array(sql, len(args), type_), *args, ids))
+
+    async def _write(self, writes: list[Write], first: int, n: int) -> None:
+        await self._begin()
+        if n:
+            place = await self._reserve(n)
+            writes = self.placed(writes, place, first)
+        for w in writes:
+            if w.kind == "many":
+                await self._conn.executemany(numbered(w.sql), w.rows)
+            elif w.kind == "insert":
+                await self._conn.copy_records_to_table(
+                    w.table, records=_encoded(w.table, w.cols, w.rows), columns=list(w.cols)
+                )
+            else:
+                names = (*w.cols, "id")
+                rows = _encoded(w.table, names, w.rows)
+                arrays = [list(c) for c in zip(*rows, strict=True)]
+                await self._conn.execute(_update_sql(w.table, w.cols), *arrays)
+
+    async def _reserve(self, n: int) -> Callable[[int], int]:
+        blocks = -(-n // _BLOCK)
+        rows = await self._conn.fetch(
+            "SELECT nextval('history_seq') FROM generate_series(1, $1)", blocks
+        )
+        bases = sorted(int(r[0]) for r in rows)
+        return lambda i: bases[i // _BLOCK] + i % _BLOCK
+
+    async def new_ids(self, table: str, n: int) -> list[int]:
+        if n <= 0:
+            return []
+        await self._begin()
+        rows = await self._conn.fetch(
+            f"SELECT nextval(pg_get_serial_sequence('\"{table}\"', 'id'))"
+            " FROM generate_series(1, $1)",
+            n,
+        )
+        return [int(r[0]) for r in rows]
+
+    async def _commit(self, writes: list[Write], first: int, n: int) -> None:
+        if writes:
+            await self._write(writes, first, n)
+        if self._tr is not None:
+            tr, self._tr = self._tr, None
+            await tr.commit()
+
+    async def rollback(self) -> None:
+        self._writes = []
+        if self._tr is not None:
+            tr, self._tr = self._tr, None
+            await tr.rollback()
+
+    def ts(self, value: Any) -> Any:
+        return _utc(value)
+
+    def bts(self, value: Any) -> Any:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime reached the store")
+        return value
+
+    def js(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _count(status: str) -> int:
+    """Rows changed, from a command tag like ``UPDATE 3``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class PostgresBackend:
+    """The connections of a PostgreSQL store: the writer's, and a small pool for reads."""
+
+    name = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.writer: Any = None
+        self.reader: Any = None
+
+    async def open(self) -> None:
+        asyncpg: Any = importlib.import_module("asyncpg")  # untyped; imported on use only
+
+        self.writer = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "warnd-writer"}
+        )
+        self.reader = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=4, server_settings={"application_name": "warnd-reader"}
+        )
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+        if self.reader is not None:
+            await self.reader.close()
+        self.writer = self.reader = None
+
+    def begin(self) -> PostgresTx:
+        return PostgresTx(self.writer)
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return [tuple(r) for r in await self.reader.fetch(numbered(sql), *args)]
+
+    async def fetch_in(
+        self, sql: str, ids: Sequence[Any], args: Sequence[Any] = (), type_: str = "bigint"
+    ) -> list[Row]:
+        if not ids:
+            return []
+        rows = await self.reader.fetch(with_array(sql, len(args), type_), *args, list(ids))
+        return [tuple(r) for r in rows]
+
+    def ts(self, value: Any) -> Any:
+        return _utc(value)
+
+    def bts(self, value: Any) -> Any:
+        return value
+
+    def js(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+    @staticmethod
+    def json_field(column: str, key: str) -> str:
+        """SQL for the text of ``column``'s top-level ``key``."""
+        return f"({column} ->> '{key}')"
+
+
+def host() -> str:
+    return socket.gethostname()

@@ -1,0 +1,360 @@
+"""The SQLite backend: the stdlib ``sqlite3`` module, one connection per thread.
+
+* The writer connection lives on a thread of its own: every write transaction of the process
+  runs there (``BEGIN IMMEDIATE`` … ``COMMIT``), driven from the event loop by the single writer
+  (``warnd.store.writer``). ``sqlite3`` releases the GIL inside each ``sqlite3_step``, so
+  SQLite's own work runs beside the event loop's Python (HTTP, the ladder, rows).
+* A read-only connection (``query_only``) on a second thread serves reads outside a write
+  transaction: the sender's queue, the duty desk's views, lookups of the hooks.
+
+Timestamps are stored as UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``, what SQLAlchemy's SQLite
+dialect writes for ``UTCDateTime``), JSON as text, booleans as 0/1; both directions are
+memoised per value (a fan-out repeats a handful of instants). The store is WAL with
+``synchronous=FULL`` (an accepted acknowledgement survives power loss), or, for a throw-away
+drill store, ``synchronous=OFF``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from warnd.store import columns
+from warnd.store.tx import Row, Tx, Write
+
+T = TypeVar("T")
+
+_FMT = "%Y-%m-%d %H:%M:%S.%f"
+_bound: dict[datetime, str] = {}
+_parsed: dict[str, datetime] = {}
+
+
+def bind_ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    out = _bound.get(value)
+    if out is None:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime reached the store")
+        if len(_bound) > 200_000:
+            _bound.clear()
+        out = _bound[value] = value.astimezone(UTC).strftime(_FMT)
+    return out
+
+
+def read_ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    out = _parsed.get(value)
+    if out is None:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if len(_parsed) > 200_000:
+            _parsed.clear()
+        t = datetime.fromisoformat(value)
+        out = _parsed[value] = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return out
+
+
+def bind_json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _binders(table: str, cols: Sequence[str]) -> list[tuple[int, Callable[[Any], Any]]]:
+    kinds = columns.kinds(table)
+    out: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, c in enumerate(cols):
+        k = kinds[c]
+        if k == "ts":
+            out.append((i, bind_ts))
+        elif k == "json":
+            out.append((i, bind_json))
+    return out
+
+
+def bound_rows(table: str, cols: Sequence[str], rows: list[Row]) -> list[Row]:
+    """``rows`` with timestamps and JSON as SQLite stores them (column-wise: C loops)."""
+    procs = _binders(table, cols)
+    if not procs:
+        return rows
+    cols_: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for i, proc in procs:
+        cols_[i] = [proc(v) for v in cols_[i]]
+    return list(zip(*cols_, strict=True))
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+class _Statements:
+    """SQL text of the bulk statements, made once per shape."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+    def get(self, kind: str, table: str, cols: tuple[str, ...]) -> str:
+        k = (kind, table, cols)
+        sql = self._cache.get(k)
+        if sql is None:
+            if kind == "insert":
+                sql = (
+                    f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in cols)})"
+                    f" VALUES ({', '.join('?' * len(cols))})"
+                )
+            else:
+                sets = ", ".join(f"{_q(c)} = ?" for c in cols)
+                sql = f"UPDATE {_q(table)} SET {sets} WHERE id = ?"
+            self._cache[k] = sql
+        return sql
+
+
+_STATEMENTS = _Statements()
+
+
+def connect(path: Path, *, durable: bool, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=True)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    # 64 MiB of page cache for the writer (default 2 MiB): a province-wide tick touches index
+    # pages all over tables of several 100,000 rows; re-reading them costs more than memory
+    conn.execute("PRAGMA cache_size=-16384" if readonly else "PRAGMA cache_size=-65536")
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+class Thread:
+    """One connection on one thread; ``run(fn)`` calls ``fn(conn)`` there."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.conn: sqlite3.Connection | None = None
+
+    async def open(self, path: Path, *, durable: bool, readonly: bool) -> None:
+        def make() -> None:
+            self.conn = connect(path, durable=durable, readonly=readonly)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, make)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        assert conn is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, conn)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            await asyncio.get_running_loop().run_in_executor(self._pool, conn.close)
+        self._pool.shutdown(wait=True)
+
+
+def _expand(sql: str, n: int) -> str:
+    return sql.replace("{ids}", "(" + ", ".join("?" * n) + ")")
+
+
+class SQLiteTx(Tx):
+    """A write transaction on the writer thread. ``BEGIN IMMEDIATE`` is issued with the first
+    statement (the hop that needs it anyway); new ids and ``seq`` come from counters read then
+    (the write lock is held from that moment: nobody else can take the same)."""
+
+    def __init__(self, thread: Thread) -> None:
+        super().__init__()
+        self._thread = thread
+        self._begun = False
+        self._next_id: dict[str, int] = {}
+        self._seq_base = 0
+        self._seq_used = 0
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        if self._begun:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._begun = True
+        for table in ("call", "division"):
+            (top,) = conn.execute(f'SELECT max(id) FROM "{table}"').fetchone()
+            self._next_id[table] = int(top or 0) + 1
+        row = conn.execute("SELECT value FROM counter WHERE name = 'history'").fetchone()
+        self._seq_base = int(row[0]) if row else 1
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            self._begin(conn)
+            return conn.execute(sql, tuple(args)).fetchall()
+
+        return await self._thread.run(go)
+
+    async def _fetch_in(
+        self, sql: str, ids: list[Any], args: Sequence[Any], type_: str
+    ) -> list[Row]:
+        chunk = self.CHUNK
+
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            self._begin(conn)
+            out: list[Row] = []
+            for i in range(0, len(ids), chunk):
+                part = ids[i : i + chunk]
+                out += conn.execute(_expand(sql, len(part)), (*args, *part)).fetchall()
+            return out
+
+        return await self._thread.run(go)
+
+    async def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        def go(conn: sqlite3.Connection) -> int:
+            self._begin(conn)
+            return conn.execute(sql, tuple(args)).rowcount
+
+        return await self._thread.run(go)
+
+    async def _execute_in(self, sql: str, ids: list[Any], args: Sequence[Any], type_: str) -> int:
+        chunk = self.CHUNK
+
+        def go(conn: sqlite3.Connection) -> int:
+            self._begin(conn)
+            n = 0
+            for i in range(0, len(ids), chunk):
+                part = ids[i : i + chunk]
+                n += conn.execute(_expand(sql, len(part)), (*args, *part)).rowcount
+            return n
+
+        return await self._thread.run(go)
+
+    async def _write(self, writes: list[Write], first: int, n: int) -> None:
+        await self._thread.run(lambda conn: self._write_now(conn, writes, first, n))
+
+    def _write_now(self, conn: sqlite3.Connection, writes: list[Write], first: int, n: int) -> None:
+        self._begin(conn)
+        if n:  # the counter was read by _begin: the store's numbers follow the last commit's
+            base = self._seq_base + self._seq_used - first
+            self._seq_used += n
+            writes = self.placed(writes, lambda i: base + i, 0)
+        for w in writes:
+            if w.kind == "many":
+                conn.executemany(w.sql, w.rows)
+                continue
+            cols = w.cols if w.kind == "insert" else (*w.cols, "id")
+            conn.executemany(
+                _STATEMENTS.get(w.kind, w.table, w.cols), bound_rows(w.table, cols, w.rows)
+            )
+
+    async def new_ids(self, table: str, n: int) -> list[int]:
+        if table not in self._next_id:
+
+            def top(conn: sqlite3.Connection) -> None:
+                self._begin(conn)
+                if table not in self._next_id:
+                    (value,) = conn.execute(f'SELECT max(id) FROM "{table}"').fetchone()
+                    self._next_id[table] = int(value or 0) + 1
+
+            await self._thread.run(top)
+        first = self._next_id[table]
+        self._next_id[table] = first + n
+        return list(range(first, first + n))
+
+    async def _commit(self, writes: list[Write], first: int, n: int) -> None:
+        def go(conn: sqlite3.Connection) -> None:
+            if not self._begun and not writes:
+                return  # nothing was read or written: no transaction to end
+            self._write_now(conn, writes, first, n)
+            if self._seq_used:
+                conn.execute(
+                    "UPDATE counter SET value = ? WHERE name = 'history'",
+                    (self._seq_base + self._seq_used,),
+                )
+            conn.execute("COMMIT")
+            self._begun = False
+
+        await self._thread.run(go)
+
+    async def rollback(self) -> None:
+        self._writes = []
+
+        def go(conn: sqlite3.Connection) -> None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._begun = False
+
+        await self._thread.run(go)
+
+    def ts(self, value: Any) -> Any:
+        return read_ts(value)
+
+    def bts(self, value: Any) -> Any:
+        return bind_ts(value)
+
+    def js(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+    @staticmethod
+    def json_field(column: str, key: str) -> str:
+        """SQL for the text of ``column``'s top-level ``key``."""
+        return f"json_extract({column}, '$.{key}')"
+
+
+class SQLiteBackend:
+    """The two connections of a SQLite store."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = path
+        self.durable = durable
+        self.writer = Thread("warnd-sqlite-w")
+        self.reader = Thread("warnd-sqlite-r")
+
+    async def open(self) -> None:
+        await self.writer.open(self.path, durable=self.durable, readonly=False)
+        await self.reader.open(self.path, durable=self.durable, readonly=True)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.reader.close()
+
+    def begin(self) -> SQLiteTx:
+        return SQLiteTx(self.writer)
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """A read outside any write transaction (the read-only connection)."""
+
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            return conn.execute(sql, tuple(args)).fetchall()
+
+        return await self.reader.run(go)
+
+    async def fetch_in(
+        self, sql: str, ids: Sequence[Any], args: Sequence[Any] = (), type_: str = "bigint"
+    ) -> list[Row]:
+        ids = list(ids)
+        if not ids:
+            return []
+
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            out: list[Row] = []
+            for i in range(0, len(ids), Tx.CHUNK):
+                part = ids[i : i + Tx.CHUNK]
+                out += conn.execute(_expand(sql, len(part)), (*args, *part)).fetchall()
+            return out
+
+        return await self.reader.run(go)
+
+    def ts(self, value: Any) -> Any:
+        return read_ts(value)
+
+    def bts(self, value: Any) -> Any:
+        return bind_ts(value)
+
+    def js(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+    @staticmethod
+    def json_field(column: str, key: str) -> str:
+        """SQL for the text of ``column``'s top-level ``key``."""
+        return f"json_extract({column}, '$.{key}')"

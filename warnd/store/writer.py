@@ -1,0 +1,190 @@
+"""The single writer: every write transaction of the process goes through one queue.
+
+Producers — hook handlers, the sender's outcomes, the engine's ticks, ingest — hand their work
+over and await a future; the writer runs it in a transaction and resolves the future only after
+the commit (an acknowledgement's HTTP 200 waits for it: durable before 200).
+
+Two kinds of work:
+
+* **Batched items** (``await writer.batch(handler, item)``): items of the same handler that queue
+  while a transaction runs go into the next transaction together, handled by one call
+  ``handler(tx, items) -> results`` (group commit: acknowledgements are loaded, stepped and
+  written in bulk, outcomes of sends written with one statement). If that transaction fails, its
+  items are tried again one transaction each, so one bad item fails alone.
+* **Jobs** (``await writer.run(fn)``): ``fn(tx)`` in a transaction of its own: an engine batch,
+  a feed message. The engine keeps its jobs bounded, so that batched items — answers — wait for
+  at most one job.
+
+The loop alternates: all queued batched items in one transaction, then one job, and again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from warnd.store.tx import Tx
+
+log = structlog.get_logger("warnd.store")
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item
+R = TypeVar("R")
+
+Handler = Callable[[Tx, list[Any]], Awaitable[Sequence[Any]]]
+
+
+class _Queue(Generic[I]):
+    __slots__ = ("futures", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+
+class Writer:
+    """See the module docstring. ``begin()`` makes a fresh transaction object."""
+
+    def __init__(self, begin: Callable[[], Tx]) -> None:
+        self._begin = begin
+        self._batches: dict[Handler, _Queue[Any]] = {}
+        self._jobs: deque[tuple[Callable[[Tx], Awaitable[Any]], asyncio.Future[Any]]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.transactions = 0  # committed, for the benchmarks
+
+    # ---- producers ----------------------------------------------------------------------
+
+    async def run(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """``fn(tx)`` in a transaction of its own; its result once committed."""
+        fut: asyncio.Future[T] = self._loop().create_future()
+        self._jobs.append((fn, fut))
+        self._kick()
+        return await fut
+
+    async def batch(self, handler: Handler, item: Any) -> Any:
+        """``item`` in the next group commit of ``handler``; its result once committed."""
+        fut: asyncio.Future[Any] = self._loop().create_future()
+        q = self._batches.get(handler)
+        if q is None:
+            q = self._batches[handler] = _Queue()
+        q.items.append(item)
+        q.futures.append(fut)
+        self._kick()
+        return await fut
+
+    async def batch_many(self, handler: Handler, items: Sequence[Any]) -> list[Any]:
+        """Several items of one handler at once (the drill's answers at one instant)."""
+        if not items:
+            return []
+        loop = self._loop()
+        q = self._batches.get(handler)
+        if q is None:
+            q = self._batches[handler] = _Queue()
+        futs = [loop.create_future() for _ in items]
+        q.items.extend(items)
+        q.futures.extend(futs)
+        self._kick()
+        return list(await asyncio.gather(*futs))
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        return asyncio.get_running_loop()
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._main())
+        assert self._wake is not None
+        self._wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not self._jobs and not any(q.items for q in self._batches.values()):
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if any(q.items for q in self._batches.values()):
+                await self._run_batches()
+            if self._jobs:
+                fn, fut = self._jobs.popleft()
+                await self._run_job(fn, fut)
+
+    async def _run_job(self, fn: Callable[[Tx], Awaitable[Any]], fut: asyncio.Future[Any]) -> None:
+        tx = self._begin()
+        try:
+            result = await fn(tx)
+            await tx.commit()
+        except BaseException as exc:
+            await _rollback(tx)
+            if not fut.done():
+                fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.transactions += 1
+        if not fut.done():
+            fut.set_result(result)
+
+    async def _run_batches(self) -> None:
+        taken = [(h, q) for h, q in self._batches.items() if q.items]
+        for h, _q in taken:
+            self._batches[h] = _Queue()
+        tx = self._begin()
+        results: list[tuple[list[asyncio.Future[Any]], Sequence[Any]]] = []
+        try:
+            for handler, q in taken:
+                results.append((q.futures, await handler(tx, q.items)))
+            await tx.commit()
+        except Exception as exc:
+            await _rollback(tx)
+            if sum(len(q.items) for _h, q in taken) == 1:
+                for _h, q in taken:
+                    for f in q.futures:
+                        if not f.done():
+                            f.set_exception(exc)
+                return
+            log.warning("group_commit_failed", error=str(exc)[:200], retry="one by one")
+            for handler, q in taken:  # one transaction each: the bad item fails alone
+                for item, f in zip(q.items, q.futures, strict=True):
+                    await self._run_job(_single(handler, item), f)
+            return
+        self.transactions += 1
+        for futures, out in results:
+            for f, r in zip(futures, out, strict=True):
+                if not f.done():
+                    f.set_result(r)
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closed = True
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _single(handler: Handler, item: Any) -> Callable[[Tx], Awaitable[Any]]:
+    async def one(tx: Tx) -> Any:
+        return (await handler(tx, [item]))[0]
+
+    return one
+
+
+async def _rollback(tx: Tx) -> None:
+    try:
+        await tx.rollback()
+    except Exception as exc:  # the connection is gone: nothing was committed anyway
+        log.warning("rollback_failed", error=str(exc)[:200])
