@@ -16,7 +16,7 @@ from alembic import command
 from factory import county_rows, write_contacts
 from sqlalchemy import Boolean, DateTime, LargeBinary, MetaData, insert
 from sqlalchemy.ext.asyncio import create_async_engine
-from store0002 import CONTINUATION, TABLES, T0, at
+from store0002 import CONTINUATION, T0, TABLES, at
 from test_drill_golden import canonical
 
 from warnd import directory
