@@ -351,23 +351,46 @@ def _acked(div: DivisionState, event: Acked, now: datetime, out: list[Command]) 
     if call is None or call.state == "acked":
         return div  # unknown or already acknowledged: idempotent
     late = not call.active
-    call = call._replace(
-        state="acked",
-        acked_at=now,
-        ack_source=event.source,
-        next_due_at=None,
-        ended_at=call.ended_at or now,
+    source = event.source
+    call = CallState(  # call._replace(state="acked", acked_at=now, ack_source=source, ...)
+        call.key,
+        call.contact_id,
+        call.rung,
+        call.round,
+        call.start_at,
+        call.attempts_made,
+        None,  # next_due_at
+        "acked",
+        call.ended_at or now,
+        now,  # acked_at
+        source,
     )
-    div = _put(div, call)
-    data: tuple[tuple[str, object], ...] = (("rung", call.rung), ("source", event.source))
+    data: tuple[tuple[str, object], ...] = (("rung", call.rung), ("source", source))
     if late:
         data += (("late", True),)
     out.append(Record("ack", call.contact_id, data))
+    key = call.key
+    calls = tuple(call if c.key == key else c for c in div.calls)
     if div.reached:
-        return div
-    div = div._replace(reached_at=now, reached_by=call.contact_id, reached_source=event.source)
+        return _with_calls(div, calls)
     # Reached: calls made on the division's behalf at later rungs stop; A calls run on.
-    return div._replace(calls=_end_calls(div.calls, lambda c: c.rung != STAGE, now))
+    return DivisionState(
+        div.code,
+        div.level,
+        div.round,
+        div.rung,
+        div.rung_started_at,
+        now,  # reached_at
+        call.contact_id,  # reached_by
+        source,  # reached_source
+        div.unreached_at,
+        div.stopped,
+        _end_calls(calls, _not_stage, now),
+    )
+
+
+def _not_stage(call: CallState) -> bool:
+    return call.rung != STAGE
 
 
 def _every(_call: CallState) -> bool:

@@ -62,25 +62,25 @@ CLOSED = AckResult(False, "呼叫已结束 (call no longer open)")
 
 async def apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[AckResult]:
     """Apply answers in order, in bulk; the results, in the same order."""
-    mids = [message_id_of(r.message_id) for r in requests if r.message_id]
-    by_message = await answers.attempt_calls(tx, mids) if mids else {}
-    call_of: list[int | None] = [
-        r.call_id if r.message_id is None else by_message.get(message_id_of(r.message_id))
-        for r in requests
+    mids = [message_id_of(r.message_id) if r.message_id else None for r in requests]
+    by_message = await answers.calls_of_attempts(tx, [m for m in mids if m])
+    direct = [r.call_id for r in requests if r.message_id is None and r.call_id is not None]
+    by_call = await answers.calls(tx, direct) if direct else {}
+    refs = [
+        by_message.get(m) if m else by_call.get(r.call_id) if r.call_id is not None else None
+        for r, m in zip(requests, mids, strict=True)
     ]
-    refs = await answers.calls(tx, [c for c in call_of if c is not None])
-    keys = [_dedupe(r) for r in requests]
-    stored = await answers.seen(tx, [k for k, c in zip(keys, call_of, strict=True) if c])
-    warnings = await chain.warnings_by_id(tx, {ref.warning_id for ref in refs.values()})
-    loaded = await chain.load_divisions(tx, {ref.division_id for ref in refs.values()})
+    keys = [_dedupe(r, m) for r, m in zip(requests, mids, strict=True)]
+    stored = await answers.seen(tx, [k for k, ref in zip(keys, refs, strict=True) if ref])
+    warnings = await chain.warnings_by_id(tx, {ref.warning_id for ref in refs if ref})
+    loaded = await chain.load_divisions(tx, {ref.division_id for ref in refs if ref})
     states = {did: to_state(row, calls) for did, (row, calls) in loaded.items()}
-    rules, people = ctx.rules, ctx.people
+    rules, people, step = ctx.rules, ctx.people, ladder.step
     results: list[AckResult] = []
     rows: list[Row] = []
     resolved: list[tuple[datetime, str | None, str | None, int]] = []
     said = log.bind()
-    for r, cid, key in zip(requests, call_of, keys, strict=True):
-        ref = refs.get(cid) if cid is not None else None
+    for r, mid, ref, key in zip(requests, mids, refs, keys, strict=True):
         if ref is None:
             results.append(UNKNOWN)
             continue
@@ -98,20 +98,19 @@ async def apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[Ac
         late = not call.active
         counted = False
         if w.state in ("active", "cancelled"):
-            state, out = ladder.step(state, ladder.Acked(ref.key, r.source), r.at, rules, people)
+            state, out = step(state, ladder.Acked(ref.key, r.source), r.at, rules, people)
             states[ref.division_id] = state
             counted = any(type(c) is ladder.Record and c.type == "ack" for c in out)
         rows.append(
             (
-                w.id, ref.id, ref.division_id,
-                message_id_of(r.message_id) if r.message_id else None, ref.contact_id, r.source,
-                r.at, r.by, r.note, key, late, counted, tx.seq(),
+                w.id, ref.id, ref.division_id, mid, ref.contact_id, r.source, r.at, r.by, r.note,
+                key, late, counted, tx.seq(),
             )
         )  # fmt: skip
         if r.source == "officer" and (r.resolve or ref.rung == "duty"):
             resolved.append((r.at, r.by, r.note, ref.division_id))
         if not late:
-            metrics.TIME_TO_ACK.labels(r.source).observe((r.at - call.start_at).total_seconds())
+            _time_to_ack(r.source).observe((r.at - call.start_at).total_seconds())
         said.info(
             "ack_recorded",
             warning=w.key,
@@ -127,10 +126,21 @@ async def apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[Ac
     return results
 
 
-def _dedupe(r: AckRequest) -> str:
+_observers: dict[str, Any] = {}
+
+
+def _time_to_ack(source: str) -> Any:
+    """The histogram child of a source (``labels`` costs more than the observation)."""
+    child = _observers.get(source)
+    if child is None:
+        child = _observers[source] = metrics.TIME_TO_ACK.labels(source)
+    return child
+
+
+def _dedupe(r: AckRequest, message_id: str | None) -> str:
     if r.dedupe_key:
         return r.dedupe_key
-    return f"{r.source}:{message_id_of(r.message_id) if r.message_id else r.call_id}"
+    return f"{r.source}:{message_id if message_id else r.call_id}"
 
 
 def _save(tx: Tx, loaded: dict[int, Any], states: dict[int, ladder.DivisionState]) -> None:

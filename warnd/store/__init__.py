@@ -74,7 +74,7 @@ class Store:
         self.url = url
         self.backend = backend
         self.is_sqlite = isinstance(backend, SQLiteBackend)
-        self.writer = Writer(backend.begin)
+        self.writer = Writer(backend.transact)
         self.instance = instance
         #: SQLite: messages this process has taken for sending and not yet recorded
         self.held: set[str] = set()

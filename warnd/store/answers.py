@@ -23,14 +23,15 @@ class CallRef:
     rung: str
 
 
-async def attempt_calls(tx: Tx, message_ids: Sequence[str]) -> dict[str, int]:
+async def calls_of_attempts(tx: Tx, message_ids: Sequence[str]) -> dict[str, CallRef]:
     """The call of each call attempt among ``message_ids`` (notices have none)."""
     rows = await tx.rows_in(
-        "SELECT id, call_id FROM outbox WHERE call_id IS NOT NULL AND id IN {ids}",
+        "SELECT o.id, c.id, c.warning_id, c.division_id, c.key, c.contact_id, c.rung"
+        ' FROM outbox o JOIN "call" c ON c.id = o.call_id WHERE o.id IN {ids}',
         sorted(set(message_ids)),
         type_="text",
     )
-    return {mid: int(cid) for mid, cid in rows}
+    return {r[0]: CallRef(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows}
 
 
 async def calls(tx: Tx, call_ids: Sequence[int]) -> dict[int, CallRef]:

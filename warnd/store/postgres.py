@@ -17,13 +17,15 @@ import importlib
 import json
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from warnd.store import columns
 from warnd.store.tx import Row, Tx, Write
+
+T = TypeVar("T")
 
 _BLOCK = 1024  # INCREMENT BY of history_seq (migration 0003)
 _PARAM = re.compile(r"'(?:[^']|'')*'|\?")
@@ -218,8 +220,16 @@ class PostgresBackend:
             await self.reader.close()
         self.writer = self.reader = None
 
-    def begin(self) -> PostgresTx:
-        return PostgresTx(self.writer)
+    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """``fn(tx)`` in one transaction on the writer's connection, committed."""
+        tx = PostgresTx(self.writer)
+        try:
+            result = await fn(tx)
+            await tx.commit()
+        except BaseException:
+            await tx.rollback()
+            raise
+        return result
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return [tuple(r) for r in await self.reader.fetch(numbered(sql), *args)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,26 +157,42 @@ class Thread:
         self._pool.shutdown(wait=True)
 
 
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits (a store job on SQLite) to its end, here and now."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a store job waited for something outside its transaction")
+
+
 def _expand(sql: str, n: int) -> str:
     return sql.replace("{ids}", "(" + ", ".join("?" * n) + ")")
 
 
 class SQLiteTx(Tx):
-    """A write transaction on the writer thread. ``BEGIN IMMEDIATE`` is issued with the first
-    statement (the hop that needs it anyway); new ids and ``seq`` come from counters read then
-    (the write lock is held from that moment: nobody else can take the same)."""
+    """A write transaction, run entirely on the writer thread (``SQLiteBackend.transact``).
 
-    def __init__(self, thread: Thread) -> None:
+    Its operations are coroutines that never wait: the job that uses them (engine code written
+    once for both backends) is driven to completion on the writer thread, so a transaction costs
+    one hand-over between the event loop and that thread, however many statements it runs.
+    ``BEGIN IMMEDIATE`` comes with the first statement; new ids and ``seq`` come from counters
+    read then (the write lock is held from that moment: nobody else can take the same).
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__()
-        self._thread = thread
+        self._conn = conn
         self._begun = False
         self._next_id: dict[str, int] = {}
         self._seq_base = 0
         self._seq_used = 0
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self) -> sqlite3.Connection:
+        conn = self._conn
         if self._begun:
-            return
+            return conn
         conn.execute("BEGIN IMMEDIATE")
         self._begun = True
         for table in ("call", "division"):
@@ -184,54 +200,37 @@ class SQLiteTx(Tx):
             self._next_id[table] = int(top or 0) + 1
         row = conn.execute("SELECT value FROM counter WHERE name = 'history'").fetchone()
         self._seq_base = int(row[0]) if row else 1
+        return conn
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
-        def go(conn: sqlite3.Connection) -> list[Row]:
-            self._begin(conn)
-            return conn.execute(sql, tuple(args)).fetchall()
-
-        return await self._thread.run(go)
+        return self._begin().execute(sql, tuple(args)).fetchall()
 
     async def _fetch_in(
         self, sql: str, ids: list[Any], args: Sequence[Any], type_: str
     ) -> list[Row]:
-        chunk = self.CHUNK
-
-        def go(conn: sqlite3.Connection) -> list[Row]:
-            self._begin(conn)
-            out: list[Row] = []
-            for i in range(0, len(ids), chunk):
-                part = ids[i : i + chunk]
-                out += conn.execute(_expand(sql, len(part)), (*args, *part)).fetchall()
-            return out
-
-        return await self._thread.run(go)
+        conn = self._begin()
+        out: list[Row] = []
+        for i in range(0, len(ids), self.CHUNK):
+            part = ids[i : i + self.CHUNK]
+            out += conn.execute(_expand(sql, len(part)), (*args, *part)).fetchall()
+        return out
 
     async def _execute(self, sql: str, args: Sequence[Any]) -> int:
-        def go(conn: sqlite3.Connection) -> int:
-            self._begin(conn)
-            return conn.execute(sql, tuple(args)).rowcount
-
-        return await self._thread.run(go)
+        return self._begin().execute(sql, tuple(args)).rowcount
 
     async def _execute_in(self, sql: str, ids: list[Any], args: Sequence[Any], type_: str) -> int:
-        chunk = self.CHUNK
-
-        def go(conn: sqlite3.Connection) -> int:
-            self._begin(conn)
-            n = 0
-            for i in range(0, len(ids), chunk):
-                part = ids[i : i + chunk]
-                n += conn.execute(_expand(sql, len(part)), (*args, *part)).rowcount
-            return n
-
-        return await self._thread.run(go)
+        conn = self._begin()
+        n = 0
+        for i in range(0, len(ids), self.CHUNK):
+            part = ids[i : i + self.CHUNK]
+            n += conn.execute(_expand(sql, len(part)), (*args, *part)).rowcount
+        return n
 
     async def _write(self, writes: list[Write], first: int, n: int) -> None:
-        await self._thread.run(lambda conn: self._write_now(conn, writes, first, n))
+        self._write_now(writes, first, n)
 
-    def _write_now(self, conn: sqlite3.Connection, writes: list[Write], first: int, n: int) -> None:
-        self._begin(conn)
+    def _write_now(self, writes: list[Write], first: int, n: int) -> None:
+        conn = self._begin()
         if n:  # the counter was read by _begin: the store's numbers follow the last commit's
             base = self._seq_base + self._seq_used - first
             self._seq_used += n
@@ -247,42 +246,29 @@ class SQLiteTx(Tx):
 
     async def new_ids(self, table: str, n: int) -> list[int]:
         if table not in self._next_id:
-
-            def top(conn: sqlite3.Connection) -> None:
-                self._begin(conn)
-                if table not in self._next_id:
-                    (value,) = conn.execute(f'SELECT max(id) FROM "{table}"').fetchone()
-                    self._next_id[table] = int(value or 0) + 1
-
-            await self._thread.run(top)
+            (value,) = self._begin().execute(f'SELECT max(id) FROM "{table}"').fetchone()
+            self._next_id[table] = int(value or 0) + 1
         first = self._next_id[table]
         self._next_id[table] = first + n
         return list(range(first, first + n))
 
     async def _commit(self, writes: list[Write], first: int, n: int) -> None:
-        def go(conn: sqlite3.Connection) -> None:
-            if not self._begun and not writes:
-                return  # nothing was read or written: no transaction to end
-            self._write_now(conn, writes, first, n)
-            if self._seq_used:
-                conn.execute(
-                    "UPDATE counter SET value = ? WHERE name = 'history'",
-                    (self._seq_base + self._seq_used,),
-                )
-            conn.execute("COMMIT")
-            self._begun = False
-
-        await self._thread.run(go)
+        if not self._begun and not writes:
+            return  # nothing was read or written: no transaction to end
+        self._write_now(writes, first, n)
+        if self._seq_used:
+            self._conn.execute(
+                "UPDATE counter SET value = ? WHERE name = 'history'",
+                (self._seq_base + self._seq_used,),
+            )
+        self._conn.execute("COMMIT")
+        self._begun = False
 
     async def rollback(self) -> None:
         self._writes = []
-
-        def go(conn: sqlite3.Connection) -> None:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._begun = False
-
-        await self._thread.run(go)
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._begun = False
 
     def ts(self, value: Any) -> Any:
         return read_ts(value)
@@ -318,8 +304,20 @@ class SQLiteBackend:
         await self.writer.close()
         await self.reader.close()
 
-    def begin(self) -> SQLiteTx:
-        return SQLiteTx(self.writer)
+    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """``fn(tx)`` in one transaction, committed, run wholly on the writer thread."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            tx = SQLiteTx(conn)
+            try:
+                result = drive(fn(tx))
+                drive(tx.commit())
+            except BaseException:
+                drive(tx.rollback())
+                raise
+            return result
+
+        return await self.writer.run(run)
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """A read outside any write transaction (the read-only connection)."""

@@ -234,9 +234,14 @@ class Ack(SQLModel, table=True):
     """An explicit answer: IVR key, SMS reply, link button, or an officer's record."""
 
     __tablename__ = "ack"
-    __table_args__ = (UniqueConstraint("dedupe_key"),)
+    # Answers arrive by the thousand per second: besides the key, only the dedupe key is
+    # indexed for all of them; an officer's records are looked up by warning (status)
+    __table_args__ = (
+        UniqueConstraint("dedupe_key"),
+        Index("ix_ack_officer", "warning_id", **_where("source = 'officer'")),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id", index=True)
+    warning_id: int = Field(foreign_key="warning.id")
     call_id: int | None = Field(default=None, foreign_key="call.id")
     division_id: int | None = Field(default=None, foreign_key="division.id")
     outbox_id: str | None = None

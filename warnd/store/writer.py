@@ -47,11 +47,15 @@ class _Queue(Generic[I]):
         self.futures: list[asyncio.Future[Any]] = []
 
 
-class Writer:
-    """See the module docstring. ``begin()`` makes a fresh transaction object."""
+Transact = Callable[[Callable[[Tx], Awaitable[Any]]], Awaitable[Any]]
 
-    def __init__(self, begin: Callable[[], Tx]) -> None:
-        self._begin = begin
+
+class Writer:
+    """See the module docstring. ``transact(fn)`` runs ``fn(tx)`` in one committed transaction
+    (the backend's: on SQLite wholly on its writer thread)."""
+
+    def __init__(self, transact: Transact) -> None:
+        self._transact = transact
         self._batches: dict[Handler, _Queue[Any]] = {}
         self._jobs: deque[tuple[Callable[[Tx], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._wake: asyncio.Event | None = None
@@ -123,12 +127,9 @@ class Writer:
                 await self._run_job(fn, fut)
 
     async def _run_job(self, fn: Callable[[Tx], Awaitable[Any]], fut: asyncio.Future[Any]) -> None:
-        tx = self._begin()
         try:
-            result = await fn(tx)
-            await tx.commit()
+            result = await self._transact(fn)
         except BaseException as exc:
-            await _rollback(tx)
             if not fut.done():
                 fut.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -142,14 +143,13 @@ class Writer:
         taken = [(h, q) for h, q in self._batches.items() if q.items]
         for h, _q in taken:
             self._batches[h] = _Queue()
-        tx = self._begin()
-        results: list[tuple[list[asyncio.Future[Any]], Sequence[Any]]] = []
+
+        async def all_of(tx: Tx) -> list[tuple[list[asyncio.Future[Any]], Sequence[Any]]]:
+            return [(q.futures, await handler(tx, q.items)) for handler, q in taken]
+
         try:
-            for handler, q in taken:
-                results.append((q.futures, await handler(tx, q.items)))
-            await tx.commit()
+            results = await self._transact(all_of)
         except Exception as exc:
-            await _rollback(tx)
             if sum(len(q.items) for _h, q in taken) == 1:
                 for _h, q in taken:
                     for f in q.futures:
@@ -181,10 +181,3 @@ def _single(handler: Handler, item: Any) -> Callable[[Tx], Awaitable[Any]]:
         return (await handler(tx, [item]))[0]
 
     return one
-
-
-async def _rollback(tx: Tx) -> None:
-    try:
-        await tx.rollback()
-    except Exception as exc:  # the connection is gone: nothing was committed anyway
-        log.warning("rollback_failed", error=str(exc)[:200])

@@ -107,6 +107,8 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
         batch_op.drop_index("ix_ack_call_id")
+        batch_op.drop_index("ix_ack_warning_id")
+        batch_op.create_index("ix_ack_officer", ["warning_id"], **_where("source = 'officer'"))
     with op.batch_alter_table("ack", schema=None) as batch_op:
         batch_op.alter_column("counted", existing_type=sa.Boolean(), server_default=None)
 
