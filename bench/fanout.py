@@ -10,9 +10,17 @@ Prints, in one run on this machine:
     client, is the steadier view of the same thing; and the ratio to the same client with the
     garbage collector paused (in this big heap it costs the bare client ~20 % per request);
   * time for the engine to process ~100,000 overdue escalations (every village call fails at
-    once with attempts = 1, each division moves to its backup rung).
+    once with attempts = 1, each division moves to its backup rung);
+  * the floor of that sweep, in the same run: bare ``sqlite3`` (WAL, ``synchronous=FULL``, the
+    store's own schema) updating as many call rows by id and inserting as many attempt rows
+    (the outbox: its two indexes) in one transaction, and the sweep as a multiple of it.
 
-Usage: .venv/bin/python bench/fanout.py [--villages-per-township 17] [--store-url URL] [--keep]
+Targets: sender / bare client ≥ 0.80; sweep ≤ 5 × its floor (exit 1 when missed; SQLite only:
+the floor is SQLite's).
+
+Usage: .venv/bin/python bench/fanout.py [--villages-per-township 17] [--store-url URL]
+       [--pg-url postgresql://…/postgres] [--keep]
+(``--pg-url``: a server where a database is created for the run and dropped after it.)
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import shutil
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -31,7 +41,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -44,8 +53,63 @@ from warnd.clock import ManualClock  # noqa: E402
 from warnd.daemon import Daemon  # noqa: E402
 from warnd.feeds import FeedItem  # noqa: E402
 from warnd.policy import load_config  # noqa: E402
+from warnd.store import Store  # noqa: E402
 
 CONCURRENCY = 64
+TARGET_SEND, TARGET_SWEEP = 0.80, 5.0
+
+
+async def sweep_floor(tmp: Path, n: int, text_sample: str) -> float:
+    """Seconds for bare sqlite3 to update ``n`` call rows by id and insert ``n`` attempt rows
+    (the real schema, WAL, synchronous=FULL) in one transaction, with that many calls there."""
+    path = tmp / "floor.db"
+    await (await Store.open(f"sqlite:///{path}")).close()  # the schema, by its migrations
+    con = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "cache_size=-65536"):
+        con.execute("PRAGMA " + pragma)
+    at, due = "2025-07-01 00:00:00.000000", "2025-07-01 00:05:00.000000"
+    con.execute("BEGIN")
+    con.execute(
+        "INSERT INTO warning (id, key, sender, identifier, drill, state, area, arrived_at,"
+        " updated_at) VALUES (1, 'k', 's', 'k', 0, 'active', '[]', ?, ?)",
+        (at, at),
+    )
+    con.executemany(
+        "INSERT INTO division (id, warning_id, code, name, level, round, rung, stopped)"
+        " VALUES (?, 1, ?, ?, 'village', 1, 'stage', 0)",
+        [(i, f"43{i:010d}", f"村{i}") for i in range(1, n // 4 + 2)],
+    )
+    con.executemany(
+        'INSERT INTO "call" (id, warning_id, division_id, key, contact_id, phone, rung, round,'
+        " start_at, attempts_made, next_due_at, state) VALUES (?, 1, ?, ?, ?, ?, 'stage', 1, ?,"
+        " 1, ?, 'active')",
+        [
+            (i, i // 4 + 1, f"1:stage:c-{i:07d}", f"c-{i:07d}", f"+861381{i:07d}", at, due)
+            for i in range(1, n + 1)
+        ],
+    )
+    con.execute("COMMIT")
+    ids = sorted(os.urandom(16).hex() for _ in range(n))
+    t = time.perf_counter()
+    con.execute("BEGIN IMMEDIATE")
+    con.executemany(
+        'UPDATE "call" SET attempts_made = ?, next_due_at = ?, state = ?, ended_at = ?,'
+        " acked_at = ?, ack_source = ?, last_message = ? WHERE id = ?",
+        [(1, None, "failed", due, None, None, None, i) for i in range(1, n + 1)],
+    )
+    con.executemany(
+        'INSERT INTO outbox (id, warning_id, call_id, message_id, contact_id, "to", purpose,'
+        " attempt, rung, text, at, due_at, state, tries, drill, seq)"
+        " VALUES (?, 1, ?, NULL, ?, ?, 'call', 1, 'backup', ?, ?, ?, 'pending', 0, 0, ?)",
+        [
+            (mid, i, f"c-{i:07d}", f"+861381{i:07d}", text_sample, due, due, i)
+            for i, mid in enumerate(ids, start=1)
+        ],
+    )
+    con.execute("COMMIT")
+    elapsed = time.perf_counter() - t
+    con.close()
+    return elapsed
 
 
 def free_port() -> int:
@@ -155,14 +219,20 @@ async def start_daemon(tmp: Path, gateway_url: str, store_url: str) -> tuple[Dae
 async def run(args: argparse.Namespace) -> dict[str, object]:
     logs.configure(json=True, level="warning")
     tmp = Path(tempfile.mkdtemp(prefix="warnd-fanout-"))
+    load = os.getloadavg()
     gen = generate(tmp / "contacts", 122, 12, args.villages_per_township, 8, seed=7)
     port = free_port()
     gateway = subprocess.Popen([sys.executable, str(ROOT / "bench" / "gateway.py"), str(port)])
     base = f"http://127.0.0.1:{port}"
-    figures: dict[str, object] = {"rows": gen.rows, "villages": gen.villages}
+    figures: dict[str, object] = {"load_average": load, "rows": gen.rows, "villages": gen.villages}
     try:
         await wait_up(base + "/stats")
         store_url = args.store_url or f"sqlite:///{tmp / 'warnd.db'}"
+        if args.pg_url:
+            from conftest import fresh_pg_database
+
+            store_url = await fresh_pg_database(args.pg_url)
+            figures["store"] = store_url.rsplit("@", 1)[-1]
         daemon, clock = await start_daemon(tmp, base + "/send", store_url)
         assert daemon.engine is not None
         engine, now = daemon.engine, clock.now()
@@ -177,19 +247,19 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         # sending: the daemon's own sender (claim → dispatch → mark), started by a wake that
         # finds no timer work due, until nothing is left to send; a bare client before and
         # after it (the mean is the baseline: one short run alone moves with the machine)
-        async with engine.ctx.store.read() as s:
-            queued = (await s.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        ((queued,),) = await engine.ctx.store.fetch("SELECT count(*) FROM outbox")
         bare_n = min(queued, 20000)
         before, before_cpu = await bare_client(base + "/send", bare_n)
+        tx0 = engine.ctx.store.writer.transactions
         t, cpu = time.perf_counter(), time.process_time()
         await daemon.wake()
         await daemon.settle()  # the sender may run as a background task of the wake
+        figures["send_transactions"] = engine.ctx.store.writer.transactions - tx0
         send_s, send_cpu = time.perf_counter() - t, time.process_time() - cpu
         after, after_cpu = await bare_client(base + "/send", bare_n)
-        async with engine.ctx.store.read() as s:
-            sent = (
-                await s.execute(text("SELECT count(*) FROM outbox WHERE state = 'sent'"))
-            ).scalar_one()
+        ((sent,),) = await engine.ctx.store.fetch(
+            "SELECT count(*) FROM outbox WHERE state = 'sent'"
+        )
         bare, bare_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
         figures["attempts_sent"] = sent
         figures["attempts_left_unsent"] = queued - sent
@@ -218,10 +288,25 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         report = await engine.tick()
         figures["escalation_s"] = round(time.perf_counter() - t, 3)
         figures["calls_failed_and_escalated"] = report.calls_advanced
+        ((made,),) = await engine.ctx.store.fetch(
+            "SELECT count(*) FROM outbox WHERE rung = 'backup'"
+        )
+        ((sample,),) = await engine.ctx.store.fetch(
+            "SELECT text FROM outbox WHERE rung = 'backup' LIMIT 1"
+        )
+        figures["backup_attempts_made"] = made
         await daemon.stop()
+        if engine.ctx.store.is_sqlite:
+            floor = await sweep_floor(tmp, report.calls_advanced, sample)
+            figures["escalation_floor_s"] = round(floor, 3)
+            figures["escalation_vs_floor"] = round(figures["escalation_s"] / floor, 2)  # type: ignore[operator]
     finally:
         gateway.terminate()
         gateway.wait()
+        if args.pg_url and figures.get("store"):
+            from conftest import drop_pg_database
+
+            await drop_pg_database(args.pg_url, store_url)
         if args.keep:
             print(f"store and contacts kept in {tmp}", file=sys.stderr)
         else:
@@ -233,10 +318,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--villages-per-township", type=int, default=17)
     p.add_argument("--store-url", default=None)
+    p.add_argument("--pg-url", default=None, help="a PostgreSQL server to make a database on")
     p.add_argument("--keep", action="store_true", help="keep the temporary store and contacts")
     args = p.parse_args()
     figures = asyncio.run(run(args))
+    missed = []
+    if figures["ratio_daemon_vs_bare"] < TARGET_SEND:  # type: ignore[operator]
+        missed.append(f"sender / bare ≥ {TARGET_SEND}")
+    if figures.get("escalation_vs_floor", 0) > TARGET_SWEEP:  # type: ignore[operator]
+        missed.append(f"escalation ≤ {TARGET_SWEEP} × floor")
+    figures["load_average_after"] = os.getloadavg()
+    figures["targets_missed"] = missed
     print(json.dumps(figures, ensure_ascii=False, indent=1))
+    sys.exit(1 if missed else 0)
 
 
 if __name__ == "__main__":

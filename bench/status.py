@@ -5,8 +5,8 @@ Builds the store with the real engine (no hand-made rows): a generated province 
 province-wide warning without onset (every stage fires at once: ~102,000 calls), every message
 "sent", then 50 minutes of the chain on a ManualClock: 60 % of the A persons answer within
 3 minutes, in 10 % of the villages nobody answers at all (B, superior, duty, the not-woken
-list), the rest never answer (redials to the end). Answers go through the engine's own ladder
-step (``run_jobs`` with ``Acked``), in batches, as ``acks.acknowledge_call`` would.
+list), the rest never answer (redials to the end). Answers go through the engine's own
+acknowledgement path (``engine.ack_messages``: IVR key presses on each call's latest attempt).
 
 Then times, best of 3 each, with an in-run baseline (``python -c "import warnd.cli"``):
   * ``views.warnings`` (what ``warnd status`` shows) and ``views.warning`` + ``views.detail``
@@ -50,12 +50,9 @@ from factory import cap_xml  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from warnd import directory, logs, views  # noqa: E402
-from warnd.chain import ladder  # noqa: E402
 from warnd.cli.statusview import Fmt, detail_json, detail_view, summary_view  # noqa: E402
 from warnd.clock import ManualClock  # noqa: E402
 from warnd.engine import Context, Engine  # noqa: E402
-from warnd.engine.calls import Job, run_jobs  # noqa: E402
-from warnd.engine.outbox import Outcome  # noqa: E402
 from warnd.feeds import FeedItem  # noqa: E402
 from warnd.policy import Policy  # noqa: E402
 from warnd.store import Store  # noqa: E402
@@ -73,27 +70,19 @@ async def send_all(engine: Engine) -> int:
         claimed = await engine.claim(limit=50_000)
         if not claimed:
             return n
-        await engine.mark([Outcome(m.id, True, "gateway") for m in claimed])
+        await engine.record([m.sent("gateway") for m in claimed])
         n += len(claimed)
 
 
 async def answer(engine: Engine, rng: random.Random, silent: set[str]) -> int:
     """60 % of the open stage calls outside the silent villages are answered, in batches."""
-    async with engine.ctx.store.read() as s:
-        rows = (
-            await s.execute(
-                text(
-                    "SELECT c.division_id, c.key, d.code FROM call c"
-                    " JOIN division d ON d.id = c.division_id"
-                    " WHERE c.state = 'active' AND c.rung = 'stage'"
-                )
-            )
-        ).all()
-    picked = [r for r in rows if r[2] not in silent and rng.random() < 0.6]
+    rows = await engine.ctx.store.fetch(
+        "SELECT c.last_message, d.code FROM call c JOIN division d ON d.id = c.division_id"
+        " WHERE c.state = 'active' AND c.rung = 'stage'"
+    )
+    picked = [r[0] for r in rows if r[1] not in silent and rng.random() < 0.6]
     for i in range(0, len(picked), 5000):
-        async with engine.ctx.store.write() as session:
-            jobs = [Job(int(r[0]), [ladder.Acked(r[1], "ivr")]) for r in picked[i : i + 5000]]
-            await run_jobs(engine.ctx, session, jobs, engine.ctx.now())
+        await engine.ack_messages(picked[i : i + 5000], "ivr")
     return len(picked)
 
 

@@ -1,15 +1,15 @@
 """The daemon's sender: due messages out through the dispatcher, outcomes into the store.
 
 A pipeline, not batches: messages are taken from the store a claim at a time (8 × the channels'
-concurrency, at most 500) and each is sent as soon as a slot is free; its outcome goes to the
-single writer as it completes and is group-committed with whatever else is being written.
+concurrency, at most 500) into a queue that ``concurrency`` workers drain; each outcome goes to
+the single writer as it completes and is group-committed with whatever else is being written.
 
-**In flight is bounded by the concurrency.** A slot is held from the moment a message is handed
-to the dispatcher until its outcome is committed: so at any instant at most ``concurrency``
-messages have left (or may have left) without a durable record, and a SIGKILL re-sends at most
-those, under their own ids. On SQLite a restarted daemon takes everything still pending at once
-(one daemon per store file: nothing else can hold it); on PostgreSQL the messages of a dead
-instance return to the queue within two of its heartbeats.
+**In flight is bounded by the concurrency.** A worker holds its message from the moment it
+hands it to the dispatcher until its outcome is committed: so at any instant at most
+``concurrency`` messages have left (or may have left) without a durable record, and a SIGKILL
+re-sends at most those, under their own ids. On SQLite a restarted daemon takes everything
+still pending at once (one daemon per store file: nothing else can hold it); on PostgreSQL the
+messages of a dead instance return to the queue within two of its heartbeats.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,12 @@ def claim_size(concurrency: int) -> int:
 
 
 class Sender:
-    """Sends until nothing is due; ``poke()`` asks it to look again (new messages queued)."""
+    """Sends until nothing is due; ``poke()`` asks it to look again (new messages queued).
+
+    ``concurrency`` workers each take a message, send it and wait until its outcome is
+    committed before taking the next: the bound on what a crash can resend. A claim refills
+    the queue while they work (no task or semaphore per message: a province sends 100,000).
+    """
 
     def __init__(
         self,
@@ -58,17 +64,21 @@ class Sender:
         self.dispatcher = dispatcher
         self.concurrency = max(1, concurrency)
         self.claim = claim_size(self.concurrency)
-        self._slots = asyncio.Semaphore(self.concurrency)
         self._observers = list(observers)
         self._spawn = spawn
         self._task: asyncio.Task[None] | None = None
         self._again = False
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._queue: deque[Attempt] = deque()
+        self._more = asyncio.Event()  # the queue was refilled, or nothing more will come
+        self._low = asyncio.Event()  # the queue ran low: time for the next claim
+        self._done = False
+        self._busy = 0
 
     def poke(self) -> asyncio.Task[None] | None:
         """Start sending, or make the running sender take another look before it stops."""
         if self._task is not None and not self._task.done():
             self._again = True
+            self._low.set()
             return None
         self._again = False
         coro = self._run()
@@ -78,80 +88,109 @@ class Sender:
     async def _run(self) -> None:
         running = gc.isenabled()
         gc.disable()  # hundreds of requests' acyclic garbage: reference counting frees it
+        self._done = False
+        workers = [asyncio.ensure_future(self._worker()) for _ in range(self.concurrency)]
         rounds = 0
         try:
             while True:
                 self._again = False
+                self._low.clear()
                 try:
                     batch = await self.engine.claim(self.claim)
                 except Exception:  # the store is busy or down: the messages stay queued
                     log.exception("sender_failed")
                     break
-                if not batch:
-                    if self._inflight:
-                        await asyncio.wait(set(self._inflight))
-                        continue  # what failed transiently is due later; new work may be due
-                    if self._again:
-                        continue
+                if batch:
+                    self._queue.extend(batch)
+                    self._more.set()
+                    if self._observers:
+                        self._observe_after(batch)
+                    rounds += 1
+                    if rounds % 8 == 0 and running:
+                        gc.collect(0)  # the youngest generation only: cheap
+                    if len(self._queue) >= self.concurrency:
+                        await self._low.wait()  # refill when the queue runs low
+                    continue
+                if self._queue or self._busy:
+                    # what failed transiently is due later; new messages may be queued
+                    await self._low.wait()
+                    continue
+                if not self._again:
                     break
-                tasks = []
-                for msg in batch:
-                    await self._slots.acquire()
-                    task = asyncio.ensure_future(self._one(msg))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                    tasks.append(task)
-                if self._observers:
-                    self._observe_after(tasks, batch)
-                rounds += 1
-                if rounds % 8 == 0 and running:
-                    gc.collect(0)  # the youngest generation only: cheap, keeps cycles in check
         finally:
+            self._done = True
+            self._more.set()
+            await asyncio.gather(*workers, return_exceptions=True)
             if running:
                 gc.enable()
 
-    async def _one(self, msg: Attempt) -> None:
-        engine = self.engine
-        started = time.monotonic()
-        try:
-            await self.dispatcher.send(msg, engine.ctx.directory)
-            metrics.SENT.labels(msg.channel or "-", msg.purpose, _RESULT[msg.outcome]).inc()
-            if msg.outcome == "sent":
-                log.info(
-                    "message_sent",
-                    message=msg.id,
-                    warning=msg.warning,
-                    contact=msg.contact,
-                    purpose=msg.purpose,
-                    attempt=msg.attempt,
-                    channel=msg.channel,
-                    kind=msg.kind,
-                    ms=round((time.monotonic() - started) * 1000),
-                )
-            await engine.record_one(msg)  # the slot is free once the outcome is durable
-        except Exception:
-            log.exception("send_record_failed", message=msg.id)
-        finally:
-            self._slots.release()
+    async def _worker(self) -> None:
+        queue, engine, dispatcher = self._queue, self.engine, self.dispatcher
+        while True:
+            if not queue:
+                if self._done:
+                    return
+                self._low.set()
+                self._more.clear()
+                await self._more.wait()
+                continue
+            msg = queue.popleft()
+            if len(queue) < self.concurrency:
+                self._low.set()
+            self._busy += 1
+            started = time.monotonic()
+            try:
+                await dispatcher.send(msg, engine.ctx.directory)
+                _count(msg)
+                if msg.outcome == "sent":
+                    log.info(
+                        "message_sent",
+                        message=msg.id,
+                        warning=msg.warning,
+                        contact=msg.contact,
+                        purpose=msg.purpose,
+                        attempt=msg.attempt,
+                        channel=msg.channel,
+                        kind=msg.kind,
+                        ms=round((time.monotonic() - started) * 1000),
+                    )
+                await engine.record_one(msg)  # the next message once this outcome is durable
+            except Exception:
+                log.exception("send_record_failed", message=msg.id)
+            finally:
+                self._busy -= 1
+                if not queue and not self._busy:
+                    self._low.set()
 
-    def _observe_after(self, tasks: list[asyncio.Task[None]], batch: list[Attempt]) -> None:
+    def _observe_after(self, batch: list[Attempt]) -> None:
+        """Duty-group robots summarise a claim once every message of it has an outcome."""
+
         async def later() -> None:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            while any(m.outcome is None for m in batch) and not self._done:
+                await asyncio.sleep(0.05)
             for group in self._observers:
                 with contextlib.suppress(Exception):
                     await group.observe(batch, self.engine.ctx.directory)
 
         if self._spawn:
             self._spawn(later())
-        else:
-            task = asyncio.ensure_future(later())
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
 
     async def idle(self) -> None:
         """Wait until the sender has stopped (nothing due, nothing in flight)."""
         while self._task is not None and not self._task.done():
             await asyncio.wait({self._task})
+
+
+_children: dict[tuple[str, str, str], Any] = {}
+
+
+def _count(msg: Attempt) -> None:
+    """``warnd_messages_total`` (the labelled child cached: ``labels`` costs more than ``inc``)."""
+    key = (msg.channel or "-", msg.purpose, _RESULT[msg.outcome])
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metrics.SENT.labels(*key)
+    child.inc()
 
 
 _RESULT = {"sent": "sent", "failed": "failed", "retry": "retry", None: "failed"}

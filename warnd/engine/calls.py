@@ -29,10 +29,11 @@ log = structlog.get_logger("warnd.engine")
 
 T = TypeVar("T")
 
-# Divisions started, or due calls advanced, per transaction. Each commit is an fsync
-# (synchronous=FULL); a batch holds the writer, and acknowledgements arriving meanwhile wait for
-# it: a few thousand rows keep that wait in the tens of milliseconds (docs/performance.md).
-BATCH = 2_000
+# Divisions started, or due calls advanced, per transaction. Larger transactions write each
+# page of the hot tables fewer times (10,000: a fifth less than 2,000), but a batch holds the
+# writer and answers arriving meanwhile wait for it: 5,000 keeps that wait near half a second
+# on a small machine (docs/performance.md).
+BATCH = 5_000
 
 
 @dataclass

@@ -107,8 +107,12 @@ async def carry_out(
     directory = ctx.directory
     # (division id, call key) → (call id, phone, reply code, token) of calls made in this batch
     made: dict[tuple[int, str], tuple[int, str, str | None, str | None]] = {}
+    phones: dict[int, dict[str, str]] = {}
     for (s, cs), cid in zip(fresh, new_ids, strict=True):
-        stored = next((c.phone for c in s.calls if c.values[1] == cs.contact_id), None)
+        numbers = phones.get(s.row.id)
+        if numbers is None:
+            numbers = phones[s.row.id] = {c.values[1]: c.phone for c in s.calls}
+        stored = numbers.get(cs.contact_id)
         if stored is None:
             contact = directory.contact(cs.contact_id)
             stored = contact.phone if contact is not None else ""

@@ -164,6 +164,16 @@ class Store:
         query, args = bind(sql, params, lambda _n: "?")
         return await self.backend.fetch(query, args)
 
+    async def stream(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[list[Any]]:
+        """Like ``fetch``, in chunks: a long read without all its rows in memory at once."""
+        from warnd.views.reader import bind
+
+        query, args = bind(sql, params, lambda _n: "?")
+        async for rows in self.backend.stream(query, args):
+            yield rows
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """An SQLAlchemy session for cold reads (tests, tools)."""

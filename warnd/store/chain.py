@@ -281,7 +281,7 @@ async def due_calls(tx: Tx, now: datetime, limit: int) -> list[tuple[int, int, s
         limit,
     )
     if not tx.row_locks or not due:
-        return [(int(a), int(b), c) for a, b, c in due]
+        return due
     mine = {
         int(r[0])
         for r in await tx.rows_in(

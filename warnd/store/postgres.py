@@ -17,7 +17,7 @@ import importlib
 import json
 import re
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
@@ -241,6 +241,15 @@ class PostgresBackend:
             return []
         rows = await self.reader.fetch(with_array(sql, len(args), type_), *args, list(ids))
         return [tuple(r) for r in rows]
+
+    async def stream(
+        self, sql: str, args: Sequence[Any] = (), size: int = 20_000
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of a long read, ``size`` at a time (a server-side cursor)."""
+        async with self.reader.acquire() as conn, conn.transaction():
+            cursor = await conn.cursor(numbered(sql), *args)
+            while rows := await cursor.fetch(size):
+                yield [tuple(r) for r in rows]
 
     def ts(self, value: Any) -> Any:
         return _utc(value)

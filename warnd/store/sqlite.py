@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +62,26 @@ def read_ts(value: Any) -> datetime | None:
     return out
 
 
+_PLAIN = (str, int, bool, type(None))
+_json_bound: dict[tuple[Any, ...], str] = {}
+
+
 def bind_json(value: Any) -> str:
+    """JSON text; flat dicts of plain values are memoised (a batch repeats ``{"rung": …}``).
+    The key keeps every type (``True`` and ``1`` are equal in Python, not in JSON)."""
+    if type(value) is dict and len(value) <= 4:
+        key: list[Any] = []
+        for k, v in value.items():
+            if type(v) not in _PLAIN:
+                return json.dumps(value)
+            key += (k, type(v), v)
+        t = tuple(key)
+        out = _json_bound.get(t)
+        if out is None:
+            if len(_json_bound) > 10_000:
+                _json_bound.clear()
+            out = _json_bound[t] = json.dumps(value)
+        return out
     return json.dumps(value)
 
 
@@ -125,8 +144,11 @@ def connect(path: Path, *, durable: bool, readonly: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     # 64 MiB of page cache for the writer (default 2 MiB): a province-wide tick touches index
-    # pages all over tables of several 100,000 rows; re-reading them costs more than memory
-    conn.execute("PRAGMA cache_size=-16384" if readonly else "PRAGMA cache_size=-65536")
+    # pages all over tables of several 100,000 rows; re-reading them costs more than memory. A
+    # throw-away store (a drill) keeps 8 MiB: its file stays in the OS's cache anyway, and a
+    # province drill must fit its memory target (docs/performance.md).
+    size = (16384 if readonly else 65536) if durable else (4096 if readonly else 8192)
+    conn.execute(f"PRAGMA cache_size=-{size}")
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn
@@ -157,13 +179,16 @@ class Thread:
         self._pool.shutdown(wait=True)
 
 
-def drive(coro: Coroutine[Any, Any, T]) -> T:
+def drive(aw: Awaitable[T]) -> T:
     """Run a coroutine that never waits (a store job on SQLite) to its end, here and now."""
+    coro = aw if isinstance(aw, Coroutine) else aw.__await__()
     try:
         coro.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    coro.close()
+        value: T = done.value
+        return value
+    if isinstance(coro, Coroutine):
+        coro.close()
     raise RuntimeError("a store job waited for something outside its transaction")
 
 
@@ -201,6 +226,15 @@ class SQLiteTx(Tx):
         row = conn.execute("SELECT value FROM counter WHERE name = 'history'").fetchone()
         self._seq_base = int(row[0]) if row else 1
         return conn
+
+    def seq(self) -> int:
+        """The store's own next ``seq`` at once: the counter was read when the transaction
+        began, and nobody else writes meanwhile (no mapping when the rows are written)."""
+        if not self._begun:
+            self._begin()
+        n = self._seq_base + self._seq_used
+        self._seq_used += 1
+        return n
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
         return self._begin().execute(sql, tuple(args)).fetchall()
@@ -310,7 +344,7 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> T:
             tx = SQLiteTx(conn)
             try:
-                result = drive(fn(tx))
+                result: T = drive(fn(tx))
                 drive(tx.commit())
             except BaseException:
                 drive(tx.rollback())
@@ -326,6 +360,23 @@ class SQLiteBackend:
             return conn.execute(sql, tuple(args)).fetchall()
 
         return await self.reader.run(go)
+
+    async def stream(
+        self, sql: str, args: Sequence[Any] = (), size: int = 20_000
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of a long read, ``size`` at a time (one cursor on the read connection)."""
+        cursor: list[sqlite3.Cursor] = []
+
+        def first(conn: sqlite3.Connection) -> list[Row]:
+            cursor.append(conn.execute(sql, tuple(args)))
+            return cursor[0].fetchmany(size)
+
+        rows = await self.reader.run(first)
+        while rows:
+            yield rows
+            if len(rows) < size:
+                return
+            rows = await self.reader.run(lambda _conn: cursor[0].fetchmany(size))
 
     async def fetch_in(
         self, sql: str, ids: Sequence[Any], args: Sequence[Any] = (), type_: str = "bigint"

@@ -16,6 +16,10 @@ Two kinds of work:
   at most one job.
 
 The loop alternates: all queued batched items in one transaction, then one job, and again.
+Batched items that find the writer idle wait up to ``LINGER`` (2 ms) for company, unless
+``ENOUGH`` have queued: one transaction per few milliseconds or per batch, whichever comes
+first — each commit is an fsync, and a trickle of single answers or outcomes would otherwise
+cost one each.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
 
 Handler = Callable[[Tx, list[Any]], Awaitable[Sequence[Any]]]
+
+LINGER = 0.002  # seconds an item waits for company when the writer is idle
+ENOUGH = 256  # items that start a transaction without waiting
 
 
 class _Queue(Generic[I]):
@@ -113,15 +120,21 @@ class Writer:
 
     async def _main(self) -> None:
         assert self._wake is not None
+        idle = True
         while True:
             if not self._jobs and not any(q.items for q in self._batches.values()):
                 if self._closed:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                idle = True
                 continue
-            if any(q.items for q in self._batches.values()):
+            queued = sum(len(q.items) for q in self._batches.values())
+            if queued:
+                if idle and not self._jobs and queued < ENOUGH and not self._closed:
+                    await asyncio.sleep(LINGER)  # a few more may join this commit
                 await self._run_batches()
+            idle = False
             if self._jobs:
                 fn, fut = self._jobs.popleft()
                 await self._run_job(fn, fut)

@@ -13,7 +13,7 @@ PostgreSQL, through any ``warnd.views.reader.Source``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -74,48 +74,74 @@ async def events(
     if warning_ids is not None and not warning_ids:
         return []
     params = None if warning_ids is None else {"ids": list(warning_ids)}
-    rows = await s.fetch(_sql(warning_ids is not None), params)
+    sql = _sql(warning_ids is not None)
     ts = Timestamps()
     shown: dict[Any, str] = {}
     parsed: dict[Any, dict[str, Any]] = {}  # a fan-out repeats a handful of payloads
+    # one str object per distinct value: a province's history repeats each code, person and
+    # rung thousands of times, and every row hands over fresh copies
+    same: dict[Any, Any] = {}
+    one = same.setdefault
     out: list[dict[str, Any]] = []
-    for row in rows:
-        at, _seq, src, kind, warning, contact, division, level, attempt, rung, extra, late, data = (
-            row
-        )
-        when = shown.get(at)
-        if when is None:
-            t = ts(at)
-            assert t is not None
-            when = shown[at] = t.astimezone(tz).isoformat()
-        item: dict[str, Any] = {
-            "at": when,
-            "type": _TYPE[kind] if src == "o" else kind,
-            "warning": warning,
-            "contact_id": contact,
-            "division": division,
-            "level": level,
-        }
-        if src == "o":
-            if kind == "call":
-                item["attempt"] = int(attempt)
-                item["rung"] = rung
-            elif kind == "update":
-                item["severity"] = extra
-        elif src == "a":
-            item["rung"] = rung
-            item["source"] = extra
-            if late:
-                item["late"] = True
-        elif data is not None:
-            if isinstance(data, str | bytes):
-                cached = parsed.get(data)
-                if cached is None:
-                    cached = json.loads(data)
-                    if len(parsed) < 10000:  # bounded: payloads with ids would not repeat
-                        parsed[data] = cached
-                data = cached
-            if data:
-                item.update(data)
-        out.append(item)
+    stream = getattr(s, "stream", None)  # an open store reads a long history in chunks
+    chunks = stream(sql, params) if stream is not None else _once(s, sql, params)
+    async for rows in chunks:
+        for row in rows:
+            out.append(_event(row, tz, ts, shown, parsed, one))
     return out
+
+
+async def _once(s: Source, sql: str, params: Any) -> AsyncIterator[list[Any]]:
+    yield await s.fetch(sql, params)
+
+
+def _event(
+    row: Any,
+    tz: tzinfo,
+    ts: Timestamps,
+    shown: dict[Any, str],
+    parsed: dict[Any, dict[str, Any]],
+    one: Any,
+) -> dict[str, Any]:
+    at, _seq, src, kind, warning, contact, division, level, attempt, rung, extra, late, data = row
+    warning, contact, division = (
+        one(warning, warning),
+        one(contact, contact),
+        one(division, division),
+    )
+    level, rung, extra = one(level, level), one(rung, rung), one(extra, extra)
+    when = shown.get(at)
+    if when is None:
+        t = ts(at)
+        assert t is not None
+        when = shown[at] = t.astimezone(tz).isoformat()
+    item: dict[str, Any] = {
+        "at": when,
+        "type": _TYPE[kind] if src == "o" else kind,
+        "warning": warning,
+        "contact_id": contact,
+        "division": division,
+        "level": level,
+    }
+    if src == "o":
+        if kind == "call":
+            item["attempt"] = int(attempt)
+            item["rung"] = rung
+        elif kind == "update":
+            item["severity"] = extra
+    elif src == "a":
+        item["rung"] = rung
+        item["source"] = extra
+        if late:
+            item["late"] = True
+    elif data is not None:
+        if isinstance(data, str | bytes):
+            cached = parsed.get(data)
+            if cached is None:
+                cached = json.loads(data)
+                if len(parsed) < 10000:  # bounded: payloads with ids would not repeat
+                    parsed[data] = cached
+            data = cached
+        if data:
+            item.update(data)
+    return item
