@@ -31,8 +31,8 @@ import gc
 import json
 import os
 import shutil
-import sqlite3
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
