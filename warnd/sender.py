@@ -77,8 +77,7 @@ class Sender:
     def poke(self) -> asyncio.Task[None] | None:
         """Start sending, or make the running sender take another look before it stops."""
         if self._task is not None and not self._task.done():
-            self._again = True
-            self._low.set()
+            self._again = True  # looked at when the queue runs low
             return None
         self._again = False
         coro = self._run()
@@ -94,7 +93,6 @@ class Sender:
         try:
             while True:
                 self._again = False
-                self._low.clear()
                 try:
                     batch = await self.engine.claim(self.claim)
                 except Exception:  # the store is busy or down: the messages stay queued
@@ -108,11 +106,13 @@ class Sender:
                     rounds += 1
                     if rounds % 8 == 0 and running:
                         gc.collect(0)  # the youngest generation only: cheap
-                    if len(self._queue) >= self.concurrency:
-                        await self._low.wait()  # refill when the queue runs low
+                    while len(self._queue) >= self.concurrency:
+                        self._low.clear()  # refill when the queue runs low
+                        await self._low.wait()
                     continue
                 if self._queue or self._busy:
                     # what failed transiently is due later; new messages may be queued
+                    self._low.clear()
                     await self._low.wait()
                     continue
                 if not self._again:
