@@ -6,8 +6,10 @@ Each instance is a real ``Daemon`` (store, engine, channels, its own sender) in 
 (``multiprocessing``, spawn), all on one ``ManualClock`` time; barriers start every phase in
 all of them at once. Prints, for each configuration:
 
-  * ``fire_stages_s``: every instance calls ``engine.tick()`` at once (stages are claimed with
-    ``SKIP LOCKED``, so instances fire different stages) until all three have fired;
+  * ``fire_stages_s``: every instance calls ``engine.tick()`` at once: one marks a stage's
+    divisions due (stages are claimed with ``SKIP LOCKED``), then all of them start those
+    divisions' calls in batches (``SKIP LOCKED`` again): ``divisions_started_by_instance`` is the
+    split of the stages' work (target: each of two instances ≥ 30 % of a province stage);
   * ``attempts_per_s``: every instance wakes its sender at once (claims with ``SKIP LOCKED``);
     attempts marked sent over the time until the last instance's sender finished; the split of
     the work (``outbox.claimed_by``) and the daemons' CPU per attempt (all instances' process
@@ -87,7 +89,8 @@ async def _instance(index: int, config: str, barrier: Any) -> dict[str, Any]:
         out["ingest_s"] = time.perf_counter() - t
     await together()
     t = time.perf_counter()
-    out["stages_fired"] = (await engine.tick()).stages_fired
+    report = await engine.tick()
+    out["stages_fired"], out["divisions_started"] = report.stages_fired, report.divisions_started
     out["fire_s"] = time.perf_counter() - t
     await together()
     t, cpu = time.perf_counter(), time.process_time()
@@ -148,6 +151,11 @@ async def measure(n: int, tmp: Path, base_pg: str, gateway: str) -> dict[str, An
         "ingest_s": round(next(o["ingest_s"] for o in outs if "ingest_s" in o), 3),
         "fire_stages_s": round(max(o["fire_s"] for o in outs), 3),
         "stages_fired_by_instance": [o["stages_fired"] for o in outs],
+        "divisions_started_by_instance": [o["divisions_started"] for o in outs],
+        "divisions_started_share": [
+            round(o["divisions_started"] / max(1, sum(x["divisions_started"] for x in outs)), 3)
+            for o in outs
+        ],
         "attempts_sent": sent,
         "send_s": round(send_s, 3),
         "attempts_per_s": round(sent / send_s, 1),

@@ -34,6 +34,9 @@ T = TypeVar("T")
 # writer and answers arriving meanwhile wait for it: 5,000 keeps that wait near half a second
 # on a small machine (docs/performance.md).
 BATCH = 5_000
+#: divisions started per transaction: a village starts ~4 calls, so about a BATCH of rows; on
+#: PostgreSQL instances share a stage batch by batch (a province's village stage: 20 batches)
+START_BATCH = 1_250
 
 
 @dataclass
@@ -141,7 +144,7 @@ async def start_due_divisions(ctx: Context, now: datetime) -> int:
     """Start the calls of every division whose stage has fired, a batch per transaction."""
 
     async def one(tx: Tx) -> int | None:
-        ids = await chain.due_starts(tx, now, BATCH)
+        ids = await chain.due_starts(tx, now, START_BATCH)
         if not ids:
             return None
         chain.mark_started(tx, ids, None)

@@ -52,38 +52,20 @@ async def due_sqlite(store: Any, now: datetime, limit: int) -> list[Row]:
 
 
 async def claim_postgres(tx: Tx, now: datetime, limit: int, instance: str) -> list[Row]:
-    """Due rows nobody else holds, marked ``sending`` by ``instance``."""
-    rows = await tx.rows(
-        _DUE + " WHERE o.id IN (SELECT id FROM outbox WHERE state = 'pending' AND due_at <= ?"
-        " ORDER BY due_at, seq LIMIT ? FOR UPDATE SKIP LOCKED) ORDER BY o.due_at, o.seq",
+    """Due rows nobody else holds, marked ``sending`` by ``instance``: one statement."""
+    return await tx.rows(
+        "WITH taken AS (UPDATE outbox SET state = 'sending', claimed_by = ?"
+        " WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND due_at <= ?"
+        " ORDER BY due_at, seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING *)"
+        + _DUE.replace("FROM outbox o", "FROM taken o")
+        + " ORDER BY o.due_at, o.seq",
+        instance,
         tx.bts(now),
         limit,
     )
-    if rows:
-        await tx.execute_in(
-            "UPDATE outbox SET state = 'sending', claimed_by = ? WHERE id IN {ids}",
-            [r[0] for r in rows],
-            instance,
-            type_="text",
-        )
-    return rows
 
 
-_LIVE = "(state = 'pending' OR state = 'sending')"
-# ``claimed_by`` stays on a message an instance sent (who sent it); one that goes back to the
-# queue is nobody's
-SENT = (
-    "UPDATE outbox SET state = 'sent', channel = ?, sent_at = ?, error = NULL,"
-    f" tries = tries + 1 WHERE id = ? AND {_LIVE}"
-)
-FAILED = (
-    f"UPDATE outbox SET state = 'failed', error = ?, tries = tries + 1 WHERE id = ? AND {_LIVE}"
-)
-RETRY = (
-    "UPDATE outbox SET state = 'pending', error = ?, due_at = ?, claimed_by = NULL,"
-    f" tries = tries + 1 WHERE id = ? AND {_LIVE}"
-)
-CANCELLED = f"UPDATE outbox SET state = 'cancelled', error = ? WHERE id = ? AND {_LIVE}"
+_LIVE = "state IN ('pending', 'sending')"
 
 
 def record(
@@ -94,13 +76,35 @@ def record(
     retry: Sequence[tuple[str, str]],
     cancelled: Sequence[tuple[str, str]],
 ) -> None:
-    """Outcomes: (id, channel) sent; (id, error) failed for good, to retry, not to be sent."""
-    at = tx.bts(now)
-    tx.many(SENT, [(ch, at, i) for i, ch in sent])
-    tx.many(FAILED, [(e, i) for i, e in failed])
-    due = tx.bts(now + RETRY_AFTER)
-    tx.many(RETRY, [(e, due, i) for i, e in retry])
-    tx.many(CANCELLED, [(e, i) for i, e in cancelled])
+    """Outcomes: (id, channel) sent; (id, error) failed for good, to retry, not to be sent.
+
+    One bulk statement per kind (PostgreSQL: ``unnest``); a message already recorded (a late
+    outcome after a cancel) is left alone. ``claimed_by`` stays on a message an instance sent
+    (who sent it); one that goes back to the queue is nobody's.
+    """
+    tries = "tries = tries + 1"
+    tx.update(
+        "outbox",
+        ("channel", "sent_at"),
+        [(ch, now, i) for i, ch in sent],
+        extra=f"state = 'sent', error = NULL, {tries}",
+        guard=_LIVE,
+    )
+    tx.update(
+        "outbox", ("error",), [(e, i) for i, e in failed], extra=f"state = 'failed', {tries}",
+        guard=_LIVE,
+    )  # fmt: skip
+    tx.update(
+        "outbox",
+        ("error", "due_at"),
+        [(e, now + RETRY_AFTER, i) for i, e in retry],
+        extra=f"state = 'pending', claimed_by = NULL, {tries}",
+        guard=_LIVE,
+    )
+    tx.update(
+        "outbox", ("error",), [(e, i) for i, e in cancelled], extra="state = 'cancelled'",
+        guard=_LIVE,
+    )  # fmt: skip
 
 
 async def heartbeat(read: Any, instance: str, host: str, pid: int, silent_s: float) -> int:

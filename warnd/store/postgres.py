@@ -62,13 +62,14 @@ def _utc(value: Any) -> Any:
 
 
 @cache
-def _update_sql(table: str, cols: tuple[str, ...]) -> str:
+def _update_sql(table: str, cols: tuple[str, ...], extra: str = "", guard: str = "") -> str:
     kinds = columns.kinds(table)
     names = (*cols, "id")
     arrays = ", ".join(f"${i}::{columns.pg_type(kinds[c])}[]" for i, c in enumerate(names, start=1))
-    sets = ", ".join(f'"{c}" = v."{c}"' for c in cols)
+    sets = ", ".join([*(f'"{c}" = v."{c}"' for c in cols), *([extra] if extra else [])])
     vcols = ", ".join(f'"{c}"' for c in names)
-    return f'UPDATE "{table}" AS t SET {sets} FROM unnest({arrays}) AS v({vcols}) WHERE t.id = v.id'
+    where = f"t.id = v.id AND {guard}" if guard else "t.id = v.id"
+    return f'UPDATE "{table}" AS t SET {sets} FROM unnest({arrays}) AS v({vcols}) WHERE {where}'
 
 
 def _json_cols(table: str, cols: Sequence[str]) -> list[int]:
@@ -141,7 +142,8 @@ class PostgresTx(Tx):
                 names = (*w.cols, "id")
                 rows = _encoded(w.table, names, w.rows)
                 arrays = [list(c) for c in zip(*rows, strict=True)]
-                await self._conn.execute(_update_sql(w.table, w.cols), *arrays)
+                sql = _update_sql(w.table, w.cols, w.extra, w.guard)
+                await self._conn.execute(sql, *arrays)
 
     async def _reserve(self, n: int) -> Callable[[int], int]:
         blocks = -(-n // _BLOCK)

@@ -116,20 +116,22 @@ class _Statements:
     """SQL text of the bulk statements, made once per shape."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self._cache: dict[tuple[str, str, tuple[str, ...], str, str], str] = {}
 
-    def get(self, kind: str, table: str, cols: tuple[str, ...]) -> str:
-        k = (kind, table, cols)
+    def get(self, w: Write) -> str:
+        k = (w.kind, w.table, w.cols, w.extra, w.guard)
         sql = self._cache.get(k)
         if sql is None:
-            if kind == "insert":
+            table, cols = w.table, w.cols
+            if w.kind == "insert":
                 sql = (
                     f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in cols)})"
                     f" VALUES ({', '.join('?' * len(cols))})"
                 )
             else:
-                sets = ", ".join(f"{_q(c)} = ?" for c in cols)
-                sql = f"UPDATE {_q(table)} SET {sets} WHERE id = ?"
+                sets = ", ".join([*(f"{_q(c)} = ?" for c in cols), *([w.extra] if w.extra else [])])
+                guard = f" AND {w.guard}" if w.guard else ""
+                sql = f"UPDATE {_q(table)} SET {sets} WHERE id = ?{guard}"
             self._cache[k] = sql
         return sql
 
@@ -274,9 +276,7 @@ class SQLiteTx(Tx):
                 conn.executemany(w.sql, w.rows)
                 continue
             cols = w.cols if w.kind == "insert" else (*w.cols, "id")
-            conn.executemany(
-                _STATEMENTS.get(w.kind, w.table, w.cols), bound_rows(w.table, cols, w.rows)
-            )
+            conn.executemany(_STATEMENTS.get(w), bound_rows(w.table, cols, w.rows))
 
     async def new_ids(self, table: str, n: int) -> list[int]:
         if table not in self._next_id:

@@ -35,6 +35,8 @@ class Write:
     cols: tuple[str, ...]
     rows: list[Row]
     sql: str = ""
+    extra: str = ""  # update: more of the SET clause, not from the rows ("tries = tries + 1")
+    guard: str = ""  # update: a condition besides the id
 
 
 class Tx:
@@ -85,10 +87,13 @@ class Tx:
         if rows:
             self._writes.append(Write("insert", table, tuple(cols), rows))
 
-    def update(self, table: str, cols: Sequence[str], rows: list[Row]) -> None:
-        """Rows are ``(*values of cols, id)``."""
+    def update(
+        self, table: str, cols: Sequence[str], rows: list[Row], *, extra: str = "", guard: str = ""
+    ) -> None:
+        """Rows are ``(*values of cols, id)``; ``extra`` adds to the SET clause (constants, the
+        row's own columns), ``guard`` to the WHERE clause (unqualified column names)."""
         if rows:
-            self._writes.append(Write("update", table, tuple(cols), rows))
+            self._writes.append(Write("update", table, tuple(cols), rows, "", extra, guard))
 
     def many(self, sql: str, rows: list[Row]) -> None:
         """``sql`` once per row (bound values: see ``ts``); for statements of their own shape."""
@@ -174,4 +179,4 @@ class Tx:
 def _placed(w: Write, place: Callable[[int], int], first: int) -> Write:
     """``w`` with the local sequence numbers of its rows (their last column) made global."""
     rows = [(*r[:-1], None if r[-1] is None else place(r[-1] - first)) for r in w.rows]
-    return Write(w.kind, w.table, w.cols, rows, w.sql)
+    return Write(w.kind, w.table, w.cols, rows, w.sql, w.extra, w.guard)
