@@ -382,3 +382,13 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         config.store_url = "sqlite:///other.db"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.channels["new"] = config.channels["gateway"]  # type: ignore[index]
+
+
+def test_a_heartbeat_whose_two_beats_outlast_the_window_is_refused(tmp_path: Path) -> None:
+    """PostgreSQL instances heartbeat; a dead one's messages are queued again after two silent
+    beats, which must come before its calls' next attempts (docs/config.md)."""
+    err = config_error(tmp_path, '[store]\nheartbeat = "31s"\n[ack]\nwindow = "60s"\n')
+    assert err.field == "store.heartbeat" and "ack.window" in str(err)
+    ok = load_config(write(tmp_path, '[store]\nheartbeat = "30s"\n[ack]\nwindow = "60s"\n'))
+    assert ok.store_heartbeat == timedelta(seconds=30)
+    assert load_config(write(tmp_path, "")).store_heartbeat is None  # derived from the window

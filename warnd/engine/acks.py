@@ -274,7 +274,10 @@ async def ack_ivr(ctx: Context, outbox_id: str, digits: str) -> AckResult:
     if digits.strip() != "1":
         return AckResult(False, "按键不是1，不算确认 (only 1 acknowledges)")
     # dedupe key "ivr:<message id>": a fallback route's id (``<id>-<n>``) is the same attempt
-    return await ack_message(ctx, outbox_id, source="ivr")
+    result: AckResult = await ctx.store.writer.batch(
+        _handler(ctx), AckRequest("ivr", ctx.now(), message_id=outbox_id)
+    )
+    return result
 
 
 async def ack_by_officer(

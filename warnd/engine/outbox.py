@@ -81,25 +81,15 @@ async def claim(ctx: Context, now: datetime, limit: int) -> list[Attempt]:
     """Take due messages for sending (not again until their outcome is recorded or the process
     is gone). Stale call attempts are recorded ``cancelled`` on the way, not returned."""
     store = ctx.store
-    if store.is_sqlite:
-        rows = await store_outbox.due_sqlite(store, now, limit)
-    else:
-
-        async def job(tx: Tx) -> list[Row]:
-            return await store_outbox.claim_postgres(tx, now, limit, ctx.instance)
-
-        rows = await store.writer.run(job)
+    rows = await store_outbox.take(store, now, limit, ctx.instance)
     fresh: list[Attempt] = []
     stale: list[Attempt] = []
     for r in rows:
         (stale if store_outbox.stale(r) else fresh).append(_attempt(r))
-    if store.is_sqlite:
-        store.held.update(a.id for a in fresh)
     if stale:
         # Answered, cancelled, or overtaken by the next attempt: sending is pointless.
         for a in stale:
             a.outcome, a.error = "cancelled", NO_LONGER_OPEN
-        store.held.update(a.id for a in stale)
         await record(ctx, stale)
     return fresh
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from warnd.store.records import ACK_INSERT
 from warnd.store.tx import Row, Tx
 
 
-@dataclass(frozen=True, slots=True)
-class CallRef:
+class CallRef(NamedTuple):
     """What an answer needs to know of its call before the division is loaded."""
 
     id: int
@@ -31,7 +29,7 @@ async def calls_of_attempts(tx: Tx, message_ids: Sequence[str]) -> dict[str, Cal
         sorted(set(message_ids)),
         type_="text",
     )
-    return {r[0]: CallRef(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows}
+    return {r[0]: CallRef(*r[1:]) for r in rows}
 
 
 async def calls(tx: Tx, call_ids: Sequence[int]) -> dict[int, CallRef]:
@@ -39,7 +37,7 @@ async def calls(tx: Tx, call_ids: Sequence[int]) -> dict[int, CallRef]:
         'SELECT id, warning_id, division_id, key, contact_id, rung FROM "call" WHERE id IN {ids}',
         sorted(set(call_ids)),
     )
-    return {int(r[0]): CallRef(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5]) for r in rows}
+    return {r[0]: CallRef(*r) for r in rows}
 
 
 async def seen(tx: Tx, dedupe_keys: Sequence[str]) -> set[str]:

@@ -42,13 +42,29 @@ def stale(r: Row) -> bool:
     return r[2] == "call" and (r[13] != "active" or (r[7] or 0) < (r[14] or 0))
 
 
+async def take(store: Any, now: datetime, limit: int, instance: str) -> list[Row]:
+    """Due messages for sending, held (SQLite) or claimed (PostgreSQL) until their outcome is
+    recorded: rows of ``_DUE``'s columns."""
+    if not store.is_sqlite:
+
+        async def job(tx: Tx) -> list[Row]:
+            return await claim_postgres(tx, now, limit, instance)
+
+        rows: list[Row] = await store.writer.run(job)
+        return rows
+    return await due_sqlite(store, now, limit)
+
+
 async def due_sqlite(store: Any, now: datetime, limit: int) -> list[Row]:
-    """Due rows not held by this process (nor recorded while this read ran), in order."""
+    """Due rows not held by this process (nor recorded while this read ran), in order; they
+    are held from now on."""
     mark = store.release_mark()
     read = store.backend
     rows = await read.fetch(DUE_SQLITE, (read.bts(now), limit + len(store.held)))
     keep = store.fresh([r[0] for r in rows], mark)
-    return [r for r, k in zip(rows, keep, strict=True) if k][:limit]
+    taken = [r for r, k in zip(rows, keep, strict=True) if k][:limit]
+    store.held.update(r[0] for r in taken)
+    return taken
 
 
 async def claim_postgres(tx: Tx, now: datetime, limit: int, instance: str) -> list[Row]:

@@ -204,8 +204,9 @@ class SQLiteTx(Tx):
     Its operations are coroutines that never wait: the job that uses them (engine code written
     once for both backends) is driven to completion on the writer thread, so a transaction costs
     one hand-over between the event loop and that thread, however many statements it runs.
-    ``BEGIN IMMEDIATE`` comes with the first statement; new ids and ``seq`` come from counters
-    read then (the write lock is held from that moment: nobody else can take the same).
+    ``BEGIN IMMEDIATE`` comes with the first statement; ``seq`` comes from the counter read
+    then, new ids from ``max(id)`` read when first needed (the write lock is held from the
+    first statement: nobody else can take the same).
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -222,9 +223,6 @@ class SQLiteTx(Tx):
             return conn
         conn.execute("BEGIN IMMEDIATE")
         self._begun = True
-        for table in ("call", "division"):
-            (top,) = conn.execute(f'SELECT max(id) FROM "{table}"').fetchone()
-            self._next_id[table] = int(top or 0) + 1
         row = conn.execute("SELECT value FROM counter WHERE name = 'history'").fetchone()
         self._seq_base = int(row[0]) if row else 1
         return conn
