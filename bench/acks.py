@@ -19,6 +19,7 @@ Exits 1 when a target is missed. Logs at level ``warning`` (as the other benchma
 each answer also writes two log lines.
 
 Usage: .venv/bin/python bench/acks.py [--villages-per-township 17] [--keep]
+       [--pg-url postgresql://…/postgres]   (a database made for the run on that server)
 """
 
 from __future__ import annotations
@@ -103,9 +104,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     try:
         await wait_up(f"http://127.0.0.1:{gw_port}/stats")
-        daemon, clock = await start_daemon(
-            tmp, f"http://127.0.0.1:{gw_port}/send", f"sqlite:///{tmp / 'warnd.db'}"
-        )
+        store_url = f"sqlite:///{tmp / 'warnd.db'}"
+        if args.pg_url:
+            from conftest import fresh_pg_database
+
+            store_url = await fresh_pg_database(args.pg_url)
+            figures["store"] = store_url.rsplit("@", 1)[-1]
+        daemon, clock = await start_daemon(tmp, f"http://127.0.0.1:{gw_port}/send", store_url)
         secret = tmp / "secret"
         procs.append(
             subprocess.Popen(
@@ -142,7 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mine = await client_async(f"http://127.0.0.1:{port}/hooks/ivr", secret, tmp / "ids.txt", ts)
         cpu = time.process_time() - cpu
         after = await client_async(bare_url, secret, tmp / "ids.txt", ts + 1)
-        (acked,) = (await store.fetch("SELECT count(*) FROM ack WHERE counted"))[0]
+        ((acked,),) = await store.fetch("SELECT count(*) FROM ack WHERE counted")
         assert mine["ok"] == len(http_ids) == acked, (mine, acked)
         bare = (before["per_s"] + after["per_s"]) / 2
         figures["http_acks"] = mine["ok"]
@@ -179,6 +184,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in procs:
             p.terminate()
             p.wait()
+        if args.pg_url and figures.get("store"):
+            from conftest import drop_pg_database
+
+            await drop_pg_database(args.pg_url, store_url)
         if args.keep:
             print(f"store and contacts kept in {tmp}", file=sys.stderr)
         else:
@@ -192,6 +201,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--villages-per-township", type=int, default=17)
     p.add_argument("--keep", action="store_true", help="keep the temporary store and contacts")
+    p.add_argument("--pg-url", default=None, help="a PostgreSQL server to make a database on")
     args = p.parse_args()
     figures = asyncio.run(run(args))
     engine_best = max(

@@ -126,6 +126,7 @@ class Sender:
 
     async def _worker(self) -> None:
         queue, engine, dispatcher = self._queue, self.engine, self.dispatcher
+        said = log.bind()  # bound once: the module's lazy proxy binds anew on every line
         while True:
             if not queue:
                 if self._done:
@@ -143,7 +144,7 @@ class Sender:
                 await dispatcher.send(msg, engine.ctx.directory)
                 _count(msg)
                 if msg.outcome == "sent":
-                    log.info(
+                    said.info(
                         "message_sent",
                         message=msg.id,
                         warning=msg.warning,
