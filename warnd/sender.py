@@ -27,6 +27,7 @@ import structlog
 from warnd import metrics
 from warnd.dispatch import Dispatcher
 from warnd.engine import Engine
+from warnd.engine.gcpause import gc_paused
 from warnd.engine.outbox import Attempt
 
 log = structlog.get_logger("warnd.daemon")
@@ -85,8 +86,10 @@ class Sender:
         return self._task
 
     async def _run(self) -> None:
-        running = gc.isenabled()
-        gc.disable()  # hundreds of requests' acyclic garbage: reference counting frees it
+        with gc_paused():  # hundreds of requests' acyclic garbage: reference counting frees it
+            await self._send()
+
+    async def _send(self) -> None:
         self._done = False
         workers = [asyncio.ensure_future(self._worker()) for _ in range(self.concurrency)]
         rounds = 0
@@ -104,7 +107,7 @@ class Sender:
                     if self._observers:
                         self._observe_after(batch)
                     rounds += 1
-                    if rounds % 8 == 0 and running:
+                    if rounds % 8 == 0:
                         gc.collect(0)  # the youngest generation only: cheap
                     while len(self._queue) >= self.concurrency:
                         self._low.clear()  # refill when the queue runs low
@@ -121,8 +124,6 @@ class Sender:
             self._done = True
             self._more.set()
             await asyncio.gather(*workers, return_exceptions=True)
-            if running:
-                gc.enable()
 
     async def _worker(self) -> None:
         queue, engine, dispatcher = self._queue, self.engine, self.dispatcher
