@@ -14,6 +14,11 @@ daemon (SQLite, WAL, ``synchronous=FULL``; its sender to ``bench/gateway.py``). 
   ``engine.ack_ivr`` directly, by 64 and by 1,000 concurrent callers (each call returns once its
   answer is committed; the single writer group-commits what queues meanwhile). Target
   ≥ 10,000/s.
+* **the floors of the engine's figure**, bare ``sqlite3`` on the same store file afterwards
+  (WAL, ``synchronous=FULL``, SQLite only): one committed ``UPDATE`` of a call per answer (the
+  floor without batching), and the engine's own statements per answer — the attempt's call, the
+  division and its calls read, the dedupe key probed, the call and the division updated, the
+  ack inserted — 1,000 answers per transaction (the floor of the batched path at this scale).
 
 Exits 1 when a target is missed. Logs at level ``warning`` (as the other benchmarks): at ``info``
 each answer also writes two log lines.
@@ -90,6 +95,66 @@ async def engine_acks(engine: Engine, ids: list[str], callers: int) -> tuple[flo
     elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     assert bad == 0, f"{bad} answers refused"
     return len(ids) / elapsed, cpu / len(ids) * 1e6
+
+
+def sql_floors(db: Path, message_ids: list[str]) -> dict[str, Any]:
+    """Bare sqlite3 doing an answer's SQL on the store the engine just used (its rows are
+    changed: the store is thrown away after)."""
+    import sqlite3
+
+    con = sqlite3.connect(db, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "cache_size=-65536"):
+        con.execute("PRAGMA " + pragma)
+    ids = [r[0] for r in con.execute('SELECT id FROM "call" ORDER BY random() LIMIT 5000')]
+    t = time.perf_counter()
+    for cid in ids:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("UPDATE \"call\" SET ack_source = 'floor' WHERE id = ?", (cid,))
+        con.execute("COMMIT")
+    one = len(ids) / (time.perf_counter() - t)
+    at = "2025-07-01 00:03:00.000000"
+    mids = message_ids[:20_000]
+    t = time.perf_counter()
+    for i in range(0, len(mids), 1000):
+        part = mids[i : i + 1000]
+        marks = ", ".join("?" * len(part))
+        con.execute("BEGIN IMMEDIATE")
+        refs = con.execute(
+            'SELECT o.id, c.id, c.division_id FROM outbox o JOIN "call" c ON c.id = o.call_id'
+            f" WHERE o.id IN ({marks})",
+            part,
+        ).fetchall()
+        divs = sorted({r[2] for r in refs})
+        dm = ", ".join("?" * len(divs))
+        con.execute(f"SELECT * FROM division WHERE id IN ({dm})", divs).fetchall()
+        con.execute(f'SELECT * FROM "call" WHERE division_id IN ({dm})', divs).fetchall()
+        keys = [f"floor:{r[0]}" for r in refs]
+        con.execute(
+            f"SELECT dedupe_key FROM ack WHERE dedupe_key IN ({', '.join('?' * len(keys))})",
+            keys,
+        ).fetchall()
+        con.executemany(
+            "UPDATE \"call\" SET state = 'acked', acked_at = ?, ack_source = 'floor',"
+            " next_due_at = NULL WHERE id = ?",
+            [(at, r[1]) for r in refs],
+        )
+        con.executemany(
+            "UPDATE division SET reached_at = ?, reached_by = 'floor', reached_source = 'floor'"
+            " WHERE id = ?",
+            [(at, d) for d in divs],
+        )
+        con.executemany(
+            "INSERT INTO ack (warning_id, call_id, division_id, outbox_id, source, received_at,"
+            " dedupe_key, late, counted) VALUES (1, ?, ?, ?, 'floor', ?, ?, 0, 0)",
+            [(r[1], r[2], r[0], at, k) for r, k in zip(refs, keys, strict=True)],
+        )
+        con.execute("COMMIT")
+    batched = len(mids) / (time.perf_counter() - t)
+    con.close()
+    return {
+        "floor_one_committed_update_per_s": round(one, 1),
+        "floor_engine_sql_1000_per_commit_per_s": round(batched, 1),
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,6 +245,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             (len(engine_ids) - half) / max(1, tx1000), 1
         )
         await daemon.stop()
+        if store_url.startswith("sqlite"):
+            figures.update(sql_floors(tmp / "warnd.db", engine_ids))
     finally:
         for p in procs:
             p.terminate()

@@ -10,7 +10,7 @@ that order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +89,20 @@ def event_row(
     return (w.id, at, type_, contact_id, division, level, data or {}, tx.seq())
 
 
+#: (division id, call key) → (call id, number, reply code, link token) of calls made in a batch
+Made = dict[tuple[int, str], tuple[int, str, str | None, str | None]]
+
+
+@dataclass(slots=True)
+class Rows:
+    """What a batch writes (tuples in the store's layouts)."""
+
+    attempts: list[Row] = field(default_factory=list)
+    events: list[Row] = field(default_factory=list)
+    call_updates: list[Row] = field(default_factory=list)
+    call_inserts: list[Row] = field(default_factory=list)
+
+
 async def carry_out(
     ctx: Context,
     tx: Tx,
@@ -97,95 +111,113 @@ async def carry_out(
     now: datetime,
 ) -> int:
     """Write a stepped batch: saved states, new calls, attempts, events. Returns attempts."""
+    made = await _new_calls(ctx, tx, batch)
+    rows = Rows()
+    links = ctx.public_url.rstrip("/") if ctx.public_url else None
+    wfacts: dict[int, WarningFacts] = {}
+    said = log.bind()  # one bound logger for the batch, not one per line
+    for s in batch:
+        w = warnings[s.row.warning_id]
+        wf = wfacts.get(w.id)
+        if wf is None:
+            wf = wfacts[w.id] = facts(w)
+        _division(ctx, tx, s, w, wf, made, links, now, rows, said)
+    chain.save_divisions(tx, [(s.row, s.state) for s in batch])
+    chain.save_calls(tx, rows.call_updates, rows.call_inserts)
+    chain.insert_attempts(tx, rows.attempts)
+    chain.insert_events(tx, rows.events)
+    return len(rows.attempts)
+
+
+async def _new_calls(ctx: Context, tx: Tx, batch: list[Stepped]) -> Made:
+    """Ids, numbers, reply codes (unique among each person's open calls) and link tokens of
+    the calls the ladder started in this batch."""
     fresh: list[tuple[Stepped, ladder.CallState]] = []
     for s in batch:
         known = {c.values[0] for c in s.calls}
         fresh.extend((s, cs) for cs in s.state.calls if cs.key not in known)
     new_ids = await tx.new_ids("call", len(fresh))
     taken = await chain.open_codes(tx, sorted({cs.contact_id for _s, cs in fresh}))
-    links = ctx.public_url.rstrip("/") if ctx.public_url else None
+    links = bool(ctx.public_url)
     directory = ctx.directory
-    # (division id, call key) → (call id, phone, reply code, token) of calls made in this batch
-    made: dict[tuple[int, str], tuple[int, str, str | None, str | None]] = {}
+    made: Made = {}
     phones: dict[int, dict[str, str]] = {}
     for (s, cs), cid in zip(fresh, new_ids, strict=True):
+        # a person called again on this division's behalf keeps the number first called
         numbers = phones.get(s.row.id)
         if numbers is None:
             numbers = phones[s.row.id] = {c.values[1]: c.phone for c in s.calls}
-        stored = numbers.get(cs.contact_id)
-        if stored is None:
+        number = numbers.get(cs.contact_id)
+        if number is None:
             contact = directory.contact(cs.contact_id)
-            stored = contact.phone if contact is not None else ""
+            number = contact.phone if contact is not None else ""
         mine = taken.setdefault(cs.contact_id, set())
-        fresh_code = new_reply_code(mine)
-        mine.add(fresh_code)
-        made[(s.row.id, cs.key)] = (cid, stored, fresh_code, new_link_token() if links else None)
+        code = new_reply_code(mine)
+        mine.add(code)
+        made[(s.row.id, cs.key)] = (cid, number, code, new_link_token() if links else None)
+    return made
 
-    attempts: list[Row] = []
-    events: list[Row] = []
-    call_updates: list[Row] = []
-    call_inserts: list[Row] = []
-    tz = ctx.tz
-    wfacts: dict[int, WarningFacts] = {}
-    said = log.bind()  # one bound logger for the batch, not one per line
+
+def _division(
+    ctx: Context,
+    tx: Tx,
+    s: Stepped,
+    w: WarningRec,
+    wf: WarningFacts,
+    made: Made,
+    links: str | None,
+    now: datetime,
+    rows: Rows,
+    said: Any,
+) -> None:
+    """One division's commands as rows, in the order the ladder gave them."""
+    row = s.row
+    by_key = {c.values[0]: c for c in s.calls}
+    last: dict[str, str] = {}
     seq = tx.seq
-    for s in batch:
-        row = s.row
-        w = warnings[row.warning_id]
-        wf = wfacts.get(w.id)
-        if wf is None:
-            wf = wfacts[w.id] = facts(w)
-        by_key = {c.values[0]: c for c in s.calls}
-        last: dict[str, str] = {}
-        for cmd in s.commands:
-            if type(cmd) is ladder.SendAttempt:
-                old = by_key.get(cmd.call_key)
-                if old is not None:
-                    cid, phone, code, token = old.id, old.phone, old.reply_code, old.token
-                else:
-                    cid, phone, code, token = made[(row.id, cmd.call_key)]
-                mid = new_message_id()
-                text = call_text(
-                    wf,
-                    division_name=row.name,
-                    rung=cmd.rung,
-                    attempt=cmd.attempt,
-                    reply_code=code,
-                    link=f"{links}/a/{token}" if links and token else None,
-                    tz=tz,
-                    on_behalf_of=row.name if cmd.rung in ("superior", "duty") else None,
-                )
-                attempts.append(
-                    (
-                        mid, w.id, cid, None, cmd.contact_id, phone, "call", cmd.attempt,
-                        cmd.rung, text, now, now, "pending", 0, w.drill, seq(),
-                    )
-                )  # fmt: skip
-                last[cmd.call_key] = mid
-            elif type(cmd) is ladder.Record and cmd.type not in _OWN_ROWS:
-                data = dict(cmd.data)
-                events.append(
-                    (w.id, now, cmd.type, cmd.contact_id, row.code, row.level, data, seq())
-                )
-                if cmd.type in _LOGGED:
-                    said.info(
-                        cmd.type,
-                        warning=w.key,
-                        division=row.code,
-                        contact=cmd.contact_id,
-                        **{str(k): v for k, v in cmd.data},
-                    )
-        for cs in s.state.calls:
-            old = by_key.get(cs.key)
+    for cmd in s.commands:
+        if type(cmd) is ladder.SendAttempt:
+            old = by_key.get(cmd.call_key)
             if old is not None:
-                change = chain.call_changes(old, cs, last.get(cs.key, old.last_message))
-                if change is not None:
-                    call_updates.append(change)
+                cid, phone, code, token = old.id, old.phone, old.reply_code, old.token
             else:
-                cid, phone, code, token = made[(row.id, cs.key)]
-                call_inserts.append((cid, w.id, row.id, phone, code, token, last.get(cs.key), *cs))
-    chain.save_divisions(tx, [(s.row, s.state) for s in batch])
-    chain.save_calls(tx, call_updates, call_inserts)
-    chain.insert_attempts(tx, attempts)
-    chain.insert_events(tx, events)
-    return len(attempts)
+                cid, phone, code, token = made[(row.id, cmd.call_key)]
+            mid = new_message_id()
+            text = call_text(
+                wf,
+                division_name=row.name,
+                rung=cmd.rung,
+                attempt=cmd.attempt,
+                reply_code=code,
+                link=f"{links}/a/{token}" if links and token else None,
+                tz=ctx.tz,
+                on_behalf_of=row.name if cmd.rung in ("superior", "duty") else None,
+            )
+            rows.attempts.append(
+                (
+                    mid, w.id, cid, None, cmd.contact_id, phone, "call", cmd.attempt, cmd.rung,
+                    text, now, now, "pending", 0, w.drill, seq(),
+                )
+            )  # fmt: skip
+            last[cmd.call_key] = mid
+        elif type(cmd) is ladder.Record and cmd.type not in _OWN_ROWS:
+            rows.events.append(
+                (w.id, now, cmd.type, cmd.contact_id, row.code, row.level, dict(cmd.data), seq())
+            )
+            if cmd.type in _LOGGED:
+                said.info(
+                    cmd.type,
+                    warning=w.key,
+                    division=row.code,
+                    contact=cmd.contact_id,
+                    **{str(k): v for k, v in cmd.data},
+                )
+    for cs in s.state.calls:
+        old = by_key.get(cs.key)
+        if old is not None:
+            change = chain.call_changes(old, cs, last.get(cs.key, old.last_message))
+            if change is not None:
+                rows.call_updates.append(change)
+        else:
+            cid, phone, code, token = made[(row.id, cs.key)]
+            rows.call_inserts.append((cid, w.id, row.id, phone, code, token, last.get(cs.key), *cs))

@@ -17,6 +17,7 @@ drill store, ``synchronous=OFF``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -317,8 +318,20 @@ class SQLiteTx(Tx):
         return f"json_extract({column}, '$.{key}')"
 
 
+#: WAL pages past which the writer checkpoints by itself (the checkpointer fell behind)
+WRITER_CHECKPOINT = 50_000
+#: how often the checkpointer copies committed WAL frames into the database file (seconds)
+CHECKPOINT_EVERY = 0.25
+
+
 class SQLiteBackend:
-    """The two connections of a SQLite store."""
+    """The connections of a SQLite store: the writer's, a read-only one, and the checkpointer's.
+
+    Checkpoints (copying the WAL's committed pages into the database file) run on a thread of
+    their own (``PASSIVE``: they never block the writer), not in the writer's commit: at province
+    scale a commit of 1,000 answers dirties ~4,000 pages all over the file, and copying them
+    back in the committing transaction doubled its cost.
+    """
 
     name = "sqlite"
 
@@ -327,14 +340,36 @@ class SQLiteBackend:
         self.durable = durable
         self.writer = Thread("warnd-sqlite-w")
         self.reader = Thread("warnd-sqlite-r")
+        self.checkpointer = Thread("warnd-sqlite-c")
+        self._checkpoints: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.writer.open(self.path, durable=self.durable, readonly=False)
+        await self.writer.run(lambda c: c.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT}"))
         await self.reader.open(self.path, durable=self.durable, readonly=True)
+        await self.checkpointer.open(self.path, durable=self.durable, readonly=False)
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        def passive(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            try:
+                await self.checkpointer.run(passive)
+            except sqlite3.Error:  # busy or locked now: the next round copies it
+                continue
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
         await self.writer.close()
         await self.reader.close()
+        await self.checkpointer.close()
 
     async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         """``fn(tx)`` in one transaction, committed, run wholly on the writer thread."""
