@@ -73,6 +73,8 @@ class Page:
     async def start(self, timeout: float = 30.0) -> Page:
         binary = find_chromium()
         self.profile.mkdir(parents=True, exist_ok=True)
+        port_file = self.profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a profile used before: its port is gone
         self.proc = await asyncio.create_subprocess_exec(
             binary,
             *FLAGS,
@@ -81,7 +83,6 @@ class Page:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not port_file.exists() or not port_file.read_text().strip():
             if self.proc.returncode is not None or time.monotonic() > deadline:

@@ -405,6 +405,8 @@ READ_DOM = """(() => {
     warnings: [...document.querySelectorAll('#warnings .warning')].map(c => ({
       key: c.dataset.key, drill: c.classList.contains('drill'), hidden: c.hidden,
       inView: inView(c), text: c.innerText, colour: c.dataset.colour,
+      fits: [...c.querySelectorAll('.body, .head, .times, table')].every(
+        e => e.scrollWidth <= e.clientWidth + 1),
       band: getComputedStyle(c.querySelector('.band')).backgroundColor,
       stage: (c.querySelector('.cd.stage') || {}).textContent || null,
       levels: [...c.querySelectorAll('tr[data-level]')].map(tr => ({
@@ -441,7 +443,7 @@ def check_dom(dom: dict[str, Any], want: dict[str, Any], size: tuple[int, int]) 
     cards = dom["warnings"]
     assert {c["key"] for c in cards} == {w["key"] for w in status["warnings"]}
     shown = [c for c in cards if not c["hidden"]]
-    assert shown and all(c["inView"] for c in shown)
+    assert shown and all(c["inView"] and c["fits"] for c in shown)
     if len(shown) < len(cards):
         assert f"另有 {len(cards) - len(shown)} 个预警未显示" in " ".join(dom["more"])
     for c in shown:
@@ -629,7 +631,7 @@ async def test_wall_in_a_busy_room_cuts_lists_masks_numbers_and_shows_trouble(
             assert max(dom["scroll"][1], dom["scroll"][3]) <= 720  # still one screen
             assert dom["time"].startswith("09:"), dom["time"]  # 03:00 UTC in Asia/Urumqi
             shown = [c for c in dom["warnings"] if not c["hidden"]]
-            assert 1 <= len(shown) < 6 and all(c["inView"] for c in shown)
+            assert 1 <= len(shown) < 6 and all(c["inView"] and c["fits"] for c in shown)
             assert f"另有 {6 - len(shown)} 个预警未显示" in " ".join(dom["more"])
             assert [c["key"] for c in dom["warnings"]] == [w["key"] for w in data["warnings"]]
             assert dom["warnings"][-1]["drill"]  # drills last, real ones by urgency

@@ -11,7 +11,8 @@ page's countdowns (computed from the server's clock, sent with the data).
 Warnings are in urgency order: real before drills; those with divisions on the not-woken list
 or past their deadline first; then active before lifted; then by severity; then by the nearest
 631 time (next stage, else onset). The not-woken list keeps ``views.not_woken``'s order (real
-first, oldest first) and sends the first ``shown`` entries with the totals.
+first, oldest first): the first ``shown`` entries with the totals (a province warning has
+thousands; a screen shows a few).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from warnd.cli.statusview import STATE_ZH, Fmt, entry_json, warning_json
 from warnd.report import LEVEL_ZH, RUNG_ZH
 from warnd.views.reach import Reach, reach
 from warnd.views.reader import Source
+from warnd.views.unreached import not_woken_counts
 
 if TYPE_CHECKING:
     from warnd.store import Store
@@ -64,9 +66,10 @@ def feed_health(report: Mapping[str, Any]) -> list[FeedHealth]:
 
 
 def shown_phone(number: str, mask: bool = False) -> str:
-    """A number as a duty officer dials it (national format: ``138 1234 5678``,
-    ``0743 652 2110``; a foreign one international); ``mask`` hides the digits between the first group (the mobile prefix or
-    the area code) and the last four: ``138 **** 5678``, ``0743 *** 2110``."""
+    """A number as a duty officer dials it: national format (``138 1234 5678``,
+    ``0743 652 2110``), a foreign one international. ``mask`` hides the digits between the
+    first group (the mobile prefix or the area code) and the last four: ``138 **** 5678``,
+    ``0743 *** 2110``."""
     try:
         parsed = phonenumbers.parse(number, "CN")
         fmt = phonenumbers.PhoneNumberFormat
@@ -175,8 +178,8 @@ async def wall_data(
     f = Fmt(tz, now)
     ws = await views.warnings(where, now)
     reached = await reach(where, ws)
-    entries = await views.not_woken(where)
-    first = entries[:shown]
+    first = await views.not_woken(where, limit=shown)
+    real_entries, drill_entries = await not_woken_counts(where)
     who = names([c.contact_id for e in first for c in e.to_call]) if names else {}
     sums = {False: Reach(), True: Reach()}
     for w in ws:
@@ -200,9 +203,9 @@ async def wall_data(
             "drill": sum(1 for w in ws if w.drill),
         },
         "not_woken": {
-            "total": len(entries),
-            "real": sum(1 for e in entries if not e.drill),
-            "drill": sum(1 for e in entries if e.drill),
+            "total": real_entries + drill_entries,
+            "real": real_entries,
+            "drill": drill_entries,
             "entries": [_entry(e, f, who, mask) for e in first],
         },
         "feeds": [{"name": x.name, "ok": x.problem is None, "problem": x.problem} for x in feeds],

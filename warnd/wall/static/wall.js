@@ -14,7 +14,7 @@
     ["calling", "叫应中"],
     ["escalated", "已升级"],
     ["not_woken", "未叫醒"],
-    ["overdue", "逾期未叫应"],
+    ["overdue", "逾期"],
   ];
   const BAD = { not_woken: "bad", overdue: "bad", reached_late: "warn", escalated: "warn" };
 
@@ -92,7 +92,7 @@
       if (pending) tr.className = "pending";
       const first = el("td", "lv");
       first.append(el("span", "lvname", lv.level_zh));
-      const when = pending ? `待发 ${lv.due_text}` : `时限 ${lv.deadline_text}`;
+      const when = pending ? `待发 ${lv.due_text}` : lv.deadline_text;
       const done = lv.divisions > 0 && lv.reached === lv.divisions;
       first.append(el("span", "deadline" + (lv.deadline_passed && !done ? " bad" : ""), when));
       tr.append(first);
@@ -166,6 +166,8 @@
     meta.append(el("span", null, `列入 ${e.since_text}`));
     meta.append(ticker("since", { since: Date.parse(e.since) }, "since"));
     meta.append(el("span", e.reached_at ? "nw-state warn" : "nw-state bad", e.state_zh));
+    const headline = e.headline || e.warning;
+    meta.append(el("span", "nw-warning", e.drill ? headline.replace(/^【演练】/, "") : headline));
     li.append(meta);
     const calls = el("div", "nw-calls");
     for (const p of e.to_call) {
@@ -182,20 +184,25 @@
     return li;
   }
 
-  // Hide trailing items until the box fits; say how many are not shown (never scroll).
+  // Cut a list to what its box holds and say how many are not shown (the page never scrolls).
+  // One measuring pass: the "more" line is laid out first so that its space is kept free.
   function fit(box, items, more, hiddenBefore, say) {
-    const show = (n) => {
-      more.textContent = n ? say(n) : "";
-      more.hidden = !n;
-    };
-    show(hiddenBefore);
-    let hidden = 0;
-    while (box.scrollHeight > box.clientHeight + 1 && hidden < items.length - 1) {
-      items[items.length - 1 - hidden].hidden = true;
-      hidden += 1;
-      show(hidden + hiddenBefore);
+    for (const i of items) i.hidden = false;
+    more.textContent = say(Math.max(1, hiddenBefore));
+    more.hidden = false;
+    const inner = box.getBoundingClientRect().bottom - parseFloat(getComputedStyle(box).paddingBottom);
+    const limit = inner - more.getBoundingClientRect().height;
+    const bottoms = items.map((i) => i.getBoundingClientRect().bottom);
+    let keep = items.length;
+    if (hiddenBefore || (bottoms.length && bottoms[bottoms.length - 1] > inner + 1)) {
+      keep = bottoms.findIndex((b) => b > limit + 1);
+      keep = keep < 0 ? items.length : Math.max(1, keep);
     }
-    box.dataset.hidden = String(hidden + hiddenBefore);
+    for (const i of items.slice(keep)) i.hidden = true;
+    const hidden = items.length - keep + hiddenBefore;
+    more.textContent = hidden ? say(hidden) : "";
+    more.hidden = !hidden;
+    box.dataset.hidden = String(hidden);
   }
 
   function renderSummary(d) {
@@ -256,15 +263,14 @@
     if (!d) return;
     const box = $("warnings");
     const cards = [...box.querySelectorAll(".warning")];
-    for (const c of cards) c.hidden = false;
     fit(box, cards, box.querySelector(".more"), 0, (n) => `另有 ${n} 个预警未显示（warnd status 查看全部）`);
     const items = [...$("nw-list").querySelectorAll("li.nw")];
-    for (const i of items) i.hidden = false;
     const extra = d.not_woken.total - d.not_woken.entries.length;
     fit($("notwoken"), items, $("nw-more"), extra, (n) => `另有 ${n} 条（warnd unreached 查看全部）`);
   }
 
   function render(d) {
+    const started = performance.now();
     st.data = d;
     $("title").textContent = d.title || "预警叫应";
     document.title = `${d.title || "预警叫应"} · 值班墙`;
@@ -284,6 +290,7 @@
     $("updated").textContent = `数据 ${clockText(d.now_ms)} · 每 ${d.refresh_s} 秒刷新${masked}`;
     tick(); // the clock and banners first: they take space the lists must leave them
     layout();
+    document.body.dataset.renderMs = String(Math.round(performance.now() - started));
     document.body.dataset.seq = String(d.seq);
     document.body.dataset.loaded = "1";
   }
