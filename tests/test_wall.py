@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog.testing
+from aiohttp import web
 from chromium import Page
 from click.testing import CliRunner
 from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
@@ -135,12 +135,6 @@ async def copy(master: tuple[str, Path], tmp_path: Path) -> AsyncIterator[str]:
         yield dup
     finally:
         await drop_pg_database(PG_URL, dup)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(
@@ -599,15 +593,20 @@ async def fill_busy(sc: Scenario) -> None:
 
 
 async def test_wall_in_a_busy_room_cuts_lists_masks_numbers_and_shows_trouble(
-    tmp_path: Path,
+    store_url: str, tmp_path: Path
 ) -> None:
-    sc = Scenario(tmp_path / "sc", rows=busy_rows())
+    sc = Scenario(tmp_path / "sc", store_url, rows=busy_rows())
     await fill_busy(sc)
     shots = shots_dir(tmp_path)
-    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")  # the feed cannot list it
-    feed = f'[[feeds]]\nname = "cma"\npath = "{tmp_path / "not-a-folder"}"'
+    agency = web.AppRunner(web.Application())  # a feed server that has lost the file: 404
+    await agency.setup()
+    site = web.TCPSite(agency, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    feed = f'[[feeds]]\nname = "cma"\nurl = "http://127.0.0.1:{port}/cap/rss.xml"'
     room = Room(tmp_path, sc.url, sc.contacts, at=T0 + 3 * H, feeds=feed, timezone="Asia/Urumqi",
                 wall='mask_phones = true\nrefresh = "1s"')  # fmt: skip
+    # the wall shows the daemon's feed health: this feed's first poll fails
     async with room:
         report = await room.daemon.poll_feed(room.daemon.feeds[1])
         assert report.error is not None
@@ -616,11 +615,20 @@ async def test_wall_in_a_busy_room_cuts_lists_masks_numbers_and_shows_trouble(
         raw = json.dumps(data, ensure_ascii=False)
         assert len(data["warnings"]) == 6 and data["not_woken"]["total"] > 40
         assert len(data["not_woken"]["entries"]) == 40  # the rest is a count
-        for row in busy_rows():  # no full number anywhere in the data
-            number = row[7].replace("-", "")
-            assert number[3:7] not in raw.replace(" ", "") or number.startswith("0743")
+        for row in busy_rows():  # no full number anywhere in the data, in any form
+            digits = row[7].replace("-", "")
+            e164 = "+86" + digits.lstrip("0")
+            assert digits not in raw and e164 not in raw and shown_phone(e164) not in raw
         assert "0743 *** 2110" in raw and "139 **** " in raw
         assert data["feeds"][1]["name"] == "cma" and data["feeds"][1]["ok"] is False
+        unreached = await room.cli("unreached")  # the whole list: the wall shows its head
+        assert [data["not_woken"][k] for k in ("real", "drill")] == [
+            unreached["counts"]["real"],
+            unreached["counts"]["drill"],
+        ]
+        assert unreached["counts"]["drill"] == 4  # the drill's county and townships, listed last
+        head = [(e["warning"], e["division"]) for e in unreached["entries"][:40]]
+        assert [(e["warning"], e["division"]) for e in data["not_woken"]["entries"]] == head
 
         page = await Page(tmp_path / "profile").start()
         try:
@@ -657,6 +665,7 @@ async def test_wall_in_a_busy_room_cuts_lists_masks_numbers_and_shows_trouble(
             await page.screenshot(tmp_path / "wall-1280x720-lost.png")
         finally:
             await page.close()
+    await agency.cleanup()
 
 
 # ---- access, configuration, helpers -------------------------------------------------------
