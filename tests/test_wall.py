@@ -708,6 +708,8 @@ async def test_the_wall_shows_nothing_without_its_token(
             async with browser.get(room.base + "/wall/data") as resp:
                 assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
                 assert (await resp.json())["warnings"]
+                # the page's clock: the server's (injected) clock at the answer
+                assert resp.headers["X-Warnd-Now"] == str(int(AT.timestamp() * 1000))
         for asset, kind in (("wall.js", "text/javascript"), ("wall.css", "text/css")):
             async with room.http.get(f"{room.base}/wall/{asset}") as resp:
                 assert resp.status == 200 and resp.content_type == kind

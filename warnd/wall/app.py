@@ -166,7 +166,12 @@ class Wall:
             self.refusals.refused(request)
             return web.json_response({"error": "wall token required"}, status=401, headers=SAFE)
         status, body = await self.snapshot()
-        resp = web.Response(body=body, status=status, content_type="application/json", headers=SAFE)
+        # the server's clock now, for the page's clock and countdowns (the figures may be from
+        # the cache, up to half a refresh interval old)
+        served = {"X-Warnd-Now": str(int(self.clock.now().timestamp() * 1000))}
+        resp = web.Response(
+            body=body, status=status, content_type="application/json", headers=SAFE | served
+        )
         self._keep(request, resp)
         return resp
 

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 
 from warnd import views
+from warnd.cap.model import SEVERITY_RANK
 from warnd.cli.statusview import STATE_ZH, Fmt, entry_json, warning_json
 from warnd.report import LEVEL_ZH, RUNG_ZH
 from warnd.views.reach import Reach, reach
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 #: CAP severity → the signal colour of the warning (domain: 蓝 Minor … 红 Extreme)
 COLOUR = {"Minor": "blue", "Moderate": "yellow", "Severe": "orange", "Extreme": "red"}
 COLOUR_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色", "grey": "未分级"}
-SEVERITY_RANK = {"Minor": 1, "Moderate": 2, "Severe": 3, "Extreme": 4}
 Names = Callable[[Iterable[str]], Mapping[str, str]]
 
 

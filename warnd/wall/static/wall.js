@@ -313,7 +313,9 @@
       if (!resp.ok) throw new Error(`warnd 返回 HTTP ${resp.status}`);
       const d = await resp.json();
       const got = Date.now();
-      st.skew = d.now_ms - (sent + got) / 2;
+      // the server's clock as it answered (the figures themselves may be a second or two old)
+      const served = Number(resp.headers.get("X-Warnd-Now")) || d.now_ms;
+      st.skew = served - (sent + got) / 2;
       st.offset = d.utc_offset_s;
       st.refresh = d.refresh_s * 1000;
       st.lastOk = got;
