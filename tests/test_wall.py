@@ -785,3 +785,19 @@ def test_feed_health_from_the_daemons_health_report() -> None:
     assert bad.name == "cma" and bad.problem is not None
     assert bad.problem.startswith("连续 4 次获取失败：HTTP 503 x") and len(bad.problem) < 180
     assert feed_health({}) == []
+
+
+async def test_a_short_wall_token_stops_the_daemon_with_one_line(
+    copy: str, master: tuple[str, Path], tmp_path: Path
+) -> None:
+    room = Room(tmp_path, copy, master[1], wall="")
+    (tmp_path / "wall-token").write_text("too-short\n", encoding="utf-8")
+    daemon = Daemon(load_config(room.config_path), clock=room.clock, scheduler=False)
+    daemon.port = 0
+    try:
+        with pytest.raises(ConfigError) as err:
+            await daemon.start()
+    finally:
+        await daemon.stop()
+    assert "\n" not in str(err.value) and "wall.secret_file" in str(err.value)
+    assert daemon.bound_port is None  # it never listened
