@@ -133,6 +133,10 @@ class Daemon:
             for route in ch.routes(self.engine)
         ]
         self._groups = [ch for ch in channels.values() if hasattr(ch, "observe")]
+        if cfg.wall is not None:  # the duty room's status wall (warnd.wall; docs/operations.md)
+            from warnd.wall.app import daemon_routes
+
+            vendor_routes += daemon_routes(cfg.wall, self.store, self.engine, self.health)
         app = make_app(
             self.engine,
             cfg.hooks.secret(),

@@ -25,6 +25,7 @@ from warnd.division import DIRECTORY_LEVELS, Level
 from warnd.duration import format_duration, parse_duration
 from warnd.errors import ConfigError
 from warnd.tomllines import line_of
+from warnd.wall.config import WallConfig, wall_table
 
 #: contracts §4: where the config is looked for when ``--config`` is not given
 DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/warnd.toml"), Path("/etc/warnd/warnd.toml"))
@@ -176,6 +177,7 @@ class Config:
     hooks: HooksConfig | None = None
     feeds: tuple[FeedConfig, ...] = ()
     channels: Mapping[str, ChannelConfig] = field(default_factory=lambda: MappingProxyType({}))
+    wall: WallConfig | None = None  # the duty room's status wall (warnd.wall.config)
 
     def require_daemon(self) -> None:
         """Raise ConfigError naming what ``warnd serve`` lacks; read the hooks secret once."""
@@ -363,7 +365,7 @@ class _Loader:
     def config(self, path: Path, doc: dict[str, Any]) -> Config:
         self.refuse_secrets(doc, "")
         top = ("timezone", "store", "contacts", "stages", "ack", "escalation", "trigger")
-        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels"), "")
+        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels", "wall"), "")
         timezone = self.string(doc, "timezone", "", "Asia/Shanghai")
         try:
             tz = ZoneInfo(timezone)
@@ -387,6 +389,7 @@ class _Loader:
             hooks=self.hooks(doc),
             feeds=self.feeds(doc),
             channels=self.channels(doc),
+            wall=wall_table(self, doc),
         )
 
     def policy(self, doc: dict[str, Any]) -> Policy:
