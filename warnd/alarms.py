@@ -1,0 +1,270 @@
+"""Telling the duty office that a warning did not arrive, or that a feed went silent.
+
+The shell around ``warnd.feeds.watch`` (pure): after every poll and on a timer it asks the
+watch which alarms should be open, asks the store which warnings the check lists name were
+delivered, and for every alarm that is new:
+
+1. records it once in the store (an ``event`` row with no warning, type ``feed_alarm``;
+   ``warnd.views.feeds`` reads them back for the ``warnd status`` banner and the wall);
+2. counts it (``warnd_feed_alarms_total{kind}``) and logs ``feed.alarm``;
+3. sends it to the configured duty channel (``[feed_alarms]``) under the id
+   ``feed-alarm-<row id>``, and marks the row sent. A row not marked sent (the process died,
+   the channel failed) is sent again on the next tick, under the same id, at most
+   ``MAX_TRIES`` times: sent once, also across a restart.
+
+An alarm ends only on proof (the warning arrived, the list no longer names it, the feed
+answered): then a ``feed_alarm_cleared`` row, a log line and a short notice. This module is
+kept out of the engine's hot path: it runs beside the feed polls, in its own transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlmodel import col
+
+from warnd import metrics
+from warnd.cap.dedup import DEFAULT_WINDOW, office_and_event
+from warnd.clock import Clock
+from warnd.feedconfig import FeedAlarmConfig
+from warnd.feeds import Feed, PollReport
+from warnd.feeds.crosscheck import CheckFeed, CheckItem, Delivered, delivered
+from warnd.feeds.watch import Alarm, FeedHealth, Watch
+from warnd.store import Store
+from warnd.store.tables import Event, Message, WarningRow
+from warnd.views.feeds import CLEARED, RAISED, FeedAlarm, feed_alarms
+from warnd.views.reader import source
+
+log = structlog.get_logger("warnd.alarms")
+
+#: a duty message: (message id, text, subject) -> delivered?
+Send = Callable[[str, str, str], Awaitable[bool]]
+MAX_TRIES = 5
+#: how far back delivered messages are looked for (a check list names current warnings)
+LOOKBACK = timedelta(days=7)
+
+
+def _t(value: datetime | None, tz: tzinfo) -> str:
+    return value.astimezone(tz).strftime("%m-%d %H:%M") if value is not None else "-"
+
+
+def alarm_text(alarm: Alarm, tz: tzinfo, *, grace: timedelta, stale_after: timedelta | None) -> str:
+    """The message the duty office gets (Chinese first; times in the configured zone)."""
+    if alarm.kind == "missing":
+        what = alarm.title or alarm.subject
+        minutes = int(grace.total_seconds() // 60)
+        return (
+            f"【值班告警】预警未送达：{what}（{alarm.subject}，发布 {_t(alarm.issued, tz)}）"
+            f"已由核对来源「{alarm.feed}」列出，{minutes} 分钟内没有任何调度来源送达，"
+            "叫应未启动。请立即人工核实并处置。"
+            " Warning listed by the cross-check but not delivered by any source."
+        )
+    after = int(stale_after.total_seconds() // 60) if stale_after else 0
+    return (
+        f"【值班告警】预警来源「{alarm.feed}」已超过 {after} 分钟没有响应"
+        f"（最后响应 {_t(alarm.since, tz)}），可能漏收预警，请检查来源和网络。"
+        " Feed has not answered: warnings may be missed."
+    )
+
+
+def cleared_text(alarm: FeedAlarm, reason: str) -> str:
+    if alarm.kind == "missing":
+        return f"【值班告警解除】预警 {alarm.title or alarm.subject}：{reason}。"
+    return f"【值班告警解除】预警来源「{alarm.feed}」已恢复响应。 Feed answers again."
+
+
+class FeedAlarms:
+    """The feed watch of one daemon (the instance that holds the feed lock)."""
+
+    def __init__(
+        self,
+        store: Store,
+        watch: Watch,
+        clock: Clock,
+        *,
+        send: Send | None,
+        tz: tzinfo,
+        window: timedelta = DEFAULT_WINDOW,
+    ) -> None:
+        self.store = store
+        self.watch = watch
+        self.clock = clock
+        self._send = send
+        self.tz = tz
+        self.window = window
+        self._lock = asyncio.Lock()
+
+    def polled(self, feed: Feed, report: PollReport) -> None:
+        """Tell the watch what a poll found (a check list: the entries it names)."""
+        now = self.clock.now()
+        self.watch.polled(feed.name, report, now)
+        if isinstance(feed, CheckFeed) and report.answered and feed.items is not None:
+            self.watch.checked(feed.name, feed.items, now)
+
+    def health(self) -> list[FeedHealth]:
+        """Every feed's health now (plain values: ``/healthz``, the wall page)."""
+        return self.watch.health(self.clock.now())
+
+    async def delivered_refs(self, items: Sequence[CheckItem], now: datetime) -> set[str]:
+        """Of ``items``, the refs some dispatching source delivered (any message in the store)."""
+        if not items:
+            return set()
+        recent = select(col(WarningRow.id)).where(col(WarningRow.updated_at) >= now - LOOKBACK)
+        query = (
+            select(
+                col(Message.identifier),
+                col(Message.sent_utc),
+                col(Message.severity),
+                col(WarningRow.headline),
+                col(WarningRow.event),
+            )
+            .join(WarningRow, col(WarningRow.id) == col(Message.warning_id))
+            .where(col(Message.warning_id).in_(recent))
+        )
+        async with self.store.read() as s:
+            rows = (await s.execute(query)).all()
+        messages = []
+        for ident, sent, severity, headline, event in rows:
+            office, name = office_and_event(headline, event)
+            if sent is not None:
+                messages.append(Delivered(ident, sent, severity, office, name or None))
+        return {i.ref for i in items if delivered(i, messages, self.window)}
+
+    async def tick(self) -> tuple[list[str], list[str]]:
+        """Raise the alarms that are due, clear those that are over, resend unsent ones.
+
+        Returns the keys raised and cleared (for tests and logs).
+        """
+        async with self._lock:
+            now = self.clock.now()
+            reader = source(self.store)
+            opened = {a.key: a for a in await feed_alarms(reader)}
+            listed = {i.ref: i for i in self.watch.listed_items()}
+            due = {i.ref for i in self.watch.due(now)}
+            ask = [i for r, i in listed.items() if r in due or f"missing:{r}" in opened]
+            done = await self.delivered_refs(ask, now)
+            firing = self.watch.alarms(now, done)
+            raised = [await self._raise(a, now) for k, a in firing.items() if k not in opened]
+            over = self.watch.over(now, opened, done)
+            cleared = []
+            for key in sorted(over):
+                reason = (
+                    "已收到（已由调度来源送达）"
+                    if key.partition(":")[2] in done
+                    else "已不在核对列表中"
+                )
+                cleared.append(await self._clear(opened[key], reason, now))
+            for health in self.watch.health(now):
+                if health.role == "dispatch":
+                    metrics.FEED_STALE.labels(health.name).set(1 if health.stale else 0)
+            await self._resend()
+            return raised, cleared
+
+    async def _raise(self, alarm: Alarm, now: datetime) -> str:
+        feed = self.watch.feeds.get(alarm.feed)
+        grace = feed.grace if feed is not None else timedelta(minutes=10)
+        stale_after = feed.stale_after if feed is not None else None
+        text = alarm_text(alarm, self.tz, grace=grace, stale_after=stale_after)
+        data: dict[str, Any] = {
+            "kind": alarm.kind,
+            "feed": alarm.feed,
+            "subject": alarm.subject,
+            "title": alarm.title,
+            "since": alarm.since.isoformat(),
+            "issued": alarm.issued.isoformat() if alarm.issued else None,
+            "text": text,
+            "sent_at": None,
+            "tries": 0,
+        }
+        async with self.store.write() as s:
+            s.add(Event(warning_id=None, at=now, type=RAISED, warning_key=alarm.key, data=data))
+        metrics.FEED_ALARMS.labels(alarm.kind).inc()
+        log.warning(
+            "feed.alarm",
+            key=alarm.key,
+            kind=alarm.kind,
+            feed=alarm.feed,
+            subject=alarm.subject,
+            since=alarm.since.isoformat(),
+        )
+        return alarm.key
+
+    async def _clear(self, alarm: FeedAlarm, reason: str, now: datetime) -> str:
+        data: dict[str, Any] = {
+            "kind": alarm.kind,
+            "feed": alarm.feed,
+            "subject": alarm.subject,
+            "reason": reason,
+            "text": cleared_text(alarm, reason),
+            "sent_at": None,
+            "tries": 0,
+        }
+        async with self.store.write() as s:
+            s.add(Event(warning_id=None, at=now, type=CLEARED, warning_key=alarm.key, data=data))
+        log.info("feed.alarm_cleared", key=alarm.key, kind=alarm.kind, reason=reason)
+        return alarm.key
+
+    async def _resend(self) -> None:
+        """Send every alarm row not yet sent (new ones, and those a crash or failure left)."""
+        if self._send is None:
+            return
+        query = (
+            select(Event)
+            .where(col(Event.warning_id).is_(None), col(Event.type).in_((RAISED, CLEARED)))
+            .order_by(col(Event.id))
+        )
+        async with self.store.read() as s:
+            rows = [
+                e
+                for e in (await s.execute(query)).scalars()
+                if e.data.get("sent_at") is None and int(e.data.get("tries", 0)) < MAX_TRIES
+            ]
+        for row in rows:
+            ok = await self._send(
+                f"feed-alarm-{row.id}", str(row.data.get("text", "")), row.warning_key
+            )
+            data: Mapping[str, Any] = {
+                **row.data,
+                "tries": int(row.data.get("tries", 0)) + 1,
+                "sent_at": self.clock.now().isoformat() if ok else None,
+            }
+            async with self.store.write() as s:
+                await s.execute(update(Event).where(col(Event.id) == row.id).values(data=data))
+            if not ok:
+                log.warning("feed.alarm_send_failed", key=row.warning_key, tries=data["tries"])
+
+
+def duty_sender(
+    cfg: FeedAlarmConfig, channels: Mapping[str, Any], limiters: Mapping[str, Any]
+) -> Send:
+    """Send through the configured channel: one message per number in ``to`` (a group robot
+    or a log needs none). The kind is the first the channel carries of sms, im, email, voice."""
+    from warnd.channels import Outbound
+    from warnd.channels.delivery import deliver
+
+    channel = channels[cfg.channel]
+    kind = next((k for k in ("sms", "im", "email", "voice") if k in channel.kinds), "sms")
+    targets = cfg.to or ("",)
+
+    async def send(message_id: str, text: str, subject: str) -> bool:
+        ok = True
+        for n, to in enumerate(targets):
+            out = Outbound(
+                id=message_id if len(targets) == 1 else f"{message_id}-{n}",
+                to=to,
+                kind=kind,
+                purpose="notice",
+                text=text,
+                warning=subject,
+                contact="duty-office",
+            )
+            result = await deliver(channel, out, limiter=limiters[cfg.channel], deadline_s=60.0)
+            ok = ok and result.ok
+        return ok
+
+    return send
