@@ -125,6 +125,7 @@ class HttpFeed:
         self._digest: str | None = None
         self._tracker = StatusTracker(now)
         self._select = select
+        self._listing: tuple[int, str | None] = (0, None)  # (entries, newest) of the last index
 
     @property
     def status(self) -> FeedStatus:
@@ -237,6 +238,7 @@ class HttpFeed:
         except WarndError as exc:
             tally.answered = False
             return self._finish(tally, f"获取失败 fetch failed: {self.url}: {one_line(exc)}")
+        tally.listed, tally.newest = self._listing  # unless the index changed
         if fetched is None:  # 304 Not Modified
             return self._finish(tally)
         digest = hashlib.sha256(fetched.body).hexdigest()
@@ -259,6 +261,7 @@ class HttpFeed:
 
         tally.listed = len(index.items) + len(index.embedded)
         tally.newest = newest_item(index.items)
+        self._listing = (tally.listed, tally.newest)
         new: list[tuple[str, str]] = []  # (remembered as, link): a guid outlives a link's URL
         for item in index.items:
             key = f"guid:{item.guid}" if item.guid else item.link
