@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from warnd.division import DIRECTORY_LEVELS, normalise
 from warnd.errors import ConfigError
+from warnd.tomllines import line_of
 
 if TYPE_CHECKING:  # the loader lives in warnd.policy, which imports this module
     from warnd.policy import _Loader
@@ -192,7 +193,15 @@ def _qweather(loader: _Loader, item: dict[str, Any], prefix: str, cfg: FeedConfi
     if not isinstance(raw_points, list) or not raw_points:
         message = "至少需要一个点 needs points = [{ code, lat, lon }, ...]"
         raise loader.error(prefix + "points", message)
-    points = tuple(_point(loader, p, f"{prefix}points[{i}].") for i, p in enumerate(raw_points))
+    try:
+        points = tuple(_point(loader, p, f"{prefix}points[{i}].") for i, p in enumerate(raw_points))
+    except ConfigError as exc:  # a key inside an inline table: point at the `points` line
+        if exc.line is not None:
+            raise
+        line = line_of(loader.text, prefix + "points")
+        raise ConfigError(
+            exc.message, source=exc.source, line=line, field=exc.field, value=exc.value
+        ) from None
     lang = loader.string(item, "lang", prefix, "zh")
     kind = loader.string(item, "auth", prefix, "jwt")
     if kind not in AUTH_KINDS:
