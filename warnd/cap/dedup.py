@@ -30,7 +30,9 @@ DEFAULT_WINDOW = timedelta(minutes=5)
 #: verbs that follow the office in an official title (the first one found ends the office)
 _VERB = re.compile(r"发布|更新|解除|取消|撤销|变更|调整|升级|降级|维持|延长|继续发布|将")
 #: a date or time written into a title between the office and the verb
-_DATE = re.compile(r"\d{2,4}年\d{1,2}月\d{1,2}日(?:\d{1,2}时(?:\d{1,2}分)?)?|\d{1,2}时(?:\d{1,2}分)?")
+_DATE = re.compile(
+    r"\d{2,4}年\d{1,2}月\d{1,2}日(?:\d{1,2}时(?:\d{1,2}分)?)?|\d{1,2}时(?:\d{1,2}分)?"
+)
 _TRAILING = re.compile(r"(?:继续|再次|已|于|在|今天|今日)+$")
 _COLOUR = re.compile(r"[红橙黄蓝白]色")
 _EVENT_SUFFIX = re.compile(r"(?:预警信号|预警|信号)$")
