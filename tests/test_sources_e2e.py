@@ -46,8 +46,17 @@ def luxi(sent: datetime, **kw: Any) -> CmaDoc:
 
 
 class Harness:
-    def __init__(self, tmp: Path, store_url: str, fake: SourceFake, *, point: str = "433122"):
+    def __init__(
+        self,
+        tmp: Path,
+        store_url: str,
+        fake: SourceFake,
+        *,
+        point: str = "433122",
+        priorities: tuple[int, int] = (1, 2),
+    ):
         self.tmp, self.store_url, self.fake, self.point = tmp, store_url, fake, point
+        self.priorities = priorities
         self.clock = ManualClock(T0)
         self.gateway = GatewayFake(now=self.clock.now)
         key = Ed25519PrivateKey.generate()
@@ -79,14 +88,14 @@ secret_file = "{self.tmp / "hook-secret"}"
 [[feeds]]
 name = "cma"
 url = "{f.base}{RSS_PATH}"
-priority = 1
+priority = {self.priorities[0]}
 stale_after = "15m"
 
 [[feeds]]
 name = "qweather"
 type = "qweather"
 host = "{f.base}"
-priority = 2
+priority = {self.priorities[1]}
 auth = "jwt"
 kid = "{f.account.kid}"
 project = "{f.account.project}"
@@ -255,6 +264,27 @@ async def test_later_copy_with_more_area_re_targets_the_chain(
         assert w.key == QW_ALERT and set(w.area) == {"433122101", "433122"}
         cap_msg = next(m for m in await h.rows(Message) if m.sender == CAP_SENDER)
         assert cap_msg.warning_id == w.id and "copy of qweather" in (cap_msg.note or "")
+    finally:
+        await h.stop()
+
+
+@pytest.mark.parametrize(("priorities", "key"), [((1, 2), CAP_ID), ((2, 1), QW_ALERT)])
+async def test_first_round_in_priority_order_the_preferred_copy_runs_the_chain(
+    tmp_path: Path, store_url: str, fake: SourceFake, priorities: tuple[int, int], key: str
+) -> None:
+    """Both sources already hold the warning when the daemon starts: the preferred one wins."""
+    fake.publish(luxi(datetime(2025, 6, 14, 8, 15, tzinfo=CST)))
+    fake.point(28.22, 110.22, qweather_json("luxi-alert.json"))
+    h = Harness(tmp_path, store_url, fake, priorities=priorities)
+    daemon = await h.start()
+    try:
+        assert [f.name for f in daemon.feeds][:2] == (
+            ["cma", "qweather"] if priorities == (1, 2) else ["qweather", "cma"]
+        )
+        reports = await daemon.poll_all()
+        assert sum(r.accepted for r in reports) == 1 and sum(r.duplicates for r in reports) == 1
+        (w,) = await h.rows(WarningRow)
+        assert w.key == key
     finally:
         await h.stop()
 

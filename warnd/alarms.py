@@ -30,7 +30,7 @@ from sqlmodel import col
 
 from warnd import metrics
 from warnd.cap.dedup import DEFAULT_WINDOW, office_and_event
-from warnd.clock import Clock
+from warnd.clock import Clock, wall_now
 from warnd.feedconfig import FeedAlarmConfig
 from warnd.feeds import Feed, PollReport
 from warnd.feeds.crosscheck import CheckFeed, CheckItem, Delivered, delivered
@@ -99,16 +99,21 @@ class FeedAlarms:
         self.window = window
         self._lock = asyncio.Lock()
 
+    def now(self) -> datetime:
+        """Feed silence is a fact of the outside world: a drill's scaled clock answers wall
+        time here (``warnd.clock.wall_now``); every other clock, tests' included, its own."""
+        return wall_now(self.clock)
+
     def polled(self, feed: Feed, report: PollReport) -> None:
         """Tell the watch what a poll found (a check list: the entries it names)."""
-        now = self.clock.now()
+        now = self.now()
         self.watch.polled(feed.name, report, now)
         if isinstance(feed, CheckFeed) and report.answered and feed.items is not None:
             self.watch.checked(feed.name, feed.items, now)
 
     def health(self) -> list[FeedHealth]:
         """Every feed's health now (plain values: ``/healthz``, the wall page)."""
-        return self.watch.health(self.clock.now())
+        return self.watch.health(self.now())
 
     async def delivered_refs(self, items: Sequence[CheckItem], now: datetime) -> set[str]:
         """Of ``items``, the refs some dispatching source delivered (any message in the store)."""
@@ -141,7 +146,7 @@ class FeedAlarms:
         Returns the keys raised and cleared (for tests and logs).
         """
         async with self._lock:
-            now = self.clock.now()
+            now = self.now()
             reader = source(self.store)
             opened = {a.key: a for a in await feed_alarms(reader)}
             listed = {i.ref: i for i in self.watch.listed_items()}
@@ -231,7 +236,7 @@ class FeedAlarms:
             data: Mapping[str, Any] = {
                 **row.data,
                 "tries": int(row.data.get("tries", 0)) + 1,
-                "sent_at": self.clock.now().isoformat() if ok else None,
+                "sent_at": self.now().isoformat() if ok else None,
             }
             async with self.store.write() as s:
                 await s.execute(update(Event).where(col(Event.id) == row.id).values(data=data))

@@ -24,7 +24,7 @@ from warnd.ack import make_app
 from warnd.alarms import FeedAlarms, duty_sender
 from warnd.channels import build_channel
 from warnd.channels.ratelimit import Limiter
-from warnd.clock import Clock, SystemClock
+from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
 from warnd.engine.context import gc_paused
@@ -74,6 +74,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.feeds: list[Feed] = []  # most trusted first (warnd.feeds.build.by_priority)
         self.alarms: FeedAlarms | None = None
+        self._feeds_held = False
         self.scheduler: AsyncIOScheduler | None = None
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -125,7 +126,7 @@ class Daemon:
         scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
         self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
         send = duty_sender(cfg.feed_alarms, channels, limiters) if cfg.feed_alarms else None
-        watch = Watch(watched(feed_configs), started=self.clock.now())
+        watch = Watch(watched(feed_configs), started=wall_now(self.clock))
         self.alarms = FeedAlarms(self.store, watch, self.clock, send=send, tz=cfg.tz)
         assert cfg.hooks is not None
         # vendor callbacks (warnd.vendors) of the channels that have them
@@ -247,8 +248,7 @@ class Daemon:
         return result
 
     async def poll_feed(self, feed: Feed) -> PollReport:
-        assert self.store is not None
-        if not await self.store.hold_lock("warnd-feeds"):
+        if not await self._feeds_lock():
             # Another instance on this database polls the feeds; it takes over if it dies.
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
@@ -272,11 +272,23 @@ class Daemon:
         """Poll every feed once, most trusted first."""
         return [await self.poll_feed(feed) for feed in list(self.feeds)]
 
+    async def _feeds_lock(self) -> bool:
+        """Whether this instance polls (and watches) the feeds; a new holder's watch starts
+        afresh, so that the silence before it took over is not counted against the feeds."""
+        assert self.store is not None
+        held = await self.store.hold_lock("warnd-feeds")
+        if held and not self._feeds_held and self.alarms is not None:
+            self.alarms.watch.started = wall_now(self.clock)
+        self._feeds_held = held
+        return held
+
     async def watch_feeds(self) -> tuple[list[str], list[str]]:
         """Raise and clear feed alarms (warnd.alarms); never lets a store error escape."""
         if self.alarms is None:
             return [], []
         try:
+            if not await self._feeds_lock():
+                return [], []  # the instance that polls the feeds watches them
             return await self.alarms.tick()
         except Exception:  # the store is busy or down: the next tick tries again
             log.exception("feed_watch_failed")
