@@ -235,3 +235,28 @@ def test_cma_doc_of_the_fake_parses_as_cma_does() -> None:
     assert alert.geocodes == ("433122",) and len(alert.infos) == 2
     assert alert.headline == "泸溪县气象台发布暴雨橙色预警信号"
     assert alert.sent.astimezone(UTC) == T0.astimezone(UTC)
+
+
+async def test_the_relay_index_as_a_check_list_downloads_nothing(fake: SourceFake) -> None:
+    from datetime import timedelta as td
+
+    from warnd.feeds.crosscheck import CheckFeed
+
+    ours = CmaDoc(cma_id("433122", T0), T0, "Luxi_Meteorological_Observatory", "433122000000")
+    fake.publish(ours, *elsewhere(30, T0 - td(hours=2)))
+    check = CheckFeed(
+        "wmo-check",
+        fake.base + RSS_PATH,
+        list_format="index",
+        grace=td(minutes=10),
+        levels=["county"],
+        scope=lambda: LUXI,
+        timeout_s=5,
+        sleep=Sleep(),
+    )
+    report = await check.poll()
+    assert (report.listed, report.skipped, report.items, report.error) == (31, 30, 0, None)
+    assert check.items is not None and [i.ref for i in check.items] == [ours.identifier]
+    assert check.items[0].issued == T0 and check.items[0].area == "433122"
+    assert fake.downloads() == 0
+    await check.aclose()
