@@ -150,6 +150,13 @@ to = ["+8613800000000"]
         await self.daemon.settle()
         return report
 
+    async def watch(self) -> tuple[list[str], list[str]]:
+        """Run the feed watch and wait for the alarms it sends (their own task)."""
+        assert self.daemon is not None
+        result = await self.daemon.watch_feeds()
+        await self.daemon.settle()
+        return result
+
     async def to(self, when: datetime) -> None:
         assert self.daemon is not None
         self.clock.set(when)
@@ -297,10 +304,10 @@ async def test_missing_warning_alarm_after_grace_once_also_across_a_restart(h: H
     await h.poll("nmc")
     assert h.notices() == []
     await h.to(T0 + 8 * M)  # issued 08:15, seen 08:16: deadline 08:26
-    await h.daemon.watch_feeds()  # type: ignore[union-attr]
+    await h.watch()
     assert h.notices() == []
     await h.to(T0 + 10 * M)
-    raised, _ = await h.daemon.watch_feeds()  # type: ignore[union-attr]
+    raised, _ = await h.watch()
     assert raised == [f"missing:{CAP_ID}"]  # not Hebei's, not the neighbour's, not the province's
     (notice,) = h.notices()
     assert notice["to"] == "+8613800000000" and notice["purpose"] == "notice"
@@ -315,7 +322,7 @@ async def test_missing_warning_alarm_after_grace_once_also_across_a_restart(h: H
     await h.daemon.poll_all()  # type: ignore[union-attr]
     await h.to(h.clock.now() + 14 * M)
     await h.daemon.poll_all()  # type: ignore[union-attr]  (every source answers: none stale)
-    await h.daemon.watch_feeds()  # type: ignore[union-attr]
+    await h.watch()
     assert len(h.notices()) == 1  # recorded in the store: not sent again
     assert h.daemon.store is not None
     (alarm,) = await feed_alarms(source(h.daemon.store))
@@ -328,6 +335,25 @@ async def test_missing_warning_alarm_after_grace_once_also_across_a_restart(h: H
     assert len(h.notices()) == 2 and "解除" in cleared["text"]
 
 
+async def test_an_alarm_the_channel_refused_is_sent_again_under_its_id(h: Harness) -> None:
+    h.fake.nmc = nmc_json()
+    h.gateway.fail_next(1, 400)
+    await h.poll("nmc")
+    await h.to(T0 + 10 * M)
+    await h.watch()
+    (first,) = h.notices()
+    assert h.gateway.receipts[-1].status == 400
+    await h.watch()  # a pause after a failure: not at once
+    assert len(h.notices()) == 1
+    await h.to(T0 + 10 * M + timedelta(seconds=31))
+    await h.watch()
+    again = h.notices()
+    assert len(again) == 2 and again[1]["id"] == first["id"] and h.gateway.receipts[-1].ok
+    await h.to(T0 + 12 * M)
+    await h.watch()
+    assert len(h.notices()) == 2  # delivered: never again
+
+
 async def test_no_alarm_when_a_copy_from_another_source_arrived(h: Harness) -> None:
     h.fake.nmc = nmc_json()
     h.fake.point(28.22, 110.22, qweather_json("luxi-alert.json"))
@@ -336,7 +362,7 @@ async def test_no_alarm_when_a_copy_from_another_source_arrived(h: Harness) -> N
     await h.to(T0 + 14 * M)
     await h.poll("cma")  # answers (with nothing): not stale
     await h.to(T0 + 25 * M)  # well past the deadline (08:26)
-    raised, _ = await h.daemon.watch_feeds()  # type: ignore[union-attr]
+    raised, _ = await h.watch()
     assert raised == [] and h.notices() == []
 
 
@@ -373,7 +399,7 @@ def test_status_banner_shows_the_alarm(tmp_path: Path) -> None:
             fake.nmc = nmc_json()
             await h.poll("nmc")
             await h.to(T0 + 11 * M)
-            await h.daemon.watch_feeds()  # type: ignore[union-attr]
+            await h.watch()
             return h.tmp / "warnd.toml"
         finally:
             await h.stop()

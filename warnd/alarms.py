@@ -8,9 +8,10 @@ delivered, and for every alarm that is new:
    ``warnd.views.feeds`` reads them back for the ``warnd status`` banner and the wall);
 2. counts it (``warnd_feed_alarms_total{kind}``) and logs ``feed.alarm``;
 3. sends it to the configured duty channel (``[feed_alarms]``) under the id
-   ``feed-alarm-<row id>``, and marks the row sent. A row not marked sent (the process died,
-   the channel failed) is sent again on the next tick, under the same id, at most
-   ``MAX_TRIES`` times: sent once, also across a restart.
+   ``feed-alarm-<row id>``, in a task of its own (a slow channel never holds up the feed
+   polls), and marks the row sent. A row not marked sent (the process died, the channel
+   failed) is sent again, under the same id, with growing pauses (30 s, 1 m, 2 m … 30 m) for
+   up to ``GIVE_UP`` after it was raised: sent once, also across a restart.
 
 An alarm ends only on proof (the warning arrived, the list no longer names it, the feed
 answered): then a ``feed_alarm_cleared`` row, a log line and a short notice. This module is
@@ -20,7 +21,7 @@ kept out of the engine's hot path: it runs beside the feed polls, in its own tra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -44,7 +45,9 @@ log = structlog.get_logger("warnd.alarms")
 
 #: a duty message: (message id, text, subject) -> delivered?
 Send = Callable[[str, str, str], Awaitable[bool]]
-MAX_TRIES = 5
+#: how long an unsent alarm row is retried (a channel down for a while must not lose it)
+GIVE_UP = timedelta(days=1)
+RETRY_FIRST, RETRY_MAX = timedelta(seconds=30), timedelta(minutes=30)
 #: how far back delivered messages are looked for (a check list names current warnings)
 LOOKBACK = timedelta(days=7)
 
@@ -90,6 +93,7 @@ class FeedAlarms:
         send: Send | None,
         tz: tzinfo,
         window: timedelta = DEFAULT_WINDOW,
+        spawn: Callable[[Coroutine[Any, Any, None]], Any] | None = None,
     ) -> None:
         self.store = store
         self.watch = watch
@@ -98,6 +102,9 @@ class FeedAlarms:
         self.tz = tz
         self.window = window
         self._lock = asyncio.Lock()
+        self._spawn = spawn or asyncio.ensure_future
+        self._sender: Any = None
+        self._again = False
 
     def now(self) -> datetime:
         """Feed silence is a fact of the outside world: a drill's scaled clock answers wall
@@ -167,7 +174,7 @@ class FeedAlarms:
             for health in self.watch.health(now):
                 if health.role == "dispatch":
                     metrics.FEED_STALE.labels(health.name).set(1 if health.stale else 0)
-            await self._resend()
+            self.send_soon()
             return raised, cleared
 
     async def _raise(self, alarm: Alarm, now: datetime) -> str:
@@ -214,34 +221,60 @@ class FeedAlarms:
         log.info("feed.alarm_cleared", key=alarm.key, kind=alarm.kind, reason=reason)
         return alarm.key
 
-    async def _resend(self) -> None:
-        """Send every alarm row not yet sent (new ones, and those a crash or failure left)."""
+    def send_soon(self) -> None:
+        """Start the sender task unless it is running (then it goes round once more)."""
         if self._send is None:
             return
+        if self._sender is not None and not self._sender.done():
+            self._again = True
+            return
+        self._sender = self._spawn(self._send_loop())
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                self._again = False
+                await self._resend()
+                if not self._again:
+                    break
+        except Exception:  # the store is busy or down: the next tick starts it again
+            log.exception("feed.alarm_sender_failed")
+
+    async def _resend(self) -> None:
+        """Send every alarm row not yet sent (new ones, and those a crash or failure left)."""
+        assert self._send is not None
+        now = self.now()
         query = (
             select(Event)
             .where(col(Event.warning_id).is_(None), col(Event.type).in_((RAISED, CLEARED)))
             .order_by(col(Event.id))
         )
         async with self.store.read() as s:
-            rows = [
-                e
-                for e in (await s.execute(query)).scalars()
-                if e.data.get("sent_at") is None and int(e.data.get("tries", 0)) < MAX_TRIES
-            ]
+            rows = [e for e in (await s.execute(query)).scalars() if _due(e, now)]
         for row in rows:
             ok = await self._send(
                 f"feed-alarm-{row.id}", str(row.data.get("text", "")), row.warning_key
             )
+            tries = int(row.data.get("tries", 0)) + 1
+            pause = min(RETRY_MAX, RETRY_FIRST * 2 ** (tries - 1))
             data: Mapping[str, Any] = {
                 **row.data,
-                "tries": int(row.data.get("tries", 0)) + 1,
+                "tries": tries,
                 "sent_at": self.now().isoformat() if ok else None,
+                "next_try": None if ok else (self.now() + pause).isoformat(),
             }
             async with self.store.write() as s:
                 await s.execute(update(Event).where(col(Event.id) == row.id).values(data=data))
             if not ok:
                 log.warning("feed.alarm_send_failed", key=row.warning_key, tries=data["tries"])
+
+
+def _due(row: Event, now: datetime) -> bool:
+    """An alarm row to send now: not sent, not given up, its pause after a failure over."""
+    if row.data.get("sent_at") is not None or row.at is None or now - row.at > GIVE_UP:
+        return False
+    after = row.data.get("next_try")
+    return after is None or datetime.fromisoformat(after) <= now
 
 
 def duty_sender(

@@ -127,7 +127,9 @@ class Daemon:
         self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
         send = duty_sender(cfg.feed_alarms, channels, limiters) if cfg.feed_alarms else None
         watch = Watch(watched(feed_configs), started=wall_now(self.clock))
-        self.alarms = FeedAlarms(self.store, watch, self.clock, send=send, tz=cfg.tz)
+        self.alarms = FeedAlarms(
+            self.store, watch, self.clock, send=send, tz=cfg.tz, spawn=self._background_task
+        )
         assert cfg.hooks is not None
         # vendor callbacks (warnd.vendors) of the channels that have them
         vendor_routes = [
