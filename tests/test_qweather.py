@@ -264,7 +264,7 @@ async def test_points_reporting_one_alert_make_one_message(fake: SourceFake) -> 
     assert (report.listed, report.items, report.accepted, report.error) == (1, 1, 1, None)
     (alert,) = ingest.items
     assert alert.geocodes == ("433122", "433122101")  # OTHER's point reported nothing
-    assert report.newest == "202506140815105837988676 (2025-06-14 08:15:00+08:00)"
+    assert report.newest == "202506140815105837988676 (2025-06-14T08:15:00+08:00)"
     seen = fake.account.seen[-1]
     assert seen["header"] == {"alg": "EdDSA", "kid": fake.account.kid}
     assert seen["payload"]["sub"] == fake.account.project

@@ -45,6 +45,7 @@ log = structlog.get_logger("warnd.alarms")
 
 #: a duty message: (message id, text, subject) -> delivered?
 Send = Callable[[str, str, str], Awaitable[bool]]
+FEEDS_LOCK = "warnd-feeds"
 #: how long an unsent alarm row is retried (a channel down for a while must not lose it)
 GIVE_UP = timedelta(days=1)
 RETRY_FIRST, RETRY_MAX = timedelta(seconds=30), timedelta(minutes=30)
@@ -105,11 +106,21 @@ class FeedAlarms:
         self._spawn = spawn or asyncio.ensure_future
         self._sender: Any = None
         self._again = False
+        self._held = False
 
     def now(self) -> datetime:
         """Feed silence is a fact of the outside world: a drill's scaled clock answers wall
         time here (``warnd.clock.wall_now``); every other clock, tests' included, its own."""
         return wall_now(self.clock)
+
+    async def holds_feeds(self) -> bool:
+        """Whether this instance polls and watches the feeds (the store's feed lock). A new
+        holder's watch starts afresh: the silence before it took over is not the feeds'."""
+        held = await self.store.hold_lock(FEEDS_LOCK)
+        if held and not self._held:
+            self.watch.started = self.now()
+        self._held = held
+        return held
 
     def polled(self, feed: Feed, report: PollReport) -> None:
         """Tell the watch what a poll found (a check list: the entries it names)."""
@@ -152,6 +163,8 @@ class FeedAlarms:
 
         Returns the keys raised and cleared (for tests and logs).
         """
+        if not await self.holds_feeds():
+            return [], []  # the instance that polls the feeds watches them
         async with self._lock:
             now = self.now()
             reader = source(self.store)

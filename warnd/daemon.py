@@ -30,6 +30,7 @@ from warnd.engine import Context, Engine
 from warnd.engine.context import gc_paused
 from warnd.engine.outbox import LEASE, Claimed
 from warnd.engine.outbox import Outcome as OutboxOutcome
+from warnd.feedconfig import FeedConfig
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.build import DirectoryScope, build_feed, by_priority, watched
 from warnd.feeds.watch import Watch, health_json
@@ -74,7 +75,6 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.feeds: list[Feed] = []  # most trusted first (warnd.feeds.build.by_priority)
         self.alarms: FeedAlarms | None = None
-        self._feeds_held = False
         self.scheduler: AsyncIOScheduler | None = None
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -164,27 +164,7 @@ class Daemon:
         self.started_at = self.clock.now()
         if self.use_scheduler:
             self.scheduler = AsyncIOScheduler()
-            for feed, fc in zip(self.feeds, feed_configs, strict=True):
-                self.scheduler.add_job(
-                    self.poll_feed,
-                    "interval",
-                    args=[feed],
-                    id=f"feed:{feed.name}",
-                    seconds=fc.interval.total_seconds(),
-                    max_instances=1,
-                    coalesce=True,
-                )
-            # The first round in priority order: a warning both sources already hold runs
-            # its chain from the preferred source's copy.
-            self._background_task(self.poll_all())
-            self.scheduler.add_job(
-                self.watch_feeds,
-                "interval",
-                seconds=min(30.0, self.tick_interval),
-                id="feed-watch",
-                max_instances=1,
-                coalesce=True,
-            )
+            self._schedule_feeds(feed_configs)
             self.scheduler.add_job(
                 self.wake,
                 "interval",
@@ -204,6 +184,30 @@ class Daemon:
             channels=list(channels),
         )
         await self.wake()  # pick up every overdue row left by the last run
+
+    def _schedule_feeds(self, feed_configs: list[FeedConfig]) -> None:
+        assert self.scheduler is not None
+        for feed, fc in zip(self.feeds, feed_configs, strict=True):
+            self.scheduler.add_job(
+                self.poll_feed,
+                "interval",
+                args=[feed],
+                id=f"feed:{feed.name}",
+                seconds=fc.interval.total_seconds(),
+                max_instances=1,
+                coalesce=True,
+            )
+        # The first round in priority order: a warning both sources already hold runs its
+        # chain from the preferred source's copy.
+        self._background_task(self.poll_all())
+        self.scheduler.add_job(
+            self.watch_feeds,
+            "interval",
+            seconds=min(30.0, self.tick_interval),
+            id="feed-watch",
+            max_instances=1,
+            coalesce=True,
+        )
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -250,7 +254,8 @@ class Daemon:
         return result
 
     async def poll_feed(self, feed: Feed) -> PollReport:
-        if not await self._feeds_lock():
+        assert self.alarms is not None
+        if not await self.alarms.holds_feeds():
             # Another instance on this database polls the feeds; it takes over if it dies.
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
@@ -274,23 +279,11 @@ class Daemon:
         """Poll every feed once, most trusted first."""
         return [await self.poll_feed(feed) for feed in list(self.feeds)]
 
-    async def _feeds_lock(self) -> bool:
-        """Whether this instance polls (and watches) the feeds; a new holder's watch starts
-        afresh, so that the silence before it took over is not counted against the feeds."""
-        assert self.store is not None
-        held = await self.store.hold_lock("warnd-feeds")
-        if held and not self._feeds_held and self.alarms is not None:
-            self.alarms.watch.started = wall_now(self.clock)
-        self._feeds_held = held
-        return held
-
     async def watch_feeds(self) -> tuple[list[str], list[str]]:
         """Raise and clear feed alarms (warnd.alarms); never lets a store error escape."""
         if self.alarms is None:
             return [], []
         try:
-            if not await self._feeds_lock():
-                return [], []  # the instance that polls the feeds watches them
             return await self.alarms.tick()
         except Exception:  # the store is busy or down: the next tick tries again
             log.exception("feed_watch_failed")

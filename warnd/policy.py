@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from warnd.division import DIRECTORY_LEVELS, Level
 from warnd.duration import format_duration, parse_duration
 from warnd.errors import ConfigError
-from warnd.feedconfig import FeedAlarmConfig, FeedConfig, load_feed_alarms, load_feeds
+from warnd.feedconfig import FeedAlarmConfig, load_feed_alarms, load_feeds
+from warnd.feedconfig import FeedConfig as FeedConfig  # where it lived before: still importable
 from warnd.tomllines import line_of
 
 #: contracts §4: where the config is looked for when ``--config`` is not given

@@ -244,7 +244,12 @@ def to_cap(
     if supersedes:
         _add(root, "references", " ".join(f"{SENDER},{s},{sent_text}" for s in supersedes))
 
-    info = etree.SubElement(root, f"{{{NS}}}info")
+    _info(etree.SubElement(root, f"{{{NS}}}info"), alert, points)
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _info(info: etree._Element, alert: Mapping[str, Any], points: Sequence[Point]) -> None:
+    """The one ``<info>`` block (zh-CN) of an alert, its area one ``<area>`` per point."""
     event_type = alert.get("eventType")
     event_type = event_type if isinstance(event_type, dict) else {}
     event = _text(event_type.get("name")) or _text(event_type.get("code")) or "未知预警"
@@ -281,4 +286,3 @@ def to_cap(
         geocode = etree.SubElement(area, f"{{{NS}}}geocode")
         _add(geocode, "valueName", GEOCODE_NAME)
         _add(geocode, "value", point.code)
-    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)

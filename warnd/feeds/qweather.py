@@ -229,8 +229,9 @@ class QWeatherFeed:
         stamp = {a: t.timestamp() for a, t in times.items() if t is not None}
         order = sorted(reported, key=lambda a: (a not in stamp, stamp.get(a, 0.0), a))
         dated = [a for a in order if a in stamp]
-        if dated:
-            tally.newest = f"{dated[-1]} ({times[dated[-1]]})"
+        latest = times[dated[-1]] if dated else None
+        if latest is not None:
+            tally.newest = f"{dated[-1]} ({latest.isoformat()})"
         for aid in order:
             alert, points = reported[aid]
             await self._hand_over(aid, alert, points, ingest, tally)
