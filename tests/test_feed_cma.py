@@ -203,15 +203,17 @@ async def test_entries_that_say_nothing_about_their_area_are_fetched(fake: Sourc
     assert fake.hits["/cap/opaque-guid-1.xml"] == 1
 
 
-async def test_seen_by_guid_even_when_the_link_changes(fake: SourceFake) -> None:
+async def test_seen_by_guid_and_link_an_entry_with_a_new_link_is_fetched(fake: SourceFake) -> None:
+    """Nothing lost: an entry updated in place (same guid, new document) is fetched again."""
     ours = CmaDoc(cma_id("433122", T0), T0, "Luxi_Meteorological_Observatory", "433122000000")
     fake.publish(ours)
     f = feed(fake)
     await f.poll(Ingest())
-    moved = fake.rss().replace(b"/cap/", b"/cap/./")  # the same entry under another URL
-    fake.rss_override = moved
-    report = await f.poll(Ingest())
-    assert report.items == 0 and fake.downloads() == 1
+    assert (await f.poll(Ingest())).items == 0 and fake.downloads() == 1
+    fake.rss_override = fake.rss().replace(b"/cap/", b"/cap/./")  # the same guid, a new link
+    ingest = Ingest()
+    report = await f.poll(ingest)
+    assert report.items == 1 and fake.downloads() == 2 and ingest.seen == [ours.identifier]
 
 
 async def test_without_prefilter_everything_new_is_downloaded(fake: SourceFake) -> None:

@@ -262,9 +262,11 @@ class HttpFeed:
         tally.listed = len(index.items) + len(index.embedded)
         tally.newest = newest_item(index.items)
         self._listing = (tally.listed, tally.newest)
-        new: list[tuple[str, str]] = []  # (remembered as, link): a guid outlives a link's URL
+        new: list[tuple[str, str]] = []  # (remembered as, link)
         for item in index.items:
-            key = f"guid:{item.guid}" if item.guid else item.link
+            # An entry is new when its link or its guid is: an entry updated in place under
+            # the same guid with a new document is fetched again (the store drops repeats).
+            key = f"{item.guid} {item.link}" if item.guid else item.link
             if key in self._seen:
                 self._seen.move_to_end(key)  # still listed: keep it remembered
             elif self._select is not None and not self._select(item):
