@@ -60,11 +60,13 @@ class IndexResult:
 
 
 def _local(el: etree._Element) -> str:
-    return etree.QName(el).localname
+    """The local name of an element (``{ns}name`` → ``name``; cheaper than ``etree.QName``)."""
+    return str(el.tag).rpartition("}")[2]
 
 
 def _ns(el: etree._Element) -> str | None:
-    return etree.QName(el).namespace
+    tag = str(el.tag)
+    return tag[1 : tag.index("}")] if tag.startswith("{") else None
 
 
 def _children(el: etree._Element, local: str) -> list[etree._Element]:
