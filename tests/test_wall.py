@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -31,7 +32,9 @@ from wall_room import (
 from warnd.daemon import Daemon
 from warnd.errors import ConfigError
 from warnd.policy import load_config
-from warnd.wall.data import feed_health, shown_phone
+from warnd.store import Store
+from warnd.store.tables import Event
+from warnd.wall.data import feed_health, shown_phone, wall_data
 
 __all__ = ["copy", "master"]  # the room's fixtures, used here by name
 
@@ -199,6 +202,40 @@ def test_feed_health_from_the_daemons_health_report() -> None:
     assert bad.name == "cma" and bad.problem is not None
     assert bad.problem.startswith("连续 4 次获取失败：HTTP 503 x") and len(bad.problem) < 180
     assert feed_health({}) == []
+    (stale,) = feed_health({"feeds": {"cma": {"consecutive_failures": 0, "stale": True}}})
+    assert stale.problem is not None and "stale_after" in stale.problem
+
+
+async def test_a_warning_no_source_delivered_is_a_banner_on_the_wall(store_url: str) -> None:
+    """The feed watch's missing-warning alarm (an ``event`` row without a warning, as
+    ``warnd.alarms`` records it) reaches the wall as a feed banner until it is cleared."""
+    store = await Store.open(store_url)
+    try:
+        async with store.write() as s:
+            s.add(
+                Event(
+                    warning_id=None,
+                    at=AT,
+                    type="feed_alarm",
+                    warning_key="missing:43312241600000_20250614081500",
+                    data={"kind": "missing", "feed": "nmc", "text": "核查列表有预警未收到"},
+                )
+            )
+        data = await wall_data(store, AT, ZoneInfo("Asia/Shanghai"))
+        assert data["feeds"] == [{"name": "nmc", "ok": False, "problem": "核查列表有预警未收到"}]
+        async with store.write() as s:
+            s.add(
+                Event(
+                    warning_id=None,
+                    at=AT + timedelta(minutes=1),
+                    type="feed_alarm_cleared",
+                    warning_key="missing:43312241600000_20250614081500",
+                    data={},
+                )
+            )
+        assert (await wall_data(store, AT, ZoneInfo("Asia/Shanghai")))["feeds"] == []
+    finally:
+        await store.close()
 
 
 async def test_a_short_wall_token_stops_the_daemon_with_one_line(

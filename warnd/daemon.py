@@ -21,17 +21,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from warnd import directory as directory_mod
 from warnd import metrics
 from warnd.ack import make_app
+from warnd.alarms import FeedAlarms, duty_sender
 from warnd.channels import build_channel
 from warnd.channels.ratelimit import Limiter
-from warnd.clock import Clock, SystemClock
+from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
 from warnd.engine.context import gc_paused
 from warnd.engine.outbox import LEASE, Claimed
 from warnd.engine.outbox import Outcome as OutboxOutcome
+from warnd.feedconfig import FeedConfig
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
-from warnd.feeds.folder import FolderFeed
-from warnd.feeds.http import HttpFeed
+from warnd.feeds.build import DirectoryScope, build_feed, by_priority, watched
+from warnd.feeds.watch import Watch, health_json
 from warnd.policy import Config
 from warnd.sdnotify import Notifier
 from warnd.store import Store
@@ -71,7 +73,8 @@ class Daemon:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.dispatcher: Dispatcher | None = None
-        self.feeds: list[Feed] = []
+        self.feeds: list[Feed] = []  # most trusted first (warnd.feeds.build.by_priority)
+        self.alarms: FeedAlarms | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -119,11 +122,14 @@ class Daemon:
             deadline_s=max(5.0, min(60.0, window / 2)),
             link_base=cfg.listen.public_url,
         )
-        for f in cfg.feeds:
-            if f.path is not None:
-                self.feeds.append(FolderFeed(f.name, f.path))
-            elif f.url is not None:
-                self.feeds.append(HttpFeed(f.name, f.url, timeout_s=f.timeout.total_seconds()))
+        feed_configs = by_priority(cfg.feeds)
+        scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
+        self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
+        send = duty_sender(cfg.feed_alarms, channels, limiters) if cfg.feed_alarms else None
+        watch = Watch(watched(feed_configs), started=wall_now(self.clock))
+        self.alarms = FeedAlarms(
+            self.store, watch, self.clock, send=send, tz=cfg.tz, spawn=self._background_task
+        )
         assert cfg.hooks is not None
         # vendor callbacks (warnd.vendors) of the channels that have them
         vendor_routes = [
@@ -162,17 +168,7 @@ class Daemon:
         self.started_at = self.clock.now()
         if self.use_scheduler:
             self.scheduler = AsyncIOScheduler()
-            for feed, fc in zip(self.feeds, cfg.feeds, strict=True):
-                self.scheduler.add_job(
-                    self.poll_feed,
-                    "interval",
-                    args=[feed],
-                    id=f"feed:{feed.name}",
-                    seconds=fc.interval.total_seconds(),
-                    max_instances=1,
-                    coalesce=True,
-                    next_run_time=datetime.now().astimezone(),
-                )
+            self._schedule_feeds(feed_configs)
             self.scheduler.add_job(
                 self.wake,
                 "interval",
@@ -192,6 +188,30 @@ class Daemon:
             channels=list(channels),
         )
         await self.wake()  # pick up every overdue row left by the last run
+
+    def _schedule_feeds(self, feed_configs: list[FeedConfig]) -> None:
+        assert self.scheduler is not None
+        for feed, fc in zip(self.feeds, feed_configs, strict=True):
+            self.scheduler.add_job(
+                self.poll_feed,
+                "interval",
+                args=[feed],
+                id=f"feed:{feed.name}",
+                seconds=fc.interval.total_seconds(),
+                max_instances=1,
+                coalesce=True,
+            )
+        # The first round in priority order: a warning both sources already hold runs its
+        # chain from the preferred source's copy.
+        self._background_task(self.poll_all())
+        self.scheduler.add_job(
+            self.watch_feeds,
+            "interval",
+            seconds=min(30.0, self.tick_interval),
+            id="feed-watch",
+            max_instances=1,
+            coalesce=True,
+        )
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -238,11 +258,14 @@ class Daemon:
         return result
 
     async def poll_feed(self, feed: Feed) -> PollReport:
-        assert self.store is not None
-        if not await self.store.hold_lock("warnd-feeds"):
+        assert self.alarms is not None
+        if not await self.alarms.holds_feeds():
             # Another instance on this database polls the feeds; it takes over if it dies.
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
+        if self.alarms is not None:
+            self.alarms.polled(feed, report)
+            await self.watch_feeds()
         metrics.FEED_POLLS.labels(feed.name).inc()
         for outcome, n in (
             ("accepted", report.accepted),
@@ -255,6 +278,20 @@ class Daemon:
             metrics.FEED_ERRORS.labels(feed.name).inc()
             log.warning("feed_poll_failed", feed=feed.name, error=report.error)
         return report
+
+    async def poll_all(self) -> list[PollReport]:
+        """Poll every feed once, most trusted first."""
+        return [await self.poll_feed(feed) for feed in list(self.feeds)]
+
+    async def watch_feeds(self) -> tuple[list[str], list[str]]:
+        """Raise and clear feed alarms (warnd.alarms); never lets a store error escape."""
+        if self.alarms is None:
+            return [], []
+        try:
+            return await self.alarms.tick()
+        except Exception:  # the store is busy or down: the next tick tries again
+            log.exception("feed_watch_failed")
+            return [], []
 
     def _background_task(self, coro: Any) -> asyncio.Task[None]:
         # Keep a reference: the event loop holds tasks only weakly, and ``stop`` must not
@@ -414,6 +451,11 @@ class Daemon:
                 "last_error": getattr(status, "last_error", None),
                 "consecutive_failures": getattr(status, "consecutive_failures", 0),
             }
+        if self.alarms is not None:
+            for h in health_json(self.alarms.health()):
+                feeds.setdefault(str(h["name"]), {}).update(
+                    {k: h[k] for k in ("role", "priority", "stale", "last_answer_at")}
+                )
         next_due = await self.engine.next_due() if self.engine else None
         return {
             "ok": ok,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -38,6 +38,18 @@ FEED_ITEMS = Counter(
     "warnd_feed_items_total",
     "Messages a feed handed over, by what became of them (accepted, duplicate, rejected).",
     ["feed", "outcome"],
+    registry=REGISTRY,
+)
+FEED_ALARMS = Counter(
+    "warnd_feed_alarms_total",
+    "Feed alarms raised: missing (a warning no source delivered in time), stale (a silent feed).",
+    ["kind"],
+    registry=REGISTRY,
+)
+FEED_STALE = Gauge(
+    "warnd_feed_stale",
+    "1 while a dispatching feed has not answered for its stale_after, else 0.",
+    ["feed"],
     registry=REGISTRY,
 )
 SCHEDULER_LAG = Histogram(

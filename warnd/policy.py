@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from warnd.division import DIRECTORY_LEVELS, Level
 from warnd.duration import format_duration, parse_duration
 from warnd.errors import ConfigError
+from warnd.feedconfig import FeedAlarmConfig, load_feed_alarms, load_feeds
+from warnd.feedconfig import FeedConfig as FeedConfig  # where it lived before: still importable
 from warnd.tomllines import line_of
 from warnd.wall.config import WallConfig, wall_table
 
@@ -136,17 +138,6 @@ class HooksConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedConfig:
-    """One warning feed: a spool folder (``path``) or an HTTP index/document (``url``)."""
-
-    name: str
-    path: Path | None
-    url: str | None
-    interval: timedelta
-    timeout: timedelta = timedelta(seconds=30)
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelConfig:
     """One outbound channel; ``options`` are the type-specific keys (checked by the type)."""
 
@@ -175,9 +166,10 @@ class Config:
     policy: Policy = field(default_factory=Policy.default)
     listen: ListenConfig = field(default_factory=ListenConfig)
     hooks: HooksConfig | None = None
-    feeds: tuple[FeedConfig, ...] = ()
+    feeds: tuple[FeedConfig, ...] = ()  # warnd.feedconfig: every source type
     channels: Mapping[str, ChannelConfig] = field(default_factory=lambda: MappingProxyType({}))
     wall: WallConfig | None = None  # the duty room's status wall (warnd.wall.config)
+    feed_alarms: FeedAlarmConfig | None = None
 
     def require_daemon(self) -> None:
         """Raise ConfigError naming what ``warnd serve`` lacks; read the hooks secret once."""
@@ -365,7 +357,7 @@ class _Loader:
     def config(self, path: Path, doc: dict[str, Any]) -> Config:
         self.refuse_secrets(doc, "")
         top = ("timezone", "store", "contacts", "stages", "ack", "escalation", "trigger")
-        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels", "wall"), "")
+        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels", "wall", "feed_alarms"), "")
         timezone = self.string(doc, "timezone", "", "Asia/Shanghai")
         try:
             tz = ZoneInfo(timezone)
@@ -378,6 +370,7 @@ class _Loader:
             raise self.error("store.url", message, store_url)
         contacts = self.table(doc, "contacts", ("path",))
         contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
+        channels = self.channels(doc)
         return Config(
             path=path,
             timezone=timezone,
@@ -387,9 +380,10 @@ class _Loader:
             policy=self.policy(doc),
             listen=self.listen(doc),
             hooks=self.hooks(doc),
-            feeds=self.feeds(doc),
-            channels=self.channels(doc),
+            feeds=load_feeds(self, doc),
+            channels=channels,
             wall=wall_table(self, doc),
+            feed_alarms=load_feed_alarms(self, doc, channels),
         )
 
     def policy(self, doc: dict[str, Any]) -> Policy:
@@ -446,24 +440,6 @@ class _Loader:
             raise self.relocated(exc, "hooks") from None
         max_age = self.duration(raw, "max_age", "hooks.", timedelta(minutes=5))
         return HooksConfig(file, env, max_age, self.source)
-
-    def feeds(self, doc: dict[str, Any]) -> tuple[FeedConfig, ...]:
-        feeds: list[FeedConfig] = []
-        for i, item in enumerate(self.array(doc, "feeds")):
-            prefix = f"feeds[{i}]."
-            self.keys(item, ("name", "path", "url", "interval", "timeout"), prefix)
-            name = self.string(item, "name", prefix)
-            if any(f.name == name for f in feeds):
-                raise self.error(prefix + "name", "来源名称重复 duplicate feed name", name)
-            if ("path" in item) == ("url" in item):
-                raise self.error(f"feeds[{i}]", "须且只能有一个 needs exactly one of path, url")
-            path = Path(self.string(item, "path", prefix)) if "path" in item else None
-            url = self.http_url(item, "url", prefix) if "url" in item else None
-            default = timedelta(seconds=10 if path is not None else 60)
-            interval = self.duration(item, "interval", prefix, default)
-            timeout = self.duration(item, "timeout", prefix, timedelta(seconds=30))
-            feeds.append(FeedConfig(name, path, url, interval, timeout))
-        return tuple(feeds)
 
     def channels(self, doc: dict[str, Any]) -> Mapping[str, ChannelConfig]:
         from warnd.channels import check_channel  # lazy: warnd.channels imports this module

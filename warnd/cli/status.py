@@ -19,6 +19,7 @@ from rich.live import Live
 from warnd import views
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
+from warnd.cli.feedbanner import with_banner
 from warnd.cli.statusview import (
     Fmt,
     detail_json,
@@ -31,6 +32,7 @@ from warnd.cli.statusview import (
 from warnd.clock import Clock, FileClock, SystemClock
 from warnd.errors import WarndError
 from warnd.policy import Config
+from warnd.views.feeds import alarm_json, feed_alarms
 from warnd.views.reader import Reader, open_reader
 
 if TYPE_CHECKING:
@@ -154,9 +156,12 @@ def status_cmd(
 
     async def snapshot(store: Reader) -> Any:
         f = Fmt(config.tz, clock.now())
+        alarms = await feed_alarms(store)  # a missing warning or a silent feed: shown first
         if warning is None:
             ws = await views.warnings(store, f.now, include_all=show_all)
-            return summary_json(ws, f, level) if as_json else summary_view(ws, f, level)
+            if as_json:
+                return summary_json(ws, f, level) | {"feed_alarms": [alarm_json(a) for a in alarms]}
+            return with_banner(summary_view(ws, f, level), alarms, config.tz)
         w = await views.warning(store, warning, f.now)
         d = await views.detail(
             store,
@@ -173,7 +178,9 @@ def status_cmd(
                 who.update(names_of(config, new))
                 asked.update(new)
             d = with_names(d, who)
-        return detail_json(d, f) if as_json else detail_view(d, f)
+        if as_json:
+            return detail_json(d, f) | {"feed_alarms": [alarm_json(a) for a in alarms]}
+        return with_banner(detail_view(d, f), alarms, config.tz)
 
     async def run() -> None:
         store = await open_store_reader(config)

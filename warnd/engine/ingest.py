@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from warnd import cap
-from warnd.cap import Alert
+from warnd.cap import Alert, dedup
 from warnd.chain import ladder
 from warnd.chain.plan import plan, severity_rank, stage_due
 from warnd.division import overlaps
@@ -51,7 +51,14 @@ async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> I
         if dup is not None:
             log.info("message_duplicate", key=alert.key, origin=origin)
             return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
-        target, note = await _find_referenced(session, alert)
+        # The same warning from another source (warnd.cap.dedup, docs/feeds.md): one chain.
+        first = await _earlier_copy(session, alert, now)
+        target: WarningRow | None
+        note: str | None
+        if first is not None:
+            target, note = first[0], f"copy of {first[1]} from another source (另一来源的副本)"
+        else:
+            target, note = await _find_referenced(session, alert)
         msg = Message(
             sender=alert.sender,
             identifier=alert.identifier,
@@ -65,6 +72,13 @@ async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> I
             note=note,
             raw=raw,
         )
+        if first is not None and target is not None:
+            if alert.msg_type == "Cancel" or not dedup.uncovered(target.area, alert.geocodes):
+                msg.warning_id = target.id  # recorded with its source; the chain runs once
+                session.add(msg)
+                log.info("message_copy", key=alert.key, warning=target.key, first=first[1])
+                return IngestResult(Outcome.DUPLICATE, note, alert.key)
+            alert = dedup.with_area(alert, tuple(target.area))  # it names divisions the chain lacks
         if target is None:
             w = await _new_warning(ctx, session, alert, now, note)
         elif alert.msg_type == "Cancel":
@@ -84,6 +98,51 @@ async def ingest_alert(ctx: Context, alert: Alert, raw: bytes, origin: str) -> I
         origin=origin,
     )
     return IngestResult(Outcome.ACCEPTED, w.reason if w.state == "skipped" else None, alert.key)
+
+
+async def _earlier_copy(
+    session: AsyncSession, alert: Alert, now: datetime
+) -> tuple[WarningRow, str] | None:
+    """Another sender's copy of this message already taken in, and its ``sender,identifier``.
+
+    Candidates are the messages of recently updated warnings (the warning table is small; the
+    message table holds every raw document) within the dedup window of this one's issue time.
+    """
+    key = dedup.key_of(alert)
+    if key is None:
+        return None
+    sent, window = alert.sent.astimezone(UTC), dedup.DEFAULT_WINDOW
+    recent = select(col(WarningRow.id)).where(
+        col(WarningRow.updated_at) >= min(now, sent) - timedelta(days=2),
+        col(WarningRow.drill) == alert.is_drill,
+    )
+    rows = await session.execute(
+        select(
+            col(Message.sender),
+            col(Message.identifier),
+            col(Message.sent_utc),
+            col(Message.severity),
+            WarningRow,
+        )
+        .join(WarningRow, col(WarningRow.id) == col(Message.warning_id))
+        .where(
+            col(Message.warning_id).in_(recent),
+            col(Message.msg_type) == alert.msg_type,
+            col(Message.sender) != alert.sender,
+            col(Message.sent_utc) >= sent - window,
+            col(Message.sent_utc) <= sent + window,
+        )
+    )
+    best: tuple[timedelta, WarningRow, str] | None = None
+    for sender, ident, at, severity, w in rows:
+        if at is None:
+            continue
+        other = dedup.key_from(w.headline, w.event, severity, alert.msg_type, w.drill, at)
+        if other is not None and dedup.same_warning(key, other, window):
+            gap = abs(other.issued - sent)
+            if best is None or gap < best[0]:
+                best = (gap, w, f"{sender},{ident}")
+    return (best[1], best[2]) if best is not None else None
 
 
 async def _find_referenced(

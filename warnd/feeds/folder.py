@@ -94,7 +94,9 @@ class FolderFeed:
         except OSError as exc:
             tally.fail(f"无法读取目录 cannot list folder {self.path}: {exc.strerror or exc}")
             log.warning("feed.list_failed", feed=self.name, path=str(self.path), error=str(exc))
+            tally.answered = False
             return self._tracker.record(tally.report())
+        tally.listed = len(candidates)
 
         for cand in self._settled(candidates):
             await self._process(cand, ingest, tally)

@@ -29,8 +29,9 @@ from warnd import views
 from warnd.cap.model import SEVERITY_RANK
 from warnd.cli.statusview import STATE_ZH, Fmt, entry_json, warning_json
 from warnd.report import LEVEL_ZH, RUNG_ZH
+from warnd.views.feeds import FeedAlarm, feed_alarms
 from warnd.views.reach import Reach, reach
-from warnd.views.reader import Source
+from warnd.views.reader import Source, source
 from warnd.views.unreached import not_woken_counts
 
 if TYPE_CHECKING:
@@ -58,11 +59,26 @@ def feed_health(report: Mapping[str, Any]) -> list[FeedHealth]:
         failures = int(st.get("consecutive_failures") or 0)
         problem = None
         if failures:
-            error = str(st.get("last_error") or "未知错误")
-            error = error if len(error) <= 160 else error[:159] + "…"
+            error = _short(str(st.get("last_error") or "未知错误"))
             problem = f"连续 {failures} 次获取失败：{error}"
+        elif st.get("stale"):
+            problem = "长时间未收到来源应答（已超过 stale_after）"
         out.append(FeedHealth(str(name), problem))
     return out
+
+
+def alarm_health(alarms: Iterable[FeedAlarm]) -> list[FeedHealth]:
+    """Open missing-warning alarms of the feed watch (``warnd.views.feeds``) as banners: a
+    warning a check list names that no source delivered is the failure the room must see."""
+    return [
+        FeedHealth(a.feed or a.subject, _short(a.text or f"预警 {a.subject} 未收到"))
+        for a in alarms
+        if a.kind == "missing"
+    ]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def shown_phone(number: str, mask: bool = False) -> str:
@@ -180,6 +196,7 @@ async def wall_data(
     reached = await reach(where, ws)
     first = await views.not_woken(where, limit=shown)
     real_entries, drill_entries = await not_woken_counts(where)
+    feeds = [*feeds, *alarm_health(await feed_alarms(source(where)))]
     who = names([c.contact_id for e in first for c in e.to_call]) if names else {}
     sums = {False: Reach(), True: Reach()}
     for w in ws:
