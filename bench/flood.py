@@ -14,7 +14,7 @@ answers, feed polls that failed, and what the log took during the flood.
 With ``--reconnect`` every connection the daemon closes is opened again (once a second).
 
 Usage: .venv/bin/python bench/flood.py [--conns 1100] [--sources 1] [--hold 35] [--nofile 1024]
-                                       [--reconnect]
+                                       [--reconnect] [--warnd PATH]
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            str(WARND),
+            args.warnd,
             "serve",
             "--config",
             str(cfg),
@@ -330,6 +330,7 @@ def main() -> None:
     p.add_argument(
         "--reconnect", action="store_true", help="reopen every connection the daemon closes"
     )
+    p.add_argument("--warnd", default=str(WARND), help="the warnd executable to measure")
     p.add_argument("serve_args", nargs="*", help="extra arguments for warnd serve")
     args = p.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

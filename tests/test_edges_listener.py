@@ -261,7 +261,7 @@ async def small() -> AsyncIterator[tuple[listener.Listener, list[str]]]:
         return web.Response(text="ok")
 
     app.router.add_route("*", "/{tail:.*}", echo)
-    limits = listener.Limits(max_connections=4, per_address=2, header_timeout=1.0, body_timeout=1.0)
+    limits = listener.Limits(max_connections=4, per_address=2, header_timeout=2.5, body_timeout=1.0)
     each = await listener.start_listener("test", app, "127.0.0.1", 0, limits)
     try:
         yield each, seen
@@ -297,8 +297,15 @@ async def test_per_address_cap_full_listener_and_timeouts(
     assert each.gate.open == 4
     assert (await _request(port, "127.0.4.13", get)).startswith(b"HTTP/1.1 200")
     await asyncio.sleep(0.1)
-    assert _closed(a1) and not _closed(b2)  # the oldest idle one made room
-    # a header that never ends, and a body that never comes: closed / 408 after 1 s
+    assert _closed(a1) and not _closed(b2)  # the longest idle one made room
+    # full again: room is made at the address holding the most, not at a lone client's
+    lone = _connect_idle("127.0.4.16", port)
+    await asyncio.sleep(0.3)
+    assert each.gate.open == 4
+    assert (await _request(port, "127.0.4.17", get)).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(0.1)
+    assert _closed(b1) and not _closed(lone) and not _closed(a2) and not _closed(b2)
+    # a header that never ends, a body that never comes: closed after 2.5 s / 408 after 1 s
     slow = _connect_idle("127.0.4.14", port)
     await asyncio.sleep(0.05)
     slow.send(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Drip: 1")
@@ -312,7 +319,7 @@ async def test_per_address_cap_full_listener_and_timeouts(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert "/slow" not in seen and "half" not in seen
-    for s in (a1, a2, a3, b1, b2, slow):
+    for s in (a1, a2, a3, b1, b2, lone, slow):
         s.close()
 
 

@@ -43,10 +43,6 @@ log = structlog.get_logger("warnd.daemon")
 MARK_BATCH = 200
 CLAIM_MAX = 500
 RENEW_EVERY = LEASE / 3  # a sender still at work renews its leases this often (clock time)
-#: the monitor listener serves a scraper and a health checker: a few connections suffice
-MONITOR_LIMITS = listener.Limits(
-    max_connections=32, per_address=8, header_timeout=10, body_timeout=5
-)
 
 
 def claim_size(concurrency: int) -> int:

@@ -7,8 +7,9 @@ per refused ``accept()`` (docs/hardening.md). Here:
 
 - every connection passes a ``Gate`` first: a cap per listener and per client address (trusted
   proxies exempt); over the per-address cap it is closed at once; when the listener is full,
-  the connection idle longest (not in the middle of a request) makes room for it — an idle
-  flood cannot lock out the platforms' callbacks — else it is closed at once. So the process never
+  an idle connection (not in the middle of a request) of the address holding the most
+  connections makes room for it, its longest idle one — a flood, even from many addresses,
+  cannot lock out the platforms' callbacks — else it is closed at once. So the process never
   holds more sockets for its listeners than the cap, which the daemon sizes below the
   open-file limit (``fd_budget``) to keep descriptors for feeds, gateways and the store;
 - a connection must send a request's headers within ``header_timeout`` (aiohttp closes a
@@ -78,11 +79,12 @@ class Gate:
         self.limits = limits
         self.open = 0
         self.by_address: Counter[str] = Counter()
-        self._idle_now: OrderedDict[int, _Guarded] = OrderedDict()  # idle longest first
+        # idle connections by address, idle longest first: who makes room when full
+        self._idle: dict[str, OrderedDict[int, _Guarded]] = {}
         self._now = now
         self._refused: Counter[str] = Counter()  # by reason, since the last summary
         self._refused_from: Counter[str] = Counter()
-        self._idle = 0
+        self._idle_closed = 0
         self._last_summary = -SUMMARY_S
         self._flush: asyncio.TimerHandle | None = None
         self._gauge = metrics.LISTENER_CONNECTIONS.labels(name)
@@ -96,27 +98,46 @@ class Gate:
         ):
             return self._refuse("per_address", address)
         if self.open >= self.limits.max_connections:
-            if not self._idle_now:
+            victim = self._victim()
+            if victim is None:
                 return self._refuse("listener_full", address)
-            _key, victim = self._idle_now.popitem(last=False)
             self._refuse("evicted_idle", victim.address)
             victim.evict()
         self.open += 1
         self.by_address[address] += 1
-        self._idle_now[id(conn)] = conn
+        self.idle(conn)
         self._gauge.set(self.open)
         return None
 
+    def _victim(self) -> _Guarded | None:
+        """The longest idle connection of the address that holds the most connections."""
+        best, most = None, 0
+        for address in self._idle:  # at most max_connections addresses
+            if self.by_address[address] > most:
+                best, most = address, self.by_address[address]
+        if best is None:
+            return None
+        return self._unidle(best, None)
+
+    def _unidle(self, address: str, conn: _Guarded | None) -> _Guarded | None:
+        queue = self._idle.get(address)
+        if not queue:
+            return None
+        found = queue.popitem(last=False)[1] if conn is None else queue.pop(id(conn), None)
+        if not queue:
+            del self._idle[address]
+        return found
+
     def busy(self, conn: _Guarded) -> None:
         """``conn`` is handling a request: not to be closed to make room."""
-        self._idle_now.pop(id(conn), None)
+        self._unidle(conn.address, conn)
 
     def idle(self, conn: _Guarded) -> None:
-        """``conn`` finished a request: last in line to make room."""
-        self._idle_now[id(conn)] = conn
+        """``conn`` is waiting for a request: last of its address in line to make room."""
+        self._idle.setdefault(conn.address, OrderedDict())[id(conn)] = conn
 
     def release(self, conn: _Guarded, served: bool) -> None:
-        self._idle_now.pop(id(conn), None)
+        self._unidle(conn.address, conn)
         address = conn.address
         self.open -= 1
         self.by_address[address] -= 1
@@ -124,7 +145,7 @@ class Gate:
             del self.by_address[address]
         self._gauge.set(self.open)
         if not served:  # closed before one whole request: timed out, or a flood's socket
-            self._idle += 1
+            self._idle_closed += 1
             metrics.LISTENER_IDLE.labels(self.name).inc()
 
     def _refuse(self, reason: str, address: str) -> str:
@@ -155,7 +176,7 @@ class Gate:
             reasons=dict(self._refused),
             addresses=dict(self._refused_from.most_common(5)),
             open=self.open,
-            idle_closed=self._idle,
+            idle_closed=self._idle_closed,
             limits={
                 "max_connections": self.limits.max_connections,
                 "per_address": self.limits.per_address,
@@ -163,7 +184,7 @@ class Gate:
         )
         self._refused.clear()
         self._refused_from.clear()
-        self._idle = 0
+        self._idle_closed = 0
 
     def close(self) -> None:
         self.summarise()
