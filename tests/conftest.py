@@ -65,6 +65,10 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Commands configure structlog for the process; give every test the defaults back."""
+    """Commands configure structlog for the process; give every test the defaults back (and
+    no library-log handler or throttle state left from another test's event loop)."""
     yield
     structlog.reset_defaults()
+    from warnd import logs
+
+    logs.reset()

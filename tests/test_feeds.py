@@ -113,12 +113,13 @@ async def test_folder_accepted_duplicate_rejected(tmp_path: Path) -> None:
 async def test_folder_ignores_temporary_hidden_and_other_files(tmp_path: Path) -> None:
     for name in (".hidden.xml", "x.xml.tmp", "y.xml.part", "notes.txt", "z.cap"):
         _drop(tmp_path, name, THUNDER, T0 - 60)
-    (tmp_path / "sub.xml").mkdir()
+    (tmp_path / "sub.xml").mkdir()  # never read; moved to rejected/ (docs/hardening.md)
     _drop(tmp_path / "sub.xml", "inner.xml", THUNDER, T0 - 60)
     store = Store()
     report = await FolderFeed("f", tmp_path, now=Clock()).poll(store)
-    assert report.items == 0 and store.calls == []
+    assert (report.items, report.rejected) == (1, 1) and store.calls == []
     assert {"x.xml.tmp", "y.xml.part", ".hidden.xml", "notes.txt", "z.cap"} <= _names(tmp_path)
+    assert (tmp_path / "rejected" / "sub.xml" / "inner.xml").is_file()
 
 
 async def test_folder_processes_in_mtime_then_name_order(tmp_path: Path) -> None:

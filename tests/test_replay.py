@@ -43,7 +43,7 @@ START = datetime(2025, 6, 1, 10, 0, tzinfo=CST)  # the drill's virtual start
 WALL0 = datetime(2025, 5, 20, 9, 0, tzinfo=UTC)  # the real instant the drill starts at
 ID1 = "43312241600000_20240701080000"
 ID2 = "43312241600000_20240701090000"
-SECRET = b"replay-hook-secret"
+SECRET = b"replay-hook-secret-0123456789abcdef"
 RESPONDERS = {"c-433122-a", "c-433122100-a", "c-433122100200-a"}
 
 

@@ -37,7 +37,7 @@ M = timedelta(minutes=1)
 CAP_ID = "43312241600000_20250614081500"
 CAP_SENDER = "Luxi_Meteorological_Observatory"
 QW_ALERT, QW_UPDATE = "202506140815105837988676", "202506141100208812736651"
-SECRET = b"hook-secret-for-tests-631"
+SECRET = b"hook-secret-for-the-sources-tests-631"
 
 
 def luxi(sent: datetime, **kw: Any) -> CmaDoc:

@@ -51,7 +51,7 @@ DRILL = "43312241600000_20250614140000"
 YELLOW = "43312241600000_20250614153000"
 AT = T0 + 7 * H + 50 * M  # 15:50 in Asia/Shanghai
 TOKEN = "wall-token-for-tests-0123456789"
-SECRET = b"hook-secret-for-wall-tests"
+SECRET = b"hook-secret-for-the-wall-tests-of-warnd"
 RESPONDERS: dict[str, timedelta | None] = {
     "c-433122-a": 2 * M,
     "c-433122100-a": 7 * M,

@@ -19,7 +19,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from warnd import directory as directory_mod
-from warnd import metrics
+from warnd import listener, metrics
 from warnd.ack import make_app
 from warnd.alarms import FeedAlarms, duty_sender
 from warnd.channels import build_channel
@@ -34,6 +34,8 @@ from warnd.feedconfig import FeedConfig
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
 from warnd.feeds.build import DirectoryScope, build_feed, by_priority, watched
 from warnd.feeds.watch import Watch, health_json
+from warnd.health import FeedWatch, Health, WriteWatch, held_past_leases, probe_store, watch_writes
+from warnd.monitor import make_monitor_app
 from warnd.policy import Config
 from warnd.sdnotify import Notifier
 from warnd.store import Store
@@ -76,8 +78,13 @@ class Daemon:
         self.feeds: list[Feed] = []  # most trusted first (warnd.feeds.build.by_priority)
         self.alarms: FeedAlarms | None = None
         self.scheduler: AsyncIOScheduler | None = None
-        self.runner: web.AppRunner | None = None
+        self.listeners: list[listener.Listener] = []  # the hooks', then the monitor's
         self.bound_port: int | None = None
+        self.monitor_port: int | None = None
+        # /healthz (warnd.health): store writes, a stuck sender, feeds not read
+        self.checks = Health()
+        self.writes = WriteWatch(probe=self._probe_store)
+        self.feed_watch = FeedWatch()
         self._wake_lock = asyncio.Lock()
         self._wake_again = False
         self._background: set[asyncio.Task[None]] = set()
@@ -143,28 +150,16 @@ class Daemon:
             from warnd.wall.app import daemon_routes
 
             vendor_routes += daemon_routes(cfg.wall, self.store, self.engine, self.health)
+        self._watch_health()
         app = make_app(
             self.engine,
-            cfg.hooks.secret(),
-            self.health,
+            cfg.hooks.secret(demo=cfg.demo),
             max_age_s=cfg.hooks.max_age.total_seconds(),
             extra_routes=vendor_routes,
+            public_url=cfg.listen.public_url,
+            trusted_proxies=cfg.listen.trusted_proxies,
         )
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.listen.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:  # port taken, address not local: a one-line reason, no trace
-            from warnd.errors import ConfigError
-
-            raise ConfigError(
-                f"无法监听 cannot listen on {cfg.listen.host}:{self.port}: {exc.strerror or exc}",
-                source=str(cfg.path),
-                field="listen",
-            ) from None
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        await self._listen(app)
         self.started_at = self.clock.now()
         if self.use_scheduler:
             self.scheduler = AsyncIOScheduler()
@@ -181,6 +176,8 @@ class Daemon:
         log.info(
             "daemon_started",
             listen=f"{cfg.listen.host}:{self.bound_port}",
+            monitor=f"{cfg.monitor.host}:{self.monitor_port}",
+            demo=cfg.demo,
             instance=ctx.instance,  # ``outbox.claimed_by``: which process holds a lease
             store=cfg.store_url.split("@")[-1],
             contacts=len(directory),
@@ -192,6 +189,7 @@ class Daemon:
     def _schedule_feeds(self, feed_configs: list[FeedConfig]) -> None:
         assert self.scheduler is not None
         for feed, fc in zip(self.feeds, feed_configs, strict=True):
+            self.feed_watch.expect(feed.name, fc.interval.total_seconds())
             self.scheduler.add_job(
                 self.poll_feed,
                 "interval",
@@ -220,9 +218,9 @@ class Daemon:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        for each in self.listeners:
+            await each.stop()
+        self.listeners = []
         for feed in self.feeds:
             await feed.aclose()
         if self.dispatcher is not None:
@@ -232,6 +230,28 @@ class Daemon:
             self.store = None
         if self.started_at is not None:
             log.info("daemon_stopped")
+
+    async def _listen(self, app: web.Application) -> None:
+        """The hooks' listener and the monitor's, behind limits sized to the open-file limit."""
+        monitor = make_monitor_app(self.health, lambda: self.store)
+        self.listeners = await listener.start_listeners(self.config, app, monitor, self.port)
+        self.bound_port, self.monitor_port = (each.port for each in self.listeners)
+
+    def _watch_health(self) -> None:
+        """The checks of /healthz (warnd.health), fed by what exists today."""
+        assert self.store is not None
+        watch_writes(self.store, self.writes)
+        self.checks.add("store", self.writes.check)
+        self.checks.add("sender", self._sender_check)
+
+    async def _sender_check(self) -> str | None:
+        if self.store is None:
+            return None
+        return await held_past_leases(self.store, self.clock.now(), LEASE)
+
+    async def _probe_store(self) -> None:
+        if self.store is not None:
+            await probe_store(self.store)
 
     def reload_directory(self) -> bool:
         """SIGHUP: load the contacts again; a directory that cannot be read leaves the old one."""
@@ -261,8 +281,10 @@ class Daemon:
         assert self.alarms is not None
         if not await self.alarms.holds_feeds():
             # Another instance on this database polls the feeds; it takes over if it dies.
+            self.feed_watch.elsewhere(feed.name)
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
+        self.feed_watch.polled(feed.name, self._interval(feed.name), report.error)
         if self.alarms is not None:
             self.alarms.polled(feed, report)
             await self.watch_feeds()
@@ -442,8 +464,16 @@ class Daemon:
             misfire_grace_time=None,
         )
 
+    def _interval(self, name: str) -> float:
+        return next(f.interval.total_seconds() for f in self.config.feeds if f.name == name)
+
     async def health(self) -> dict[str, Any]:
-        ok = self.store is not None
+        """The /healthz report: ``ok`` false (503) with ``problems`` naming each cause."""
+        problems = await self.checks.problems()
+        for name in self.feed_watch.names():
+            cause = self.feed_watch.cause(name)
+            if cause is not None:
+                problems[f"feed:{name}"] = cause
         feeds = {}
         for f in self.feeds:
             status = getattr(f, "status", None)
@@ -456,9 +486,16 @@ class Daemon:
                 feeds.setdefault(str(h["name"]), {}).update(
                     {k: h[k] for k in ("role", "priority", "stale", "last_answer_at")}
                 )
-        next_due = await self.engine.next_due() if self.engine else None
+        next_due = None
+        if self.engine is not None and "store" not in problems:
+            try:
+                async with asyncio.timeout(self.checks.timeout_s):
+                    next_due = await self.engine.next_due()
+            except Exception as exc:  # a store that does not answer is a finding, not a 500
+                problems["store"] = f"无法读取 cannot read: {type(exc).__name__}: {exc}"
         return {
-            "ok": ok,
+            "ok": self.store is not None and not problems,
+            "problems": problems,
             "now": self.clock.now().isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "contacts": len(self.engine.ctx.directory) if self.engine else 0,
@@ -481,6 +518,13 @@ async def serve(config: Config, *, clock: Clock | None = None, tick_interval: fl
         notifier.status("contacts reloaded" if ok else "contacts reload failed: kept the old ones")
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if config.demo:
+        log.warning(
+            "demo_mode",
+            note="演示模式：回执钩子使用公开的示例密钥，仅限本机，切勿用于生产"
+            " demo mode: the hooks accept the public example secret, on loopback only;"
+            " never in production",
+        )
     try:
         await daemon.start()
         # READY only now: the store is open, overdue rows were picked up, timers are scheduled.

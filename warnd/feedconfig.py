@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from warnd.division import DIRECTORY_LEVELS, normalise
 from warnd.errors import ConfigError
+from warnd.exposure import read_hosts
 from warnd.tomllines import line_of
 
 if TYPE_CHECKING:  # the loader lives in warnd.policy, which imports this module
@@ -30,7 +31,7 @@ AUTH_KINDS = ("jwt", "api_key")
 _COMMON = ("name", "type", "role", "interval", "timeout", "priority", "stale_after", "areas")
 _KEYS: dict[str, tuple[str, ...]] = {
     "folder": (*_COMMON, "path"),
-    "http": (*_COMMON, "url", "prefilter", "grace", "issuer_levels"),
+    "http": (*_COMMON, "url", "prefilter", "grace", "issuer_levels", "allow_hosts"),
     "nmc": (*_COMMON, "url", "grace", "issuer_levels"),
     "qweather": (
         *_COMMON,
@@ -93,6 +94,9 @@ class FeedConfig:
     points: tuple[PointConfig, ...] = ()
     lang: str = "zh"
     auth: QWeatherAuth | None = None
+    #: http: hosts (names, addresses or networks) whose links may be fetched although they are
+    #: internal (loopback, private, link-local); the feed's own host always may (docs/hardening.md)
+    allow_hosts: tuple[str, ...] = ()
 
     @property
     def dispatching(self) -> bool:
@@ -164,6 +168,7 @@ def _feed(loader: _Loader, item: dict[str, Any], prefix: str, index: int) -> Fee
         prefilter=_bool(loader, item, "prefilter", prefix, True),
         grace=loader.duration(item, "grace", prefix, timedelta(minutes=10)),
         issuer_levels=loader.choices(levels, ISSUER_LEVELS, prefix + "issuer_levels"),
+        allow_hosts=read_hosts(loader, item, "allow_hosts", prefix),
     )
     if kind != "qweather":
         return cfg

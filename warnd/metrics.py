@@ -66,6 +66,36 @@ TIME_TO_ACK = Histogram(
     registry=REGISTRY,
 )
 
+# The edges (docs/hardening.md): listeners under a flood, feeds refusing internal addresses,
+# failed delivery tries.
+LISTENER_CONNECTIONS = Gauge(
+    "warnd_listener_connections", "Open connections per listener.", ["listener"], registry=REGISTRY
+)
+LISTENER_REFUSED = Counter(
+    "warnd_listener_refused_total",
+    "Connections closed at once by a listener's limits (listener_full, per_address).",
+    ["listener", "reason"],
+    registry=REGISTRY,
+)
+LISTENER_IDLE = Counter(
+    "warnd_listener_idle_closed_total",
+    "Connections that closed before sending one whole request (header timeout, flood).",
+    ["listener"],
+    registry=REGISTRY,
+)
+FEED_REFUSED = Counter(
+    "warnd_feed_fetches_refused_total",
+    "Feed fetches refused: a link or redirect to an internal address not allow-listed.",
+    ["feed"],
+    registry=REGISTRY,
+)
+DELIVERY_FAILURES = Counter(
+    "warnd_delivery_failures_total",
+    "Failed requests to a channel (every try, retried or not).",
+    ["channel", "kind", "permanent"],
+    registry=REGISTRY,
+)
+
 
 class StoreCollector(Collector):
     """Chain state from the store, refreshed (async) just before each scrape."""

@@ -10,7 +10,6 @@ for local extensions. Relative paths stay relative to the working directory.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from warnd.division import DIRECTORY_LEVELS, Level
 from warnd.duration import format_duration, parse_duration
 from warnd.errors import ConfigError
+from warnd.exposure import (
+    LOOPBACK_HOSTS,
+    HooksConfig,
+    ListenConfig,
+    MonitorConfig,
+    read_listen,
+    read_monitor,
+)
+from warnd.exposure import read_secret as read_secret  # channels read theirs through policy
+from warnd.exposure import secret_ref as secret_ref
 from warnd.feedconfig import FeedAlarmConfig, load_feed_alarms, load_feeds
 from warnd.feedconfig import FeedConfig as FeedConfig  # where it lived before: still importable
 from warnd.tomllines import line_of
@@ -38,7 +47,6 @@ DEFAULT_KINDS: tuple[str, ...] = ("voice", "sms")
 _SECRET_WORDS = ("secret", "password", "token", "key")
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
 _RATE_UNITS |= {"hour": 3600, "d": 86400, "day": 86400}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _Table = Mapping[str, Any]
 
 
@@ -98,46 +106,6 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
-class ListenConfig:
-    """The HTTP listener; ``public_url`` is what confirmation links in messages point at."""
-
-    host: str = "127.0.0.1"
-    port: int = 8620
-    public_url: str = "http://127.0.0.1:8620"
-
-
-def read_secret(file: Path | None, env: str | None, *, field: str, source: str | None) -> bytes:
-    """Read a secret when it is needed (never at load); surrounding whitespace is dropped."""
-    if file is not None:
-        key, shown, problem = f"{field}_file", str(file), "密钥文件为空 secret file is empty"
-        try:
-            value = file.read_bytes().strip()
-        except OSError as exc:
-            value, problem = b"", f"无法读取密钥文件 cannot read secret file: {exc.strerror}"
-    else:
-        key, shown, problem = f"{field}_env", env or "", "环境变量未设置或为空 unset or empty"
-        value = os.environ.get(env or "", "").strip().encode()
-    if not value:
-        raise ConfigError(problem, source=source, field=key, value=shown)
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class HooksConfig:
-    """Where the inbound-hook HMAC secret lives (contracts §6); the config never holds it."""
-
-    secret_file: Path | None = None
-    secret_env: str | None = None
-    max_age: timedelta = timedelta(minutes=5)
-    source: str | None = field(default=None, compare=False)
-
-    def secret(self) -> bytes:
-        """Read the shared secret now; ConfigError when it is missing or empty."""
-        file, env = self.secret_file, self.secret_env
-        return read_secret(file, env, field="hooks.secret", source=self.source)
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelConfig:
     """One outbound channel; ``options`` are the type-specific keys (checked by the type)."""
 
@@ -165,11 +133,15 @@ class Config:
     contacts_path: Path | None = None
     policy: Policy = field(default_factory=Policy.default)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     hooks: HooksConfig | None = None
     feeds: tuple[FeedConfig, ...] = ()  # warnd.feedconfig: every source type
     channels: Mapping[str, ChannelConfig] = field(default_factory=lambda: MappingProxyType({}))
     wall: WallConfig | None = None  # the duty room's status wall (warnd.wall.config)
     feed_alarms: FeedAlarmConfig | None = None
+    #: demo mode (``warnd serve --demo``, never from the file): the example hook secret is
+    #: accepted, and only on a loopback listener
+    demo: bool = False
 
     def require_daemon(self) -> None:
         """Raise ConfigError naming what ``warnd serve`` lacks; read the hooks secret once."""
@@ -181,7 +153,14 @@ class Config:
                 f"warnd serve 还需要 needs {what}", source=str(self.path), field=missing[0]
             )
         assert self.hooks is not None
-        self.hooks.secret()
+        if self.demo and self.listen.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                "演示模式只监听本机 --demo listens on loopback only",
+                source=str(self.path),
+                field="listen.host",
+                value=self.listen.host,
+            )
+        self.hooks.secret(demo=self.demo)
 
     def channels_for(self, kind: str) -> tuple[ChannelConfig, ...]:
         """Channels that carry ``kind``, in config order (the fallback order)."""
@@ -238,22 +217,6 @@ def parse_rate(text: object) -> RateLimit:
 def _is_secret_key(key: str) -> bool:
     low = key.lower()
     return any(low == w or low.endswith(("_" + w, "-" + w)) for w in _SECRET_WORDS)
-
-
-def secret_ref(options: _Table, prefix: str) -> tuple[Path | None, str | None]:
-    """Exactly one of ``secret_file`` / ``secret_env`` (hooks, and channels that sign)."""
-    if ("secret_file" in options) == ("secret_env" in options):
-        message = "须且只能有一个 needs exactly one of secret_file, secret_env"
-        raise ConfigError(message, field=prefix.rstrip("."))
-    key = "secret_file" if "secret_file" in options else "secret_env"
-    value = options[key]
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            "应为非空字符串 must be a non-empty string", field=prefix + key, value=value
-        )
-    if key == "secret_env" and not _ENV_NAME.fullmatch(value):
-        raise ConfigError("不是环境变量名 not a variable name", field=prefix + key, value=value)
-    return (Path(value.strip()), None) if key == "secret_file" else (None, value)
 
 
 class _Loader:
@@ -357,7 +320,8 @@ class _Loader:
     def config(self, path: Path, doc: dict[str, Any]) -> Config:
         self.refuse_secrets(doc, "")
         top = ("timezone", "store", "contacts", "stages", "ack", "escalation", "trigger")
-        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels", "wall", "feed_alarms"), "")
+        keys = ("listen", "monitor", "hooks", "feeds", "channels", "wall", "feed_alarms")
+        self.keys(doc, (*top, *keys), "")
         timezone = self.string(doc, "timezone", "", "Asia/Shanghai")
         try:
             tz = ZoneInfo(timezone)
@@ -371,6 +335,7 @@ class _Loader:
         contacts = self.table(doc, "contacts", ("path",))
         contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
         channels = self.channels(doc)
+        listen = read_listen(self, doc)
         return Config(
             path=path,
             timezone=timezone,
@@ -378,7 +343,8 @@ class _Loader:
             store_url=store_url,
             contacts_path=contacts_path,
             policy=self.policy(doc),
-            listen=self.listen(doc),
+            listen=listen,
+            monitor=read_monitor(self, doc, listen),
             hooks=self.hooks(doc),
             feeds=load_feeds(self, doc),
             channels=channels,
@@ -420,15 +386,6 @@ class _Loader:
             message = f"应为 must be one of {', '.join(DIRECTORY_LEVELS)}"
             raise self.error(prefix + "level", message, level)
         return StagePolicy(cast(Level, level), self.duration(raw, "lead", prefix, timedelta(0)))
-
-    def listen(self, doc: dict[str, Any]) -> ListenConfig:
-        raw = self.table(doc, "listen", ("host", "port", "public_url"))
-        host = self.string(raw, "host", "listen.", "127.0.0.1")
-        port = self.integer(raw, "port", "listen.", 8620, 65535)
-        public = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        if "public_url" in raw:
-            public = self.http_url(raw, "public_url", "listen.")
-        return ListenConfig(host, port, public.rstrip("/"))
 
     def hooks(self, doc: dict[str, Any]) -> HooksConfig | None:
         if "hooks" not in doc:

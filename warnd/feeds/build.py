@@ -120,7 +120,10 @@ def build_feed(
                 **http,
             )
         select = prefilter(feed_scope(cfg, scope)) if cfg.prefilter else None
-        return HttpFeed(cfg.name, cfg.url, timeout_s=timeout, now=now, select=select, **http)
+        allow = cfg.allow_hosts
+        return HttpFeed(
+            cfg.name, cfg.url, timeout_s=timeout, now=now, select=select, allow=allow, **http
+        )
     except ConfigError as exc:
         if exc.source is not None:
             raise

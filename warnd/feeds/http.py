@@ -4,7 +4,9 @@ Polite and robust: conditional GET on the index, bounded bodies, retries with ex
 backoff only for faults that can pass (connection errors, timeouts, 5xx, 429), and linked CAP
 documents fetched once. Anything that fails is retried on the next poll: the index validators
 (ETag, Last-Modified) are only kept when a poll handled everything it saw, and a linked
-document is only remembered after ``ingest`` has answered for it.
+document is only remembered after ``ingest`` has answered for it. Every fetch and redirect
+passes the feed's ``FetchGuard`` (no internal addresses, ``warnd.feeds.guard``); a link to one
+is refused once, remembered and not fetched again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from warnd.feeds import (
     one_line,
 )
 from warnd.feeds.cma import newest_item
+from warnd.feeds.guard import FetchGuard, InternalAddress
 from warnd.feeds.index import IndexItem, read_index
 from warnd.xmlsafe import MAX_BYTES
 
@@ -103,6 +106,7 @@ class HttpFeed:
         max_backoff_s: float = 30.0,
         remember: int = 10_000,
         select: Select | None = None,
+        allow: tuple[str, ...] = (),
     ) -> None:
         _check_url(url, field=f"feeds.{name}.url")
         if max_tries < 1:
@@ -126,6 +130,7 @@ class HttpFeed:
         self._tracker = StatusTracker(now)
         self._select = select
         self._listing: tuple[int, str | None] = (0, None)  # (entries, newest) of the last index
+        self.guard = FetchGuard(name, url, allow)
 
     @property
     def status(self) -> FeedStatus:
@@ -139,7 +144,7 @@ class HttpFeed:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+            self._session = self.guard.session(headers={"User-Agent": USER_AGENT})
             self._own_session = True
         return self._session
 
@@ -194,8 +199,8 @@ class HttpFeed:
     async def _get_once(self, url: str, headers: dict[str, str]) -> _Fetched | None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
-            async with self._client().get(
-                url, headers=headers, timeout=timeout, max_redirects=5
+            async with self.guard.get(
+                self._client(), url, headers=headers, timeout=timeout, max_redirects=5
             ) as resp:
                 status = resp.status
                 if status == 304:
@@ -277,16 +282,21 @@ class HttpFeed:
             batch = new[start : start + _FETCH_CONCURRENCY]
             docs = await asyncio.gather(*(self._fetch_doc(link) for _key, link in batch))
             for (key, link), doc in zip(batch, docs, strict=True):
-                if isinstance(doc, str):
+                if doc is None:  # an internal address: refused (logged, counted) for good
+                    self._remember(key)
+                elif isinstance(doc, str):
                     tally.fail(doc)
                 elif await self._ingest(FeedItem(doc, link), ingest, tally):
                     self._remember(key)
         return self._finish(tally, validators=fetched, digest=digest)
 
-    async def _fetch_doc(self, link: str) -> bytes | str:
-        """A linked CAP document's body, or a one-line error (it is retried next poll)."""
+    async def _fetch_doc(self, link: str) -> bytes | str | None:
+        """A linked CAP document's body, a one-line error (retried next poll), or None for a
+        link the guard refused (never fetched)."""
         try:
             fetched = await self._get(link, conditional=False)
+        except InternalAddress:
+            return None
         except WarndError as exc:
             log.warning("feed.link_failed", feed=self.name, link=link, error=str(exc))
             return f"获取失败 fetch failed: {link}: {one_line(exc)}"
