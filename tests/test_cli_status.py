@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, drop_pg_database, fresh_pg_database, pg_url
 from factory import cap_xml, county_rows
 from rich.console import Console
 from scenario import T0, Scenario
@@ -107,8 +107,7 @@ def master(
     tmp = tmp_path_factory.mktemp("desk")
     url = None
     if request.param == "postgresql":
-        assert PG_URL is not None
-        url = asyncio.run(fresh_pg_database(PG_URL))
+        url = asyncio.run(fresh_pg_database(pg_url()))
     sc = Scenario(
         tmp,
         url,
@@ -119,8 +118,7 @@ def master(
     asyncio.run(fill(sc))
     yield sc.url, sc.contacts
     if url is not None:
-        assert PG_URL is not None
-        asyncio.run(drop_pg_database(PG_URL, url))
+        asyncio.run(drop_pg_database(pg_url(), url))
 
 
 @pytest.fixture
@@ -131,12 +129,11 @@ def desk(master: tuple[str, Path], tmp_path: Path) -> Iterator[Desk]:
         shutil.copyfile(source, tmp_path / "copy.db")
         yield Desk(tmp_path, f"sqlite:///{tmp_path / 'copy.db'}", contacts)
         return
-    assert PG_URL is not None
-    copy = asyncio.run(copy_pg_database(PG_URL, url))
+    copy = asyncio.run(copy_pg_database(pg_url(), url))
     try:
         yield Desk(tmp_path, copy, contacts)
     finally:
-        asyncio.run(drop_pg_database(PG_URL, copy))
+        asyncio.run(drop_pg_database(pg_url(), copy))
 
 
 async def copy_pg_database(base_url: str, url: str) -> str:

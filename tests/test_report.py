@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, chromium, drop_pg_database, fresh_pg_database, pg_url
 from factory import cap_xml, county_rows
 from scenario import T0, Scenario
 
@@ -66,7 +65,7 @@ def filled(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Filled]:
     tmp = tmp_path_factory.mktemp("report")
-    url = asyncio.run(fresh_pg_database(PG_URL)) if request.param == "postgresql" else None
+    url = asyncio.run(fresh_pg_database(pg_url())) if request.param == "postgresql" else None
     sc = Scenario(
         tmp,
         url,
@@ -87,8 +86,7 @@ def filled(
     asyncio.run(run())
     yield Filled(sc, feed)
     if url is not None:
-        assert PG_URL is not None
-        asyncio.run(drop_pg_database(PG_URL, url))
+        asyncio.run(drop_pg_database(pg_url(), url))
 
 
 def report_json(f: Filled, target: str = KEY, *extra: str) -> dict[str, Any]:
@@ -358,13 +356,7 @@ def count_colour(rows: list[bytes], width: int, rgb: tuple[int, int, int], bpp: 
 
 
 def test_html_report_renders_with_its_charts_in_headless_chromium(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-    )
-    assert chromium is not None, (
-        "headless Chromium is required for the screenshot check: "
-        "apt-get install -y chromium fonts-noto-cjk (CI: .ci/run must install it)"
-    )
+    binary = chromium()  # skips without Chromium, unless WARND_REQUIRE_CHROMIUM=1 (CI)
     # the page of a drill file: no store needed, the same renderer as for a stored warning
     sc = Scenario(tmp_path, rows=county_rows(townships=2, villages=2))
     (tmp_path / "feed").mkdir()
@@ -390,6 +382,8 @@ def test_html_report_renders_with_its_charts_in_headless_chromium(tmp_path: Path
             "1280",
             "--height",
             "900",
+            "--chromium",
+            binary,
         ],
         capture_output=True,
         text=True,
