@@ -295,7 +295,7 @@ async def simulate(
         store = await Store.open(f"sqlite:///{tmp}/drill.db")
         try:
             if not feed:
-                return {"events": [], "summary": summarise([], [])}
+                return {"events": [], "summary": summarise([], []), "warnings": []}
             clock = ManualClock(feed[0].alert.sent)
             ctx = Context(
                 store=store, directory=directory, policy=policy, clock=clock, public_url=public_url
@@ -306,6 +306,11 @@ async def simulate(
             sim = Simulation(engine, clock, feed, responders, progress)
             await sim.run()
             result = await report(store, ctx.tz)
+            # each warning's T and timetable: `warnd report` judges the file by them, exactly
+            # as it judges a stored warning (no estimate from the stage times)
+            from warnd.report.load import drill_facts
+
+            result["warnings"] = await drill_facts(store, ctx.tz)
             result["summary"]["messages"] = dict(sim.outcomes)
             result["summary"]["duplicates"] = sim.outcomes.get(str(Outcome.DUPLICATE), 0)
             result["summary"]["sent"] = dict(sim.sent)

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from warnd import directory as directory_mod
 from warnd.cli import main
-from warnd.cli.common import config_option, fail, guarded, load
+from warnd.cli.common import config_option, fail, guarded, json_option, load
 from warnd.cli.status import console, open_store
 from warnd.policy import Config, Policy
 from warnd.report import Report
@@ -92,6 +92,7 @@ class Bar:
     "--limit", type=int, default=40, show_default=True, help="rows per list on the terminal"
 )
 @config_option
+@json_option
 @guarded
 def report_cmd(
     target: str,
@@ -100,13 +101,18 @@ def report_cmd(
     contacts: str | None,
     limit: int,
     config_path: str | None,
+    as_json: bool,
 ) -> None:
     """复盘报告 (after-action report): per level reached in time, acknowledgement times,
     redials and escalations, posts nobody answered, channel success.
 
     WARNING is a warning key or a unique prefix of its identifier; a path to an existing
-    ``.json`` file is read as a ``warnd drill simulate`` report.
+    ``.json`` file is read as a ``warnd drill simulate`` report. ``--json`` is ``--format json``.
     """
+    if as_json:
+        if fmt not in ("terminal", "json"):
+            fail(f"--json 即 --format json，不能与 --format {fmt} 同用 (--json is --format json)")
+        fmt = "json"
     path = Path(target)
     drill_file = path.suffix.lower() == ".json" or path.is_file()
     config = load(config_path, required=not drill_file)
