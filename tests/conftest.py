@@ -126,6 +126,9 @@ def _fresh_logging() -> Iterator[None]:
     """Commands configure structlog for the process; give every test the defaults back."""
     yield
     structlog.reset_defaults()
+    from warnd import logs
+
+    logs.set_timezone(None)
 
 
 # The external corpus is an extra suite: without the folder its modules are not collected and

@@ -201,3 +201,83 @@ def test_3_ack_refuses_both_or_neither_of_contact_and_division_in_chinese(tmp_pa
         (line,) = res.stderr.splitlines()
         assert line.startswith("warnd: ") and "Traceback" not in line
         assert "\u4e00" <= line[len("warnd: ")] <= "\u9fff", line  # Chinese first
+
+
+# --- 6. log lines: the stage's level survives, timestamps carry the configured offset ------------
+
+
+RESERVED_LOG_KEYS = {"level", "timestamp", "event", "logger", "exc_info"}
+
+
+def test_6_no_log_call_passes_a_key_structlog_writes_itself() -> None:
+    """``level=`` (and the other keys structlog fills in) would be overwritten on every line."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "warnd"
+    clashes = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("debug", "info", "warning", "error", "exception", "msg")
+            ):
+                bad = RESERVED_LOG_KEYS & {k.arg for k in node.keywords if k.arg}
+                if bad:
+                    clashes.append(f"{path.relative_to(root)}:{node.lineno} {sorted(bad)}")
+    assert clashes == []
+
+
+def test_6_stage_fired_names_its_level_and_time_has_the_configured_offset(tmp_path: Path) -> None:
+    import io
+    from zoneinfo import ZoneInfo
+
+    from warnd import logs
+
+    out = io.StringIO()
+    logs.configure(json=True, level="info", file=out, tz=ZoneInfo("Asia/Shanghai"))
+    silent_county(tmp_path, until=1 * M)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    fired = [e for e in lines if e["event"] == "stage_fired"]
+    assert [e["division_level"] for e in fired] == ["county", "township", "village"]
+    assert all(e["level"] == "info" for e in fired)
+    for e in lines:
+        stamp = datetime.fromisoformat(e["timestamp"])
+        assert e["timestamp"].endswith("+08:00") and stamp.utcoffset() == 8 * H, e["timestamp"]
+
+    logs.configure(json=True, level="info", file=out, tz=ZoneInfo("UTC"))
+    structlog_line = io.StringIO()
+    logs.configure(json=True, level="info", file=structlog_line)  # zone kept from before
+    import structlog
+
+    structlog.get_logger("t").info("probe")
+    assert json.loads(structlog_line.getvalue())["timestamp"].endswith("+00:00")
+
+
+# --- 7. status --watch off a terminal prints a frame per interval ---------------------------------
+
+
+def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from warnd.cli import status
+
+    sc = silent_county(tmp_path, until=10 * M)
+    clock = tmp_path / "clock"
+    clock.write_text((SENT + 10 * M).isoformat(), encoding="utf-8")
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:  # the clock file moves; nothing sleeps
+        waits.append(seconds)
+        clock.write_text((SENT + 10 * M + len(waits) * M).isoformat(), encoding="utf-8")
+
+    monkeypatch.setattr(status, "SLEEP", fake_sleep)
+    res = cli(
+        "status", "--watch", "60", "--iterations", "3", "--config", str(sc.config()),
+        "--clock-file", str(clock),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert waits == [60.0, 60.0]
+    heads = [line for line in res.stdout.splitlines() if line.startswith("预警叫应进度")]
+    assert heads == [f"预警叫应进度 status  08:{m}" for m in (25, 26, 27)]
+    assert "\x1b[" not in res.stdout  # no cursor movement or colour codes in a pipe

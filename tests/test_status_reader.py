@@ -201,7 +201,7 @@ def test_an_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:
     for cmd in ("status", "unreached"):
         res = CliRunner().invoke(main, [cmd, "--config", str(cfg)])
         assert res.exit_code == 2, res.output
-        assert res.output.startswith("warnd: cannot open store postgresql://")
+        assert res.output.startswith("warnd: 无法打开数据库 (cannot open store postgresql://")
         assert len(res.output.strip().splitlines()) == 1
 
 

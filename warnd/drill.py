@@ -63,7 +63,7 @@ def load_feed(paths: list[str | Path]) -> list[FeedMessage]:
         elif p.is_file():
             files.append(p)
         else:
-            raise InputError("no such feed file or folder", source=str(p))
+            raise InputError("预警文件或目录不存在 (no such feed file or folder)", source=str(p))
     out = []
     for f in files:
         raw = f.read_bytes()
@@ -92,12 +92,15 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read responders CSV: {exc}", source=str(p)) from None
+        raise InputError(
+            f"无法读取应答人员 CSV (cannot read responders CSV): {exc}", source=str(p)
+        ) from None
     reader = csv.DictReader(io.StringIO(text))
     missing = {"contact_id", "ack_after"} - set(reader.fieldnames or [])
     if missing:
         raise InputError(
-            f"header must be contact_id,ack_after (missing {', '.join(sorted(missing))})",
+            f"表头应为 contact_id,ack_after（缺 {', '.join(sorted(missing))}）"
+            " (header must be contact_id,ack_after)",
             source=str(p),
             line=1,
         )
@@ -107,7 +110,9 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
         cid = (row.get("contact_id") or "").strip()
         raw = (row.get("ack_after") or "").strip()
         if not cid:
-            raise InputError("empty contact_id", source=str(p), line=line, field="contact_id")
+            raise InputError(
+                "contact_id 为空 (empty contact_id)", source=str(p), line=line, field="contact_id"
+            )
         if raw.lower() == "never":
             out[cid] = NEVER
             continue
@@ -115,7 +120,7 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
             out[cid] = parse_duration(raw)
         except ValueError:
             raise InputError(
-                "ack_after must be a duration like 90s or 7m, or never",
+                "ack_after 应为时长（如 90s、7m）或 never (a duration or never)",
                 source=str(p),
                 line=line,
                 field="ack_after",

@@ -74,7 +74,7 @@ def simulate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     except OSError as exc:
-        fail(f"{report_path}: cannot write report: {exc.strerror}")
+        fail(f"无法写入报告 {report_path}：{exc.strerror} (cannot write report)")
     _summary(result["summary"], report_path)
 
 

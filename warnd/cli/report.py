@@ -122,7 +122,7 @@ def report_cmd(
     try:
         if drill_file:
             if not path.is_file():
-                fail(f"{target}: no such drill report file")
+                fail(f"找不到演练报告文件 {target} (no such drill report file)")
             from warnd.report.load import from_drill
 
             policy = config.policy if config is not None else Policy.default()
@@ -156,7 +156,7 @@ def _directory(explicit: str | None, config: Config | None) -> directory_mod.Dir
         d, _problems = directory_mod.load(path)
     except Exception as exc:  # names are a convenience; the report stands without them
         if explicit:
-            fail(f"--contacts: {exc}")
+            fail(f"通讯录无法读取 --contacts (cannot load contacts): {exc}")
         click.echo(f"warnd: 未能读取通讯录 (contacts unavailable): {exc}", err=True)
         return None
     return d
@@ -190,5 +190,5 @@ def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(body, encoding="utf-8", newline="")
     except OSError as exc:
-        fail(f"{out}: cannot write report: {exc.strerror}")
+        fail(f"无法写入报告 {out}：{exc.strerror} (cannot write report)")
     click.echo(f"报告已写入 {out}", err=True)

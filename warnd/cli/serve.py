@@ -36,6 +36,6 @@ def serve_cmd(config_path: str | None, tick: float, clock_file: str | None) -> N
 
     config = load(config_path, required=True)
     assert config is not None
-    logs.configure(level="info")
+    logs.configure(level="info", tz=config.tz)
     clock = FileClock(clock_file) if clock_file else None
     asyncio.run(serve(config, clock=clock, tick_interval=tick))

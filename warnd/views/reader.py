@@ -152,7 +152,9 @@ async def open_reader(url: str) -> Reader:
     dsn = postgres_dsn(url)
     if path is not None:
         if str(path) in ("", ":memory:") or not path.exists():
-            raise StoreError(f"no store at {path}: run `warnd serve` or `warnd db upgrade` first")
+            raise StoreError(
+                f"数据库不存在 (no store at {path}: run `warnd serve` or `warnd db upgrade` first)"
+            )
         reader = SQLiteReader(path)
         has_version = (
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
@@ -164,7 +166,9 @@ async def open_reader(url: str) -> Reader:
             " WHERE schemaname = current_schema() AND tablename = 'alembic_version'"
         )
     else:
-        raise StoreError(f"store.url must be sqlite:///PATH or postgresql://...: {url!r}")
+        raise StoreError(
+            f"数据库地址不对 (store.url must be sqlite:///PATH or postgresql://...): {url!r}"
+        )
     try:
         at = None
         if (await reader.fetch(has_version))[0][0]:
