@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,156 @@ def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
     heads = [line for line in res.stdout.splitlines() if line.startswith("预警叫应进度")]
     assert heads == [f"预警叫应进度 status  08:{m}" for m in (25, 26, 27)]
     assert "\x1b[" not in res.stdout  # no cursor movement or colour codes in a pipe
+
+
+# --- 5. names, numbers as dialled, durations in days and hours, Chinese first ---------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_5_numbers_as_a_duty_officer_dials_them() -> None:
+    from warnd.views import display
+
+    assert display.phone("+867434222110") == "0743-4222110"  # 泸溪 county duty office
+    assert display.phone("+861012345678") == "010-12345678"  # Beijing: a 2-digit area code
+    assert display.phone("+8613944541628") == "13944541628"  # a mobile: its 11 digits
+    assert display.phone("+14155550100") == "+1 415-555-0100"  # a foreign number as such
+
+
+def test_5_durations_in_days_and_hours_and_never_a_negative_ago() -> None:
+    from warnd.views import display
+
+    assert display.span(12981 * H + 9 * M) == "540天21小时"
+    assert display.span(5 * H + 7 * M) == "5小时07分"
+    assert display.span(25 * M + timedelta(seconds=59)) == "25分"
+    assert display.relative(-(12981 * H + 9 * M)) == "已过 540天21小时"
+    assert display.relative(90 * M) == "还有 1小时30分"
+    assert display.ago(-28 * M, drill=True) == "演练时间"
+    assert display.ago(-28 * M) == "刚刚"
+    assert display.ago(3 * H) == "3小时00分前"
+    assert display.before_onset(-12 * M) == "发生后 12分"
+
+
+def test_5_status_shows_names_and_dialled_numbers_of_the_shipped_directory(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        line.split(",")
+        for line in (REPO / "contacts" / "433122-luxi.csv").read_text("utf-8").splitlines()[1:]
+    ]
+    sc = Scenario(tmp_path, rows=rows, start=SENT)
+
+    async def fill() -> None:
+        async with sc:
+            await sc.arrive(cap_xml(KEY, SENT, geocodes=("433122101201",)))  # 马王溪村
+            await sc.run_until(SENT + 50 * M)  # nobody answers: the duty office is being called
+
+    asyncio.run(fill())
+    config = str(sc.config())
+    res = cli("status", KEY, "--config", config, "--clock-file", clock_file(tmp_path, SENT + H))
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "瞿学文" in out and "c-433122101201-a1" not in out  # the village A by name
+    assert "0743-4222110" in out and "+867434222110" not in out  # the duty office's landline
+    assert "13736911882" in out and "+8613736911882" not in out
+    later = clock_file(tmp_path, SENT + 12981 * H + 9 * M)
+    title = cli("status", KEY, "--config", config, "--clock-file", later).stdout
+    assert "（已过 540天21小时）" in title and "12981h" not in title
+
+
+def test_5_operator_errors_are_chinese_first(tmp_path: Path) -> None:
+    sc = silent_county(tmp_path, until=10 * M)
+    config = str(sc.config())
+    responders = tmp_path / "bad.csv"
+    responders.write_text("who,when\n", encoding="utf-8")
+    runs = [
+        ("status", "--watch", "--json", "--config", config),
+        ("status", "--pending", "--config", config),
+        ("unreached", "--county", "43x", "--config", config),
+        ("report", str(tmp_path / "missing.json"), "--config", config),
+        ("report", KEY, "--format", "csv", "--json", "--config", config),
+        ("plan", str(REPO / "examples/feed/43312241600000_20250614081500.xml"), "--at", "x"),
+        ("drill", "simulate", "--feed", str(tmp_path / "none"), "--contacts", str(sc.contacts),
+         "--responders", str(responders), "--report", str(tmp_path / "r.json")),
+        ("drill", "simulate", "--feed", str(REPO / "examples/feed"), "--contacts",
+         str(sc.contacts), "--responders", str(responders), "--report", str(tmp_path / "r.json")),
+    ]  # fmt: skip
+    for args in runs:
+        res = cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        (line,) = res.stderr.splitlines()
+        assert line.startswith("warnd: ") and "Traceback" not in line
+        assert chinese_first(line[len("warnd: ") :]), (args, line)
+
+
+def chinese_first(message: str) -> bool:
+    """The message (after the file it names, if any: ``/path/f.csv:1: ...``) starts in Chinese."""
+    text = re.sub(r"^/\S*?(:\d+)?: (\S+: )?", "", message)
+    return "\u4e00" <= text[:1] <= "\u9fff"
+
+
+# --- 8. drill simulate: responders and contacts are checked; --feed a b; --json everywhere -------
+
+
+def drill_args(tmp: Path, contacts: Path, responders: str, *feeds: str) -> list[str]:
+    csv_file = tmp / "responders.csv"
+    csv_file.write_text(responders, encoding="utf-8")
+    out = ["drill", "simulate", "--feed", *feeds, "--contacts", str(contacts)]
+    return [*out, "--responders", str(csv_file), "--report", str(tmp / "drill.json")]
+
+
+def test_8_a_responder_not_in_the_directory_is_an_error(tmp_path: Path) -> None:
+    sc = Scenario(tmp_path, rows=county_rows(townships=1, villages=1))
+    (tmp_path / "w.xml").write_bytes(cap_xml(KEY, SENT))
+    rows = "contact_id,ack_after\nc-433122-a,2m\nc-433122-z,3m\n"
+    res = cli(*drill_args(tmp_path, sc.contacts, rows, str(tmp_path / "w.xml")))
+    assert res.exit_code == 2 and res.stdout == ""
+    (line,) = res.stderr.splitlines()
+    assert f"responders.csv:3: contact_id: 通讯录中没有此联系人" in line and "c-433122-z" in line
+    assert not (tmp_path / "drill.json").exists()
+
+
+def test_8_a_broken_contacts_folder_is_an_error_not_a_warning(tmp_path: Path) -> None:
+    sc = Scenario(tmp_path, rows=county_rows(townships=1, villages=1))
+    with (sc.contacts / "contacts.csv").open("a", encoding="utf-8") as f:
+        f.write("c-433122-x,433122,泸溪县,county,A,防汛责任人,某人,12345,\n")  # a bad number
+    (tmp_path / "w.xml").write_bytes(cap_xml(KEY, SENT))
+    res = cli(*drill_args(tmp_path, sc.contacts, "contact_id,ack_after\n", str(tmp_path / "w.xml")))
+    assert res.exit_code == 2 and res.stdout == ""
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("warnd: 通讯录有 1 个问题") and "warnd contacts check" in line
+    assert not (tmp_path / "drill.json").exists()
+
+
+def test_8_several_feeds_after_one_flag_and_json_output(tmp_path: Path) -> None:
+    sc = Scenario(tmp_path, rows=county_rows(townships=1, villages=1))
+    first, update = tmp_path / "a.xml", tmp_path / "b.xml"
+    first.write_bytes(cap_xml(KEY, SENT, onset=SENT + 7 * H))
+    sender = "433122_Meteorological_Observatory"
+    update.write_bytes(
+        cap_xml(
+            "43312241600006_20250704091500",
+            SENT + H,
+            onset=SENT + 8 * H,
+            msg_type="Update",
+            references=[(sender, KEY, SENT)],
+        )
+    )
+    rows = "contact_id,ack_after\nc-433122-a,2m\n"
+    one_flag = cli(*drill_args(tmp_path, sc.contacts, rows, str(first), str(update)), "--json")
+    assert one_flag.exit_code == 0, one_flag.output
+    out = json.loads(one_flag.stdout)
+    assert out["report"] == str(tmp_path / "drill.json")
+    assert out["summary"]["messages"] == {"accepted": 2} and out["summary"]["warnings"] == 1
+    args = drill_args(tmp_path, sc.contacts, rows, str(first))
+    repeated = cli(*args[:4], "--feed", str(update), *args[4:], "--json")
+    assert repeated.exit_code == 0, repeated.output
+    assert json.loads(repeated.stdout)["summary"]["messages"] == out["summary"]["messages"]
+
+
+def test_8_json_on_report_and_db_upgrade(tmp_path: Path) -> None:
+    sc = silent_county(tmp_path, until=10 * M)
+    config = str(sc.config())
+    assert ok_json("report", KEY, "--config", config)["warnings"][0]["key"] == KEY
+    assert ok_json("db", "upgrade", "--config", config)["current"] is True
+    assert ok_json("db", "status", "--config", config)["current"] is True

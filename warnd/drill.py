@@ -86,8 +86,14 @@ def horizon(alerts: Sequence[Alert], policy: Policy) -> datetime | None:
     return max(max(a.sent, (a.onset or a.effective or a.sent) - shortest) + ladder for a in alerts)
 
 
-def load_responders(path: str | Path) -> dict[str, timedelta | None]:
-    """``contact_id,ack_after`` rows: a duration after the first attempt of each call, or never."""
+def load_responders(
+    path: str | Path, directory: Directory | None = None
+) -> dict[str, timedelta | None]:
+    """``contact_id,ack_after`` rows: a duration after the first attempt of each call, or never.
+
+    With ``directory``, a row naming a contact that is not in it is an error: a drill must not
+    quietly leave a misspelt responder silent.
+    """
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8-sig")
@@ -112,6 +118,14 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
         if not cid:
             raise InputError(
                 "contact_id 为空 (empty contact_id)", source=str(p), line=line, field="contact_id"
+            )
+        if directory is not None and directory.contact(cid) is None:
+            raise InputError(
+                "通讯录中没有此联系人 (contact not in the directory)",
+                source=str(p),
+                line=line,
+                field="contact_id",
+                value=cid,
             )
         if raw.lower() == "never":
             out[cid] = NEVER
@@ -294,7 +308,7 @@ async def simulate(
 ) -> dict[str, Any]:
     """Run a whole drill in virtual time and return the report (nothing is sent)."""
     feed = load_feed(feed_paths)
-    responders = load_responders(responders_path)
+    responders = load_responders(responders_path, directory)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="warnd-drill-") as tmp:
         store = await Store.open(f"sqlite:///{tmp}/drill.db")

@@ -111,7 +111,10 @@ def report_cmd(
     """
     if as_json:
         if fmt not in ("terminal", "json"):
-            fail(f"--json 即 --format json，不能与 --format {fmt} 同用 (--json is --format json)")
+            fail(
+                f"不能同用 --json 与 --format {fmt}：--json 即 --format json"
+                " (--json is --format json)"
+            )
         fmt = "json"
     path = Path(target)
     drill_file = path.suffix.lower() == ".json" or path.is_file()

@@ -147,7 +147,7 @@ def status_cmd(
         )
     if watch is not None and as_json:
         fail(
-            "--watch 与 --json 不能同用，请重复运行 --json (--watch and --json do not go together)"
+            "不能同用 --watch 与 --json：请重复运行 --json (--watch and --json do not go together)"
         )
     if watch is not None and not 0 < watch <= 3600:
         fail(
