@@ -387,7 +387,7 @@ def test_8_a_responder_not_in_the_directory_is_an_error(tmp_path: Path) -> None:
     res = cli(*drill_args(tmp_path, sc.contacts, rows, str(tmp_path / "w.xml")))
     assert res.exit_code == 2 and res.stdout == ""
     (line,) = res.stderr.splitlines()
-    assert f"responders.csv:3: contact_id: 通讯录中没有此联系人" in line and "c-433122-z" in line
+    assert "responders.csv:3: contact_id: 通讯录中没有此联系人" in line and "c-433122-z" in line
     assert not (tmp_path / "drill.json").exists()
 
 
