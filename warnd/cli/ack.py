@@ -13,6 +13,7 @@ from warnd.cli.common import config_option, emit_json, fail, guarded, json_optio
 from warnd.clock import SystemClock
 from warnd.engine import Context, Engine
 from warnd.engine.acks import AckResult
+from warnd.errors import WarndError
 from warnd.report import LEVEL_ZH, SOURCE_ZH
 from warnd.store import Store
 
@@ -53,7 +54,18 @@ def ack_cmd(
         )
     config = load(config_path, required=True)
     assert config is not None
-    result, names = asyncio.run(_ack(config, warning, contact_id, division, by, note))
+    try:
+        result, names = asyncio.run(_ack(config, warning, contact_id, division, by, note))
+    except WarndError:
+        raise
+    except Exception as exc:  # the driver's own errors: a read-only store, a lost server
+        hint = ""
+        if "readonly" in str(exc).replace(" ", "").lower() or isinstance(exc, PermissionError):
+            hint = "；值班员请以守护进程的用户登记：sudo -u warnd warnd ack …（docs/deployment.md）"
+        fail(
+            f"无法写入数据库{hint} (cannot write the store {config.store_url}):"
+            f" {type(exc).__name__}: {exc}"
+        )
     who = _who(result.contact_id, names)
     if as_json:
         emit_json(
