@@ -261,3 +261,58 @@ def warm_up(folder: Path) -> None:
         ("ack", KEY, "--division", "433122100200", "--by", "x"),
     ):
         assert CliRunner().invoke(main, [*args, *cfg]).exit_code == 0
+
+
+def test_duty_officers_on_postgresql_read_through_a_read_only_role(tmp_path: Path) -> None:
+    """The PostgreSQL way (docs/deployment.md): a login role with read access only."""
+    import asyncpg
+    from conftest import drop_pg_database, fresh_pg_database, pg_url
+
+    base = pg_url()
+    url = asyncio.run(fresh_pg_database(base))
+    role = f"warnd_duty_{os.getpid()}"
+    sc = Scenario(tmp_path, url, rows=county_rows(townships=1, villages=1), start=SENT)
+
+    async def setup() -> None:
+        async with sc:
+            await sc.arrive(cap_xml(KEY, SENT))
+            await sc.run_until(SENT + timedelta(minutes=50))
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            await conn.execute(f'GRANT pg_read_all_data TO "{role}"')
+        finally:
+            await conn.close()
+
+    async def teardown() -> None:
+        await drop_pg_database(base, url)
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    try:
+        _user, rest = url.split("://", 1)[1].split("@", 1)
+        duty_url = f"postgresql://{role}@{rest}"
+        cfg = tmp_path / "duty.toml"
+        cfg.write_text(
+            f'[store]\nurl = "{duty_url}"\n[contacts]\npath = "{sc.contacts}"\n', encoding="utf-8"
+        )
+        clock = tmp_path / "clock"
+        clock.write_text((SENT + timedelta(minutes=55)).isoformat(), encoding="utf-8")
+        args = ["--config", str(cfg)]
+        seen = ["--clock-file", str(clock)]
+        status = CliRunner().invoke(main, ["status", KEY, "--json", *args, *seen])
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.stdout)["warning"]["key"] == KEY
+        listed = CliRunner().invoke(main, ["unreached", "--json", *args, *seen])
+        assert listed.exit_code == 0 and json.loads(listed.stdout)["entries"]
+        ack = ["ack", KEY, "--division", "433122100200", "--by", "张三", *args]
+        refused = CliRunner().invoke(main, ack)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith("warnd: 无法写入数据库") and "sudo -u warnd" in line
+    finally:
+        asyncio.run(teardown())

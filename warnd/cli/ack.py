@@ -60,7 +60,8 @@ def ack_cmd(
         raise
     except Exception as exc:  # the driver's own errors: a read-only store, a lost server
         hint = ""
-        if "readonly" in str(exc).replace(" ", "").lower() or isinstance(exc, PermissionError):
+        words = str(exc).replace(" ", "").lower()
+        if "readonly" in words or "permissiondenied" in words or isinstance(exc, PermissionError):
             hint = "；值班员请以守护进程的用户登记：sudo -u warnd warnd ack …（docs/deployment.md）"
         fail(
             f"无法写入数据库{hint} (cannot write the store {config.store_url}):"
