@@ -233,6 +233,11 @@ def test_duty_officers_read_the_store_and_ack_through_the_daemons_user(base: Pat
     text = warnd(OFFICER_USER, "status", KEY, *desk, *seen)
     assert text["code"] == 0, text
     assert "镇长0" in text["stdout"] and "13810000" in text["stdout"]
+    # the report opens the store for writing (its schema check): as the daemon's user too
+    report = warnd(OFFICER_USER, "report", KEY, "--json", *desk)
+    assert report["code"] == 2 and "sudo -u warnd warnd" in report["stderr"], report
+    report = warnd(WARND_USER, "report", KEY, "--json", *desk)
+    assert report["code"] == 0 and json.loads(report["stdout"])["warnings"][0]["key"] == KEY
     assert set(files(state)) == {"warnd.db"}
     # the daemon's user writes while the daemon is down; officers see it at once
     again = warnd(WARND_USER, "ack", KEY, "--division", "433122100", "--by", "李四", *desk)

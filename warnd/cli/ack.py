@@ -10,6 +10,7 @@ import click
 from warnd import directory
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
+from warnd.cli.status import sudo_hint
 from warnd.clock import SystemClock
 from warnd.engine import Context, Engine
 from warnd.engine.acks import AckResult
@@ -59,10 +60,7 @@ def ack_cmd(
     except WarndError:
         raise
     except Exception as exc:  # the driver's own errors: a read-only store, a lost server
-        hint = ""
-        words = str(exc).replace(" ", "").lower()
-        if "readonly" in words or "permissiondenied" in words or isinstance(exc, PermissionError):
-            hint = "；值班员请以守护进程的用户登记：sudo -u warnd warnd ack …（docs/deployment.md）"
+        hint = sudo_hint(exc).replace("warnd warnd …", "warnd warnd ack …")
         fail(
             f"无法写入数据库{hint} (cannot write the store {config.store_url}):"
             f" {type(exc).__name__}: {exc}"

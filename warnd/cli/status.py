@@ -49,7 +49,19 @@ async def open_store(config: Config) -> Store:
     except WarndError:
         raise
     except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
-        fail(f"无法打开数据库 (cannot open store {config.store_url}): {type(exc).__name__}: {exc}")
+        hint = sudo_hint(exc)
+        fail(
+            f"无法打开数据库{hint} (cannot open store {config.store_url}):"
+            f" {type(exc).__name__}: {exc}"
+        )
+
+
+def sudo_hint(exc: BaseException) -> str:
+    """For a store this user may read but not write (a duty officer): how to run it instead."""
+    words = str(exc).replace(" ", "").lower()
+    if "readonly" in words or "permissiondenied" in words or isinstance(exc, PermissionError):
+        return "；值班员请以守护进程的用户运行：sudo -u warnd warnd …（docs/deployment.md）"
+    return ""
 
 
 async def open_store_reader(config: Config) -> Reader:
