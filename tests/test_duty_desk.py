@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 from factory import cap_xml, county_rows
 from scenario import Scenario
@@ -23,6 +24,14 @@ from warnd.cli import main
 H, M = timedelta(hours=1), timedelta(minutes=1)
 SENT = datetime.fromisoformat("2025-07-04T08:15:00+08:00")
 KEY = "43312241600005_20250704081500"
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run where no config/warnd.toml exists: a command without --config gets the defaults."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
 
 
 def cli(*args: str) -> Result:
@@ -296,6 +305,33 @@ def test_5_numbers_as_a_duty_officer_dials_them() -> None:
     assert display.phone("+861012345678") == "010-12345678"  # Beijing: a 2-digit area code
     assert display.phone("+8613944541628") == "13944541628"  # a mobile: its 11 digits
     assert display.phone("+14155550100") == "+1 415-555-0100"  # a foreign number as such
+
+
+def test_5_landlines_split_their_area_code_as_phonenumbers_does() -> None:
+    """The display's own area-code rule (no 0.15 s phonenumbers import on the 1 s path) agrees
+    with phonenumbers on numbers of 2- and 3-digit area codes."""
+    import random
+
+    import phonenumbers
+
+    from warnd.phone import normalise
+    from warnd.views import display
+
+    rng = random.Random(13)
+    areas = ["10", "20", "21", "23", "27", "29", "311", "371", "551", "731", "743", "755", "991"]
+    checked = 0
+    for area in areas:
+        for digits in (7, 8):
+            number = normalise("0" + area + "".join(rng.choice("23456789") for _ in range(digits)))
+            if number is None:
+                continue  # not a valid length for that area
+            parsed = phonenumbers.parse(number)
+            cut = phonenumbers.length_of_geographical_area_code(parsed)
+            national = str(parsed.national_number)
+            assert display.phone(number) == f"0{national[:cut]}-{national[cut:]}", number
+            checked += 1
+    assert checked >= len(areas)
+    assert display.phone("+864001234567") == "400-123-4567"
 
 
 def test_5_durations_in_days_and_hours_and_never_a_negative_ago() -> None:

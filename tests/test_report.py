@@ -228,6 +228,8 @@ def test_drill_file_gives_the_same_report_as_the_store(filled: Filled, tmp_path:
             str(responders),
             "--report",
             str(drill),
+            "--config",  # the store's policy (not the repository's config/warnd.toml)
+            str(filled.config),
         ],
     )
     assert res.exit_code == 0, res.output

@@ -26,6 +26,7 @@ from sqlmodel import col
 from warnd import cap
 from warnd.cap import Alert
 from warnd.clock import ManualClock
+from warnd.deadline import reference_time
 from warnd.directory import Directory
 from warnd.duration import parse_duration
 from warnd.engine import Context, Engine
@@ -83,7 +84,10 @@ def horizon(alerts: Sequence[Alert], policy: Policy) -> datetime | None:
     rungs = 1 + len(policy.ladder)
     ladder = policy.ack.window * policy.ack.attempts * rungs
     shortest = min((s.lead for s in policy.stages), default=timedelta(0))
-    return max(max(a.sent, (a.onset or a.effective or a.sent) - shortest) + ladder for a in alerts)
+    return max(
+        max(a.sent, reference_time(a.onset, a.effective, a.sent)[0] - shortest) + ladder
+        for a in alerts
+    )
 
 
 def load_responders(

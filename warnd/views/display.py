@@ -19,11 +19,18 @@ def phone(number: str) -> str:
     """``number`` (E.164, as stored) in the form a duty officer dials."""
     if not number.startswith("+"):
         return number
-    if number.startswith("+86"):
+    if number.startswith("+86") and number[3:].isdigit():
         national = number[3:]
         if len(national) == 11 and national.startswith("1"):
-            return national  # a mobile: the fast path (no phonenumbers import)
-    import phonenumbers  # a landline or a foreign number: rare, and only then worth the import
+            return national  # a mobile
+        if national[:3] in ("400", "800") and len(national) == 10:
+            return f"{national[:3]}-{national[3:6]}-{national[6:]}"  # a national service line
+        if len(national) in (9, 10, 11) and (national[0] in "23456789" or national[:2] == "10"):
+            # a landline: the area code is 2 digits for Beijing (10) and the 2x cities, else 3
+            # (the rule phonenumbers follows, without its 0.15 s import on the 1 s path)
+            area = 2 if national[:2] == "10" or national[0] == "2" else 3
+            return f"0{national[:area]}-{national[area:]}"
+    import phonenumbers  # a foreign number: rare, and only then worth the import
 
     try:
         parsed = phonenumbers.parse(number, None)
