@@ -170,7 +170,7 @@ def test_3_ack_prints_who_for_which_division_by_whom_and_a_repeat_is_a_duplicate
     line = first.stdout.strip()
     assert "\n" not in line
     assert line.startswith("已登记：张三 记录 村支书0-0（c-433122100200-a） 已应答")
-    assert f"代表 村村0-0（{village}），预警 {KEY}" in line
+    assert f"代表 村0-0（村级 {village}），预警 {KEY}" in line
     assert "已确认收到" not in line  # not the text the responder's phone shows
 
     again = ok_json(*args, "--config", config)

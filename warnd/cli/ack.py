@@ -103,7 +103,7 @@ def said(result: AckResult, who: str, tz: ZoneInfo) -> str:
     if not result.ok:
         return f"未记录：{result.reason}"
     level = LEVEL_ZH.get(result.level or "", "")
-    place = f"{level}{result.division_name or ''}（{result.division}）"
+    place = f"{result.division_name or ''}（{level}级 {result.division}）"
     if result.duplicate:
         how = SOURCE_ZH.get(result.source or "", result.source or "")
         when = f"{result.at.astimezone(tz):%m-%d %H:%M}" if result.at else "此前"
