@@ -241,6 +241,74 @@ def audit(
     return posts, unplaced
 
 
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """What to change in ``[ack]`` so that every post's worst-case ladder fits its budget.
+
+    Each is enough on its own (the other value kept): ``window`` the longest answer window, a
+    whole number of minutes when one fits, ``attempts`` the most attempts (None: no number of
+    attempts fits at this window). ``levels`` are the levels whose posts fail now.
+    """
+
+    window: timedelta | None
+    attempts: int | None
+    levels: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "window": _text(self.window),
+            "window_s": _secs(self.window),
+            "attempts": self.attempts,
+            "levels": list(self.levels),
+        }
+
+
+def ladder_fix(posts: Iterable[PostAudit], policy: Policy) -> Fix | None:
+    """The ``[ack]`` values that make every ladder fit (None when every ladder fits already).
+
+    A post passes when ``attempts × window × rungs < budget``; the binding post of each level
+    is the one with the most rungs.
+    """
+    posts = list(posts)
+    failing = tuple(dict.fromkeys(p.level for p in posts if p.ladder_ok is False))
+    if not failing:
+        return None
+    binding: dict[str, tuple[int, int]] = {}  # level → (most rungs, budget in seconds)
+    for p in posts:
+        if p.budget is None or not p.rungs:
+            continue
+        rungs, budget = len(p.rungs), int(p.budget.total_seconds())
+        if p.level not in binding or rungs > binding[p.level][0]:
+            binding[p.level] = (rungs, budget)
+    attempts, window = policy.ack.attempts, int(policy.ack.window.total_seconds())
+    # the largest whole n with n × k < budget is ceil(budget / k) − 1
+    longest = min(-(-budget // (attempts * rungs)) - 1 for rungs, budget in binding.values())
+    most = min(-(-budget // (window * rungs)) - 1 for rungs, budget in binding.values())
+    if longest >= 60:
+        longest -= longest % 60  # a window people write: whole minutes
+    return Fix(
+        timedelta(seconds=longest) if longest >= 1 else None,
+        most if most >= 1 else None,
+        failing,
+    )
+
+
+def fix_text(fix: Fix, policy: Policy) -> str:
+    """The fix for people (Chinese first), each way on its own, as the config file spells it."""
+    levels = "、".join(LEVEL_ZH.get(lv, lv) for lv in fix.levels)
+    ways = []
+    if fix.window is not None:
+        ways.append(
+            f'[ack] window = "{format_duration(fix.window)}"'
+            f"（现为 {format_duration(policy.ack.window)}）"
+        )
+    if fix.attempts is not None:
+        ways.append(f"[ack] attempts = {fix.attempts}（现为 {policy.ack.attempts}）")
+    if not ways:
+        return f"{levels}级的叫应链放不进 631 时限：请减少 [escalation] ladder 的梯级或加长提前量"
+    return f"{levels}级最坏叫应超时。改法（任选其一）：" + "；或 ".join(ways)
+
+
 def counts(posts: Iterable[PostAudit]) -> dict[str, dict[str, int]]:
     """Posts and failures per level (and in all)."""
     out = {level: {"posts": 0, "failed": 0} for level in (*DIRECTORY_LEVELS, "all")}

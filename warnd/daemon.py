@@ -103,7 +103,9 @@ class Daemon:
             from warnd.errors import ConfigError
 
             raise ConfigError(
-                "warnd serve needs [contacts] path", source=str(cfg.path), field="contacts.path"
+                "warnd serve 需要通讯录 [contacts] path (needs [contacts] path)",
+                source=str(cfg.path),
+                field="contacts.path",
             )
         directory, problems = directory_mod.load(cfg.contacts_path)
         gc.freeze()  # a province directory is long-lived: keep it out of every full GC pass

@@ -22,6 +22,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
+from datetime import datetime, tzinfo
 from typing import Any, TextIO
 
 import structlog
@@ -222,7 +223,7 @@ def _route_stdlib(renderer: Any, json: bool, out: TextIO) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(allow=("suppressed",)),
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     handler = logging.StreamHandler(out)
     handler.setLevel(logging.WARNING)
@@ -256,8 +257,38 @@ def reset() -> None:
         limited.reset()
 
 
-def configure(*, json: bool | None = None, level: str = "info", file: TextIO | None = None) -> None:
-    """Set up structlog once per process (stderr unless ``file``); ``json=None``: JSON off a TTY."""
+#: the zone of log timestamps: the configured one once a config is loaded (None: the machine's)
+_ZONE: tzinfo | None = None
+
+
+def set_timezone(zone: tzinfo | None) -> None:
+    """Write log timestamps in ``zone`` (the config's ``timezone``), with its UTC offset."""
+    global _ZONE
+    _ZONE = zone
+
+
+def _timestamp(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """ISO 8601 with the offset of the configured zone (``2025-06-14T08:15:00.123+08:00``)."""
+    now = datetime.now(_ZONE) if _ZONE is not None else datetime.now().astimezone()
+    event["timestamp"] = now.isoformat(timespec="milliseconds")
+    return event
+
+
+def configure(
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    file: TextIO | None = None,
+    tz: tzinfo | None = None,
+) -> None:
+    """Set up structlog once per process (stderr unless ``file``); ``json=None``: JSON off a TTY.
+
+    ``tz``: the zone of the timestamps (kept when None, e.g. set earlier by ``set_timezone``).
+    """
+    if tz is not None:
+        set_timezone(tz)
     out = file if file is not None else sys.stderr
     if json is None:
         json = not out.isatty()
@@ -271,7 +302,7 @@ def configure(*, json: bool | None = None, level: str = "info", file: TextIO | N
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             _TRACEBACK if json else structlog.processors.format_exc_info,
             _mask,
             renderer,

@@ -368,6 +368,8 @@ async def run(
         ids = await _warning_ids(daemon, plan)
         if interrupted:
             await _abort(daemon, ids, clock.now())
+        else:
+            await _finish(daemon, ids, clock.now())
         if progress is not None and not interrupted:
             progress(total, total)
         result = await _report(daemon, plan, ids, clock, config)
@@ -420,6 +422,28 @@ async def _abort(daemon: Daemon, ids: list[int], now: datetime) -> None:
             update(WarningRow)
             .where(col(WarningRow.id).in_(ids), col(WarningRow.state) == "active")
             .values(state="cancelled", note="演练中止 drill replay interrupted", updated_at=now)
+        )
+
+
+#: the state of a replayed warning once its run is over (``warnd status``: 已结束)
+ENDED = "ended"
+
+
+async def _finish(daemon: Daemon, ids: list[int], now: datetime) -> None:
+    """A run that went to its end: nothing of it is due any more, so its warnings are over.
+
+    Without this they stay ``active`` until their (drill-time, hence far) expiry, and
+    ``warnd status`` would show the drill as 进行中 long after it ended. Their records (calls,
+    answers, the not-woken list) are kept as they are.
+    """
+    assert daemon.store is not None
+    if not ids:
+        return
+    async with daemon.store.write() as s:
+        await s.execute(
+            update(WarningRow)
+            .where(col(WarningRow.id).in_(ids), col(WarningRow.state) == "active")
+            .values(state=ENDED, note="演练回放结束 drill replay finished", updated_at=now)
         )
 
 

@@ -13,7 +13,15 @@ from rich.table import Table
 
 from warnd import directory
 from warnd.cli import main
-from warnd.cli.common import config_option, contacts_path, fail, guarded, load
+from warnd.cli.common import (
+    config_option,
+    contacts_path,
+    emit_json,
+    fail,
+    guarded,
+    json_option,
+    load,
+)
 from warnd.drill import simulate
 from warnd.notice import LEVEL_LABEL
 from warnd.policy import Policy
@@ -31,34 +39,47 @@ def drill() -> None:
     multiple=True,
     required=True,
     metavar="PATH",
-    help="CAP 文件或目录 (repeatable); messages arrive at their sent time",
+    help="CAP 文件或目录 (repeatable, or several paths after one --feed); messages arrive at"
+    " their sent time",
 )
+@click.argument("more_feeds", nargs=-1, metavar="[PATH]...", type=click.Path())
 @click.option("--contacts", metavar="PATH", help="通讯录 contacts CSV file or folder")
 @click.option("--responders", required=True, metavar="CSV", help="contact_id,ack_after")
 @click.option("--report", "report_path", required=True, metavar="OUT.json", help="报告输出")
 @config_option
+@json_option
 @guarded
 def simulate_cmd(
     feeds: tuple[str, ...],
+    more_feeds: tuple[str, ...],
     contacts: str | None,
     responders: str,
     report_path: str,
     config_path: str | None,
+    as_json: bool,
 ) -> None:
-    """模拟演练 (virtual time, nothing is sent; a 12-hour scenario takes seconds)."""
+    """模拟演练 (virtual time, nothing is sent; a 12-hour scenario takes seconds).
+
+    ``--feed a.xml b.xml`` and ``--feed a.xml --feed b.xml`` are the same. The contacts must
+    pass ``warnd contacts check`` and every responder must be one of them: a drill on a broken
+    directory, or with a misspelt responder, would report silence that is not there.
+    """
     config = load(config_path)
     policy = config.policy if config else Policy.default()
     path = contacts_path(contacts, config)
     directory_, problems = directory.load(path)
-    for prob in problems:
-        click.echo(f"warnd: 通讯录问题 {prob}", err=True)
+    if problems:  # one line: the count, the first, and the command that lists them all
+        fail(
+            f"通讯录有 {len(problems)} 个问题，请先修正（warnd contacts check {path}）"
+            f" (the contacts have problems): {problems[0]}"
+        )
     from warnd.cli.replay import progress_for  # here: warnd.cli.replay imports this module
 
     bar = progress_for(sys.stderr, "模拟演练")
     try:
         result = asyncio.run(
             simulate(
-                list(feeds),
+                [*feeds, *more_feeds],
                 directory_,
                 policy,
                 responders,
@@ -74,8 +95,11 @@ def simulate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     except OSError as exc:
-        fail(f"{report_path}: cannot write report: {exc.strerror}")
-    _summary(result["summary"], report_path)
+        fail(f"无法写入报告 {report_path}：{exc.strerror} (cannot write report)")
+    if as_json:
+        emit_json({"report": report_path, "summary": result["summary"]})
+    else:
+        _summary(result["summary"], report_path)
 
 
 def _summary(s: dict[str, object], path: str) -> None:

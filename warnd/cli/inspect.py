@@ -153,8 +153,12 @@ def _inspect_table(results: list[dict[str, Any]]) -> None:
                 ",".join(r["geocodes"]) or "-",
             )
         else:
-            table.add_row(r["file"], "[red]拒绝[/]", r["error"], "", "", "", "", "")
+            table.add_row(r["file"], "[red]拒绝[/]", "原因见下 (see below)", "", "", "", "", "")
     console.print(table)
+    # each reason whole on one line (a table cell would wrap it): grep-able, as documented
+    for r in results:
+        if not r["ok"]:
+            click.echo(f"拒绝 {r['error']}")
 
 
 def plan_json(alert: cap.Alert, p: Plan) -> dict[str, Any]:

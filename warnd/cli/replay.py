@@ -113,7 +113,9 @@ def _start_time(text: str | None, config_tz: Any) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        fail(f"--start: not an ISO 8601 time like 2025-06-14T08:00:00+08:00: {text!r}")
+        fail(
+            f"时间格式不对 --start：应如 2025-06-14T08:00:00+08:00 (not an ISO 8601 time): {text!r}"
+        )
     return value if value.tzinfo else value.replace(tzinfo=config_tz)
 
 
@@ -179,7 +181,7 @@ def replay_cmd(
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
         except OSError as exc:
-            fail(f"{report_path}: cannot write report: {exc.strerror}")
+            fail(f"无法写入报告 {report_path}：{exc.strerror} (cannot write report)")
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "events"})
     else:

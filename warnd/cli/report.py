@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from warnd import directory as directory_mod
 from warnd.cli import main
-from warnd.cli.common import config_option, fail, guarded, load
+from warnd.cli.common import config_option, fail, guarded, json_option, load
 from warnd.cli.status import console, open_store
 from warnd.policy import Config, Policy
 from warnd.report import Report
@@ -92,6 +92,7 @@ class Bar:
     "--limit", type=int, default=40, show_default=True, help="rows per list on the terminal"
 )
 @config_option
+@json_option
 @guarded
 def report_cmd(
     target: str,
@@ -100,13 +101,21 @@ def report_cmd(
     contacts: str | None,
     limit: int,
     config_path: str | None,
+    as_json: bool,
 ) -> None:
     """复盘报告 (after-action report): per level reached in time, acknowledgement times,
     redials and escalations, posts nobody answered, channel success.
 
     WARNING is a warning key or a unique prefix of its identifier; a path to an existing
-    ``.json`` file is read as a ``warnd drill simulate`` report.
+    ``.json`` file is read as a ``warnd drill simulate`` report. ``--json`` is ``--format json``.
     """
+    if as_json:
+        if fmt not in ("terminal", "json"):
+            fail(
+                f"不能同用 --json 与 --format {fmt}：--json 即 --format json"
+                " (--json is --format json)"
+            )
+        fmt = "json"
     path = Path(target)
     drill_file = path.suffix.lower() == ".json" or path.is_file()
     config = load(config_path, required=not drill_file)
@@ -116,7 +125,7 @@ def report_cmd(
     try:
         if drill_file:
             if not path.is_file():
-                fail(f"{target}: no such drill report file")
+                fail(f"找不到演练报告文件 {target} (no such drill report file)")
             from warnd.report.load import from_drill
 
             policy = config.policy if config is not None else Policy.default()
@@ -150,7 +159,7 @@ def _directory(explicit: str | None, config: Config | None) -> directory_mod.Dir
         d, _problems = directory_mod.load(path)
     except Exception as exc:  # names are a convenience; the report stands without them
         if explicit:
-            fail(f"--contacts: {exc}")
+            fail(f"通讯录无法读取 --contacts (cannot load contacts): {exc}")
         click.echo(f"warnd: 未能读取通讯录 (contacts unavailable): {exc}", err=True)
         return None
     return d
@@ -184,5 +193,5 @@ def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(body, encoding="utf-8", newline="")
     except OSError as exc:
-        fail(f"{out}: cannot write report: {exc.strerror}")
+        fail(f"无法写入报告 {out}：{exc.strerror} (cannot write report)")
     click.echo(f"报告已写入 {out}", err=True)

@@ -159,6 +159,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
             bar.close()
     posts, unplaced = audit_mod.audit(directory, policy, problems, audit_mod.row_codes(where))
     tally = audit_mod.counts(posts)
+    fix = audit_mod.ladder_fix(posts, policy)
     ok = tally["all"]["failed"] == 0 and not unplaced
     if as_json:
         emit_json(
@@ -168,6 +169,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
                 "policy": _policy_json(policy),
                 "formula": audit_mod.FORMULA,
                 "counts": tally,
+                "fix": fix.as_json() if fix is not None else None,
                 "posts": [p.as_json() for p in posts],
                 "unplaced": [
                     {"file": p.source, "line": p.line, "kind": p.kind, "message": p.message}
@@ -176,7 +178,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
             }
         )
     else:
-        _print_audit(posts, unplaced, tally, policy, show_all)
+        _print_audit(posts, unplaced, tally, policy, show_all, fix)
     sys.exit(0 if ok else 1)
 
 
@@ -205,6 +207,7 @@ def _print_audit(
     tally: dict[str, dict[str, int]],
     policy: Policy,
     show_all: bool,
+    fix: audit_mod.Fix | None = None,
 ) -> None:
     console = Console()
     if not console.is_terminal:
@@ -250,3 +253,5 @@ def _print_audit(
     ]
     verdict = "全部通过" if tally["all"]["failed"] == 0 and not unplaced else "有岗位不通过"
     console.print(f"{verdict}：通过/岗位数 {'，'.join(parts)}", highlight=False)
+    if fix is not None:  # exactly what to change in the config, not just that it fails
+        console.print(audit_mod.fix_text(fix, policy), highlight=False, markup=False)

@@ -44,6 +44,6 @@ def serve_cmd(config_path: str | None, tick: float, demo: bool, clock_file: str 
     assert config is not None
     if demo:  # the quick start: never from the config file, so a copied config cannot carry it
         config = dataclasses.replace(config, demo=True)
-    logs.configure(level="info")
+    logs.configure(level="info", tz=config.tz)
     clock = FileClock(clock_file) if clock_file else None
     asyncio.run(serve(config, clock=clock, tick_interval=tick))

@@ -7,7 +7,7 @@ Every path (IVR key, SMS reply, link button, officer record, drill responder) en
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -31,6 +31,15 @@ class AckResult:
     warning: str | None = None
     contact_id: str | None = None
     duplicate: bool = False
+    # what a duty officer's record says (``ack_by_officer`` only): the place, who recorded it,
+    # whether it resolved a not-woken entry, and when and how the call was answered
+    division: str | None = None
+    division_name: str | None = None
+    level: str | None = None
+    by: str | None = None
+    resolved: bool = False
+    at: datetime | None = None
+    source: str | None = None
 
 
 async def acknowledge_call(
@@ -255,6 +264,12 @@ async def ack_by_officer(
         if not calls:
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
         call = next((c for c in calls if c.state == "active"), calls[0])
+        place = await session.get(Division, call.division_id)
+        assert place is not None
+        open_entry = place.unreached_at is not None and place.resolved_at is None
+        resolves = open_entry and bool(division or call.rung == "duty")
+        if call.state == "acked" and not resolves:
+            return await _already(session, w.key, call, place)
         result = await acknowledge_call(
             ctx,
             session,
@@ -266,11 +281,45 @@ async def ack_by_officer(
             note=note,
             now=now,
         )
-        if division or call.rung == "duty":
-            drow2 = await session.get(Division, call.division_id)
-            if drow2 is not None and drow2.unreached_at is not None and drow2.resolved_at is None:
-                drow2.resolved_at, drow2.resolved_by, drow2.resolved_note = now, by, note
-        return result
+        if resolves:
+            place.resolved_at, place.resolved_by, place.resolved_note = now, by, note
+        return replace(
+            result,
+            reason="已登记" + ("，未叫醒条目已处置" if resolves else ""),
+            division=place.code,
+            division_name=place.name,
+            level=place.level,
+            by=by,
+            resolved=resolves,
+            at=now,
+            source="officer",
+        )
+
+
+async def _already(session: AsyncSession, key: str, call: Call, place: Division) -> AckResult:
+    """A record for a call that is answered already, with nothing left to resolve: kept once."""
+    first = (
+        await session.execute(
+            select(col(Ack.received_at), col(Ack.source), col(Ack.by))
+            .where(col(Ack.call_id) == call.id)
+            .order_by(col(Ack.id))
+            .limit(1)
+        )
+    ).first()
+    at, source, by = first if first is not None else (call.acked_at, call.ack_source, None)
+    return AckResult(
+        True,
+        "已应答过，未重复登记 (already acknowledged)",
+        key,
+        call.contact_id,
+        duplicate=True,
+        division=place.code,
+        division_name=place.name,
+        level=place.level,
+        by=by,
+        at=at,
+        source=source,
+    )
 
 
 async def find_warning(session: AsyncSession, key: str) -> WarningRow | None:

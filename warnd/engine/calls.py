@@ -184,8 +184,12 @@ async def fire_stage(ctx: Context, session: AsyncSession, stage: Stage, now: dat
     stage.state = "fired"
     stage.fired_at = now
     stage.divisions = [d.code for d in divisions]
-    log.info(
-        "stage_fired", warning=w.key, level=stage.level, divisions=len(divisions), attempts=queued
+    log.info(  # division_level: "level" is the log line's own (info, warning...)
+        "stage_fired",
+        warning=w.key,
+        division_level=stage.level,
+        divisions=len(divisions),
+        attempts=queued,
     )
     return queued
 

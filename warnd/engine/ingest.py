@@ -12,7 +12,7 @@ from sqlmodel import col
 from warnd import cap
 from warnd.cap import Alert, dedup
 from warnd.chain import ladder
-from warnd.chain.plan import plan, severity_rank, stage_due
+from warnd.chain.plan import plan, reference_time, severity_rank, stage_due
 from warnd.division import overlaps
 from warnd.engine.calls import Job, run_jobs
 from warnd.engine.context import Context, event_row, facts, outbox_row
@@ -170,12 +170,10 @@ async def _find_referenced(
 
 
 def _apply_facts(w: WarningRow, alert: Alert, now: datetime) -> None:
-    p_ref = alert.onset or alert.effective or alert.sent
     w.severity = alert.severity
     w.event = alert.primary_info.event if alert.primary_info else None
     w.headline = alert.headline
-    w.reference_at = p_ref
-    w.reference_kind = "onset" if alert.onset else "effective" if alert.effective else "sent"
+    w.reference_at, w.reference_kind = reference_time(alert)  # the one T rule (warnd.deadline)
     w.expires_at = alert.expires
     if alert.geocodes:
         w.area = list(alert.geocodes)

@@ -178,11 +178,14 @@ def as_time(value: Any) -> datetime:
 def estimate_facts(
     key: str, events: Sequence[Mapping[str, Any]], leads: Mapping[str, timedelta]
 ) -> Facts:
-    """Facts for a drill file that carries none: T from the stage times and the policy's leads.
+    """Facts for a drill file that carries none (an older one: ``drill simulate`` writes its
+    warnings' facts): T from the stage times and the policy's leads, marked ``estimated``.
 
     A stage fires at T − lead unless the warning came late, when it fires on arrival (later),
-    so the smallest ``first stage attempt + lead`` over the levels is T whenever at least one
-    stage fired on time; the result is marked ``estimated``.
+    so when the levels fired at different times the smallest ``first stage attempt + lead`` is
+    T. When two or more levels fired at one instant, the warning arrived late for them, which
+    is what a warning without an onset does: T is that instant, its sent time (a drill delivers
+    each message at its sent time), by the rule of ``warnd.deadline.reference_time``.
     """
     first: dict[str, datetime] = {}
     for e in events:
@@ -192,6 +195,8 @@ def estimate_facts(
                 first[lv] = as_time(e["at"])
     candidates = [first[lv] + leads[lv] for lv in first]
     onset = min(candidates) if candidates else None
+    if len(first) > 1 and len(set(first.values())) == 1:
+        onset = next(iter(first.values()))
     stages = tuple(
         StageFact(lv, lead, _due(onset, lead, first.get(lv)), first.get(lv))
         for lv, lead in sorted(leads.items(), key=lambda x: -x[1])

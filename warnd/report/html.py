@@ -21,13 +21,13 @@ from warnd.report import (
     Report,
     WarningReport,
     channel_rates,
-    hm,
     minutes,
     percentile,
     rate,
     when,
 )
 from warnd.report.text import histogram
+from warnd.views import display
 
 COLOURS = {"county": "#1f5fa8", "township": "#e07b00", "village": "#2e9e44"}
 _CSS = """
@@ -172,7 +172,7 @@ def _late(wr: WarningReport, tz: ZoneInfo, limit: int) -> str:
                 f"{escape(d.name)} {escape(d.code)}",
                 escape(when(d.deadline, tz)),
                 escape(when(d.reached_at, tz)),
-                escape(hm(d.before_onset)),
+                escape(display.before_onset(d.before_onset)),
                 escape(" ".join(RUNG_ZH.get(r, r) for r in d.escalations)),
                 escape(when(d.not_woken_at, tz)),
                 escape(d.resolved_by or ""),
@@ -201,7 +201,9 @@ def _unanswered(wr: WarningReport, limit: int) -> str:
                 f"{escape(u.division_name)} {escape(u.code)}",
                 RUNG_ZH.get(u.rung, u.rung),
                 escape(u.name or u.contact_id),
-                f'<a href="tel:{escape(u.phone)}">{escape(u.phone)}</a>' if u.phone else "",
+                f'<a href="tel:{escape(u.phone)}">{escape(display.phone(u.phone))}</a>'
+                if u.phone
+                else "",
                 u.attempts,
                 "是" if u.division_reached else '<span class="no">否</span>',
             ],

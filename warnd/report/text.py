@@ -15,7 +15,6 @@ from warnd.report import (
     LevelSummary,
     Report,
     channel_rates,
-    hm,
     iso,
     minutes,
     percentile,
@@ -23,6 +22,7 @@ from warnd.report import (
     title,
     when,
 )
+from warnd.views import display
 
 # ---- JSON ---------------------------------------------------------------------------------
 
@@ -395,7 +395,7 @@ def render_terminal(report: Report, console: Any, *, limit: int = 40) -> None:
                     f"{d.name} {d.code}",
                     when(d.deadline, tz),
                     when(d.reached_at, tz),
-                    hm(d.before_onset),
+                    display.before_onset(d.before_onset),
                     " ".join(RUNG_ZH.get(r, r) for r in d.escalations),
                     when(d.not_woken_at, tz),
                     style="red" if d.reached_at is None else "yellow",
@@ -413,7 +413,7 @@ def render_terminal(report: Report, console: Any, *, limit: int = 40) -> None:
                     f"{u.division_name} {u.code}",
                     RUNG_ZH.get(u.rung, u.rung),
                     u.name or u.contact_id,
-                    u.phone,
+                    display.phone(u.phone) if u.phone else "",
                     str(u.attempts),
                     "是" if u.division_reached else "[red]否[/]",
                 )

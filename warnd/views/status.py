@@ -147,7 +147,8 @@ async def warnings(
     """Warnings with per-level progress, newest first.
 
     By default those a duty officer still watches: active and not expired, or with a call still
-    open or a not-woken entry still unresolved. ``include_all``: every warning ever ingested.
+    open or a not-woken entry still unresolved (a drill replay that has ended is over: not
+    shown). ``include_all``: every warning ever ingested.
     """
     s = source(where)
     ts = Timestamps()
@@ -164,7 +165,7 @@ async def warnings(
         ws = [
             w
             for w in ws
-            if w.id in busy
+            if (w.id in busy and w.state != "ended")  # a finished drill replay is over
             or (w.state == "active" and (w.expires_at is None or w.expires_at > now))
         ]
     out = await _with_progress(s, ws, now, ts)
