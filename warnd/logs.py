@@ -247,14 +247,16 @@ def _route_stdlib(renderer: Any, json: bool, out: TextIO) -> None:
 
 
 def reset() -> None:
-    """Detach the library-records handler and forget throttles (tests configure logging many
-    times per process, each with its own event loop)."""
+    """Detach the library-records handler, forget throttles and concealed secrets (tests
+    configure logging many times per process, each with its own event loop and secrets)."""
     global _STDLIB_HANDLER
     if _STDLIB_HANDLER is not None:
         logging.getLogger().removeHandler(_STDLIB_HANDLER)
         _STDLIB_HANDLER = None
     for limited in list(_LIMITED):
         limited.reset()
+    _SECRETS.clear()  # a test's secret ("abc") would mask text of every later test's lines
+    _ORDERED.clear()
 
 
 #: the zone of log timestamps: the configured one once a config is loaded (None: the machine's)
