@@ -22,6 +22,7 @@ from warnd.cli.common import (
     json_option,
     load,
 )
+from warnd.cli.progress import drill_time, for_stream
 from warnd.drill import simulate
 from warnd.notice import LEVEL_LABEL
 from warnd.policy import Policy
@@ -73,9 +74,7 @@ def simulate_cmd(
             f"通讯录有 {len(problems)} 个问题，请先修正（warnd contacts check {path}）"
             f" (the contacts have problems): {problems[0]}"
         )
-    from warnd.cli.replay import progress_for  # here: warnd.cli.replay imports this module
-
-    bar = progress_for(sys.stderr, "模拟演练")
+    bar = for_stream("模拟演练", sys.stderr, describe=drill_time)
     try:
         result = asyncio.run(
             simulate(
@@ -88,8 +87,7 @@ def simulate_cmd(
             )
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     out = Path(report_path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
