@@ -12,10 +12,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from warnd.chain import rungs
-from warnd.division import LEVEL_ZH
 
 DRILL_MARK = "【演练】"
-LEVEL_LABEL = LEVEL_ZH  # where it was before: still importable
 
 
 @dataclass(frozen=True, slots=True)

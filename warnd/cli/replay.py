@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from datetime import datetime
@@ -15,11 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
-from warnd.cli.drill import drill
+from warnd.cli.drill import chain_rows, drill, write_report
 from warnd.cli.progress import DelayedBar, drill_time, for_stream
 from warnd.clock import ScaledClock, SystemClock
+from warnd.division import LEVEL_ZH
 from warnd.drill import load_feed
-from warnd.notice import LEVEL_LABEL
 
 if TYPE_CHECKING:
     from warnd.replay import ReplayPlan
@@ -110,12 +109,7 @@ def replay_cmd(
     finally:
         bar.close()
     if report_path:
-        out = Path(report_path)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-        except OSError as exc:
-            fail(f"无法写入报告 {report_path}：{exc.strerror} (cannot write report)")
+        write_report(report_path, result)
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "events"})
     else:
@@ -169,23 +163,12 @@ def _print(result: dict[str, Any], tz: Any) -> None:
     if r["dropped"]:
         table.add_row("未回放 dropped (--only)", str(len(r["dropped"])))
     for st in result["stages"]:
-        label = LEVEL_LABEL.get(st["level"], st["level"])
+        label = LEVEL_ZH.get(st["level"], st["level"])
         when = (
             f"{hm(st['fired_at'])}（实际 {hm(st['real_at'])}）" if st["fired_at"] else st["state"]
         )
         table.add_row(f"{label}级阶段 stage", when)
-    rows = [
-        ("呼叫次数 attempts", s.get("attempts")),
-        ("通知人数 persons notified", s.get("persons_notified")),
-        ("应答人数 persons acknowledged", s.get("persons_acknowledged")),
-        ("未叫醒 unreached", s.get("unreached")),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    for level, d in (s.get("divisions") or {}).items():
-        table.add_row(
-            f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}"
-        )
+    chain_rows(table, s)
     console.print(table)
     if r["interrupted"]:
         console.print("演练已中止：本次演练未完成的阶段、呼叫和消息均已取消。")
