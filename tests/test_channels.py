@@ -467,6 +467,31 @@ def test_registry_knows_the_types_and_refuses_a_second_owner() -> None:
         register("log")(ScriptedChannel)  # type: ignore[type-var]
 
 
+def test_the_optional_protocols_name_what_a_channel_type_does_beyond_sending() -> None:
+    from warnd.channels import (
+        Observer,
+        WithRoutes,
+        aliyun,
+        dingtalk,
+        email,
+        tencent,
+        webhook,
+        wecom,
+    )
+
+    types = {
+        "aliyun": aliyun.AliyunChannel,
+        "tencent": tencent.TencentChannel,
+        "wecom": wecom.WecomChannel,
+        "dingtalk": dingtalk.DingtalkChannel,
+        "webhook": webhook.WebhookChannel,
+        "log": LogChannel,
+        "email": email.EmailChannel,
+    }
+    assert {n for n, cls in types.items() if issubclass(cls, WithRoutes)} == {"aliyun", "tencent"}
+    assert {n for n, cls in types.items() if issubclass(cls, Observer)} == {"wecom", "dingtalk"}
+
+
 @pytest.mark.parametrize(
     ("message_id", "route", "sent"),
     [

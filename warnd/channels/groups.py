@@ -33,7 +33,6 @@ from warnd.errors import ConfigError, DeliveryError, PermanentError, TransientEr
 
 if TYPE_CHECKING:
     from warnd.directory import Directory
-    from warnd.engine.outbox import Claimed
 
 log = structlog.get_logger("warnd.channels.groups")
 
@@ -149,7 +148,7 @@ class GroupRobot:
         mobile = c.national(msg.to)
         await self._limited_post(msg.text, [mobile] if mobile else [])
 
-    async def observe(self, batch: Sequence[Claimed], directory: Directory | None) -> int:
+    async def observe(self, batch: Sequence[Seen], directory: Directory | None) -> int:
         """Post digests of a sent batch; returns how many posts went out. Never raises."""
         wanted = [m for m in batch if self.wants(m, directory)]
         sent = 0
