@@ -18,8 +18,6 @@ module imports the config loader: the values live in the leaf ``warnd.channels.c
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -163,6 +161,9 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
+    import importlib  # here: a command that loads a config without channels never needs them
+    import pkgutil
+
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
 
