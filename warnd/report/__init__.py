@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from warnd.chain import rungs
+from warnd.chain.rungs import STAGE
 from warnd.deadline import deadlines
 from warnd.division import LEVEL_ZH as LEVEL_ZH  # where it was before: still importable
 from warnd.notice import DRILL_MARK
@@ -189,7 +190,7 @@ def estimate_facts(
     """
     first: dict[str, datetime] = {}
     for e in events:
-        if e["type"] == "notify" and e.get("rung") == "stage" and e.get("attempt") == 1:
+        if e["type"] == "notify" and e.get("rung") == STAGE and e.get("attempt") == 1:
             lv = str(e.get("level"))
             if lv in leads and lv not in first:
                 first[lv] = as_time(e["at"])
@@ -306,27 +307,27 @@ class _Acc:
         self.last_at = at
         if t == "notify":
             d = self._div(e)
-            rung, cid, n = e.get("rung") or "stage", e["contact_id"], int(e.get("attempt") or 1)
+            rung, cid, n = e.get("rung") or STAGE, e["contact_id"], int(e.get("attempt") or 1)
             k = (d.code, rung, cid)
             d.attempts += 1
             if n == 1:
                 self.starts[k] = at
-                if d.first is None and rung == "stage":
+                if d.first is None and rung == STAGE:
                     d.first = at
-                if rung == "stage":
+                if rung == STAGE:
                     self.stage_people.setdefault(d.level, set()).add(cid)
             else:
                 d.redials += 1
             self.calls.setdefault(k, [0, False])[0] += 1
         elif t == "ack":
             d = self._div(e)
-            rung, cid = e.get("rung") or "stage", e["contact_id"]
+            rung, cid = e.get("rung") or STAGE, e["contact_id"]
             k = (d.code, rung, cid)
             start = self.starts.get(k)
             if start is not None:
                 self.ack_seconds.setdefault(d.level, []).append((at - start).total_seconds())
             self.calls.setdefault(k, [0, False])[1] = True
-            if rung == "stage":
+            if rung == STAGE:
                 self.stage_acked.setdefault(d.level, set()).add(cid)
             if d.reached is None:
                 d.reached = (at, cid, rung, e.get("source"))
