@@ -26,7 +26,7 @@ from sqlmodel import select
 
 from warnd import cap
 from warnd.cli import main
-from warnd.cli.replay import ClockProgress
+from warnd.cli.progress import DelayedBar, drill_time
 from warnd.clock import ScaledClock
 from warnd.drill import load_feed
 from warnd.errors import InputError
@@ -190,7 +190,7 @@ def test_clock_progress_shows_after_a_second_on_the_drill_time() -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100)
     now = [0.0]
-    bar = ClockProgress(console, "演练回放", clock=lambda: now[0])
+    bar = DelayedBar("演练回放", console, describe=drill_time, clock=lambda: now[0])
     bar(600, 7200)
     assert not bar.shown and out.getvalue() == ""
     now[0] = 1.5

@@ -38,7 +38,7 @@ from factory import cap_xml, county_rows
 from scenario import T0, Scenario
 
 from warnd.cli import main
-from warnd.cli.report import Bar
+from warnd.cli.progress import for_stream
 
 H, M = timedelta(hours=1), timedelta(minutes=1)
 KEY = "43312241600000_20250614080000"
@@ -302,14 +302,14 @@ class _Tty(io.StringIO):
 
 def test_progress_bar_only_on_a_terminal_and_only_after_a_second() -> None:
     now = [0.0]
-    bar = Bar("生成报告", _Tty(), clock=lambda: now[0])
+    bar = for_stream("生成报告", _Tty(), clock=lambda: now[0])
     bar(10, 100)
     assert not bar.shown  # quick reports print nothing extra
     now[0] = 1.5
     bar(50, 100)
     assert bar.shown
     bar.close()
-    piped = Bar("生成报告", io.StringIO(), clock=lambda: now[0] + 10)
+    piped = for_stream("生成报告", io.StringIO(), clock=lambda: now[0] + 10)
     piped(50, 100)
     assert not piped.shown
 

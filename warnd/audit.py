@@ -30,17 +30,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from warnd.chain.ladder import STAGE
+from warnd.chain import rungs
+from warnd.chain.rungs import STAGE
 from warnd.deadline import Window, windows
 from warnd.directory import Directory, Problem
 from warnd.division import DIRECTORY_LEVELS, normalise
+from warnd.division import LEVEL_ZH as LEVEL_ZH  # where it was before: still importable
 from warnd.duration import format_duration
-from warnd.engine.context import DirectoryPeople
 from warnd.policy import Policy
 
 #: problems of ``contacts check`` that make a post's numbers fail
 PHONE_KINDS = frozenset({"bad_phone", "duplicate_phone", "landline"})
-LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
 FORMULA = (
     "worst = attempts × window × rungs that have people (stage, backup, superior, duty);"
     " a post passes when worst < its level's budget to the 631 deadline: the level's lead"
@@ -179,7 +179,6 @@ def audit(
     ``problems``/``codes`` come from ``warnd.directory.load`` and ``row_codes``: a row dropped
     for a bad number still counts against its post.
     """
-    people = DirectoryPeople(directory)
     phone_trouble: dict[str, int] = {}
     unplaced: list[Problem] = []
     for p in problems:
@@ -198,8 +197,8 @@ def audit(
         parent_a = bool(directory.persons(parent, "A")) if parent is not None else None
         county = code[:6]
         county_duty = bool(directory.persons(county, "duty"))
-        rungs = tuple(r for r in (STAGE, *policy.ladder) if people.for_rung(code, r))
-        worst = worst_case(len(rungs), policy)
+        called = tuple(r for r in (STAGE, *policy.ladder) if rungs.for_rung(directory, code, r))
+        worst = worst_case(len(called), policy)
         window = timetable.get(level)
         found: list[str] = []
         if not a:
@@ -218,7 +217,7 @@ def audit(
             found.append(f"县 {county} 没有值班室 (duty)")
         if window is not None and worst >= window.budget:
             found.append(
-                f"最坏叫应 {format_duration(worst)}（{len(rungs)} 级 × {policy.ack.attempts} 次"
+                f"最坏叫应 {format_duration(worst)}（{len(called)} 级 × {policy.ack.attempts} 次"
                 f" × {format_duration(policy.ack.window)}）不短于{budget_text(window)}"
             )
         posts.append(
@@ -232,7 +231,7 @@ def audit(
                 parent,
                 parent_a,
                 county_duty,
-                rungs,
+                called,
                 worst,
                 window,
                 tuple(found),
@@ -277,13 +276,13 @@ def ladder_fix(posts: Iterable[PostAudit], policy: Policy) -> Fix | None:
     for p in posts:
         if p.budget is None or not p.rungs:
             continue
-        rungs, budget = len(p.rungs), int(p.budget.total_seconds())
-        if p.level not in binding or rungs > binding[p.level][0]:
-            binding[p.level] = (rungs, budget)
+        count, budget = len(p.rungs), int(p.budget.total_seconds())
+        if p.level not in binding or count > binding[p.level][0]:
+            binding[p.level] = (count, budget)
     attempts, window = policy.ack.attempts, int(policy.ack.window.total_seconds())
     # the largest whole n with n × k < budget is ceil(budget / k) − 1
-    longest = min(-(-budget // (attempts * rungs)) - 1 for rungs, budget in binding.values())
-    most = min(-(-budget // (window * rungs)) - 1 for rungs, budget in binding.values())
+    longest = min(-(-budget // (attempts * count)) - 1 for count, budget in binding.values())
+    most = min(-(-budget // (window * count)) - 1 for count, budget in binding.values())
     if longest >= 60:
         longest -= longest % 60  # a window people write: whole minutes
     return Fix(

@@ -22,7 +22,7 @@ from warnd import directory as directory_mod
 from warnd import listener, metrics
 from warnd.ack import make_app
 from warnd.alarms import FeedAlarms, duty_sender
-from warnd.channels import build_channel
+from warnd.channels import Observer, WithRoutes, build_channel
 from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
@@ -144,10 +144,10 @@ class Daemon:
         vendor_routes = [
             route
             for ch in channels.values()
-            if hasattr(ch, "routes")
+            if isinstance(ch, WithRoutes)
             for route in ch.routes(self.engine)
         ]
-        self._groups = [ch for ch in channels.values() if hasattr(ch, "observe")]
+        self._groups = [ch for ch in channels.values() if isinstance(ch, Observer)]
         if cfg.wall is not None:  # the duty room's status wall (warnd.wall; docs/operations.md)
             from warnd.wall.app import daemon_routes
 

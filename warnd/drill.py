@@ -34,6 +34,7 @@ from warnd.engine.outbox import Outcome as SendOutcome
 from warnd.errors import InputError
 from warnd.feeds import FeedItem, Outcome
 from warnd.policy import Policy
+from warnd.report.events import event_json
 from warnd.store import Store
 from warnd.store.tables import Call, Event, WarningRow
 
@@ -254,18 +255,7 @@ async def report(store: Store, tz: Any = None) -> dict[str, Any]:
         q = select(Event).order_by(col(Event.at), col(Event.id))
         rows = (await s.execute(q)).scalars().all()
         warnings = (await s.execute(select(WarningRow))).scalars().all()
-    events: list[dict[str, Any]] = []
-    for e in rows:
-        item: dict[str, Any] = {
-            "at": e.at.astimezone(tz).isoformat() if e.at else None,
-            "type": e.type,
-            "warning": e.warning_key,
-            "contact_id": e.contact_id,
-            "division": e.division,
-            "level": e.level,
-        }
-        item.update(e.data or {})
-        events.append(item)
+    events = [event_json(e, tz) for e in rows]
     return {"events": events, "summary": summarise(events, warnings)}
 
 

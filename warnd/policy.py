@@ -20,8 +20,15 @@ from types import MappingProxyType
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from warnd.chain import rungs
+from warnd.channels import load_channels
+from warnd.channels.config import DEFAULT_KINDS as DEFAULT_KINDS  # where they lived before:
+from warnd.channels.config import KINDS as KINDS  # still importable from here
+from warnd.channels.config import ChannelConfig as ChannelConfig
+from warnd.channels.config import RateLimit as RateLimit
+from warnd.channels.config import parse_rate as parse_rate
 from warnd.division import DIRECTORY_LEVELS, Level
-from warnd.duration import format_duration, parse_duration
+from warnd.duration import parse_duration
 from warnd.errors import ConfigError
 from warnd.exposure import (
     LOOPBACK_HOSTS,
@@ -41,12 +48,9 @@ from warnd.wall.config import WallConfig, wall_table
 #: contracts §4: where the config is looked for when ``--config`` is not given
 DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/warnd.toml"), Path("/etc/warnd/warnd.toml"))
 SEVERITIES: tuple[str, ...] = ("Minor", "Moderate", "Severe", "Extreme")
-RUNGS: tuple[str, ...] = ("backup", "superior", "duty")
-KINDS: tuple[str, ...] = ("sms", "voice", "email", "im")
-DEFAULT_KINDS: tuple[str, ...] = ("voice", "sms")
+#: contracts §2: the ladder when ``[escalation]`` does not name one (the rungs: warnd.chain.rungs)
+DEFAULT_LADDER: tuple[str, ...] = ("backup", "superior", "duty")
 _SECRET_WORDS = ("secret", "password", "token", "key")
-_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
-_RATE_UNITS |= {"hour": 3600, "d": 86400, "day": 86400}
 _Table = Mapping[str, Any]
 
 
@@ -85,41 +89,9 @@ class Policy:
                 StagePolicy("village", timedelta(hours=1)),
             ),
             ack=AckPolicy(),
-            ladder=RUNGS,
+            ladder=DEFAULT_LADDER,
             min_severity="Moderate",
         )
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """``count`` messages per ``per``: carriers throttle bulk sending."""
-
-    count: int
-    per: timedelta
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.per.total_seconds()
-
-    def __str__(self) -> str:
-        return f"{self.count}/{format_duration(self.per)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelConfig:
-    """One outbound channel; ``options`` are the type-specific keys (checked by the type)."""
-
-    name: str
-    type: str
-    kinds: tuple[str, ...] = DEFAULT_KINDS
-    rate: RateLimit | None = None
-    concurrency: int = 10
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    source: str | None = field(default=None, compare=False)
-
-    def key(self, option: str) -> str:
-        """The dotted key of one of this channel's options, for error messages."""
-        return f"channels.{self.name}.{option}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,22 +168,6 @@ def load_config(path: str | Path) -> Config:
         message = re.sub(r"\s*\(at [^)]*\)\s*$", "", message)
         raise ConfigError(f"TOML 语法错误 {message}", source=source, line=line) from None
     return _Loader(source, text).config(p, doc)
-
-
-def parse_rate(text: object) -> RateLimit:
-    """``50/s``, ``600/m``, ``10/min``, ``100/10s`` → RateLimit; ValueError otherwise."""
-    if not isinstance(text, str) or text.count("/") != 1:
-        raise ValueError("not a rate like 50/s, 600/m or 10/min")
-    count_text, per_text = (part.strip().lower() for part in text.split("/"))
-    if not count_text.isdigit() or int(count_text) < 1:
-        raise ValueError("the count before / must be a whole number ≥ 1")
-    if per_text in _RATE_UNITS:
-        per = timedelta(seconds=_RATE_UNITS[per_text])
-    else:
-        per = parse_duration(per_text)
-    if per <= timedelta(0):
-        raise ValueError("the period after / must be longer than 0s")
-    return RateLimit(int(count_text), per)
 
 
 def _is_secret_key(key: str) -> bool:
@@ -334,7 +290,7 @@ class _Loader:
             raise self.error("store.url", message, store_url)
         contacts = self.table(doc, "contacts", ("path",))
         contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
-        channels = self.channels(doc)
+        channels = load_channels(self, doc)
         listen = read_listen(self, doc)
         return Config(
             path=path,
@@ -368,7 +324,7 @@ class _Loader:
         attempts = self.integer(ack, "attempts", "ack.", default.ack.attempts, 20)
         escalation = self.table(doc, "escalation", ("ladder",))
         raw_ladder = escalation.get("ladder", list(default.ladder))
-        ladder = self.choices(raw_ladder, RUNGS, "escalation.ladder")
+        ladder = self.choices(raw_ladder, rungs.ladder_names(), "escalation.ladder")
         trigger = self.table(doc, "trigger", ("min_severity",))
         severity = self.string(trigger, "min_severity", "trigger.", default.min_severity)
         by_lower = {s.lower(): s for s in SEVERITIES}
@@ -397,38 +353,3 @@ class _Loader:
             raise self.relocated(exc, "hooks") from None
         max_age = self.duration(raw, "max_age", "hooks.", timedelta(minutes=5))
         return HooksConfig(file, env, max_age, self.source)
-
-    def channels(self, doc: dict[str, Any]) -> Mapping[str, ChannelConfig]:
-        from warnd.channels import check_channel  # lazy: warnd.channels imports this module
-
-        out: dict[str, ChannelConfig] = {}
-        for name, item in self.table(doc, "channels").items():
-            prefix = f"channels.{name}."
-            if not isinstance(item, dict):
-                raise self.error(f"channels.{name}", "应为表 must be a table", item)
-            kinds = self.choices(item.get("kinds", list(DEFAULT_KINDS)), KINDS, prefix + "kinds")
-            if not kinds:
-                raise self.error(prefix + "kinds", "至少需要一种 kind needs at least one kind")
-            rate = None
-            if "rate" in item:
-                try:
-                    rate = parse_rate(item["rate"])
-                except ValueError as exc:
-                    message = "速率 " + str(exc).split(":")[0]
-                    raise self.error(prefix + "rate", message, item["rate"]) from None
-            known = ("type", "kinds", "rate", "concurrency")
-            cfg = ChannelConfig(
-                name=name,
-                type=self.string(item, "type", prefix),
-                kinds=kinds,
-                rate=rate,
-                concurrency=self.integer(item, "concurrency", prefix, 10, 1000),
-                options=MappingProxyType({k: v for k, v in item.items() if k not in known}),
-                source=self.source,
-            )
-            try:
-                check_channel(cfg)
-            except ConfigError as exc:
-                raise self.relocated(exc, f"channels.{name}") from None
-            out[name] = cfg
-        return MappingProxyType(out)

@@ -37,6 +37,7 @@ from warnd.drill import FeedMessage, horizon, summarise
 from warnd.errors import InputError
 from warnd.feeds import FeedItem
 from warnd.policy import Config
+from warnd.report.events import event_json
 from warnd.store import Store
 from warnd.store.tables import Call, Division, Event, Message, Outbox, Stage, WarningRow
 from warnd.xmlsafe import parse_xml
@@ -475,18 +476,7 @@ async def _report(
     def iso(t: datetime | None) -> str | None:
         return t.astimezone(tz).isoformat() if t is not None else None
 
-    events: list[dict[str, Any]] = []
-    for e in rows:
-        item: dict[str, Any] = {
-            "at": iso(e.at),
-            "type": e.type,
-            "warning": e.warning_key,
-            "contact_id": e.contact_id,
-            "division": e.division,
-            "level": e.level,
-        }
-        item.update(e.data or {})
-        events.append(item)
+    events = [event_json(e, tz) for e in rows]
     summary = summarise(events, warnings)
     sent: dict[str, dict[str, int]] = {}
     for purpose, state, n in outbox:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -22,8 +24,9 @@ from warnd.cli.common import (
     json_option,
     load,
 )
+from warnd.cli.progress import drill_time, for_stream
+from warnd.division import LEVEL_ZH
 from warnd.drill import simulate
-from warnd.notice import LEVEL_LABEL
 from warnd.policy import Policy
 
 
@@ -73,9 +76,7 @@ def simulate_cmd(
             f"通讯录有 {len(problems)} 个问题，请先修正（warnd contacts check {path}）"
             f" (the contacts have problems): {problems[0]}"
         )
-    from warnd.cli.replay import progress_for  # here: warnd.cli.replay imports this module
-
-    bar = progress_for(sys.stderr, "模拟演练")
+    bar = for_stream("模拟演练", sys.stderr, describe=drill_time)
     try:
         result = asyncio.run(
             simulate(
@@ -88,29 +89,27 @@ def simulate_cmd(
             )
         )
     finally:
-        if bar is not None:
-            bar.close()
-    out = Path(report_path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    except OSError as exc:
-        fail(f"无法写入报告 {report_path}：{exc.strerror} (cannot write report)")
+        bar.close()
+    write_report(report_path, result)
     if as_json:
         emit_json({"report": report_path, "summary": result["summary"]})
     else:
         _summary(result["summary"], report_path)
 
 
-def _summary(s: dict[str, object], path: str) -> None:
-    console = Console(stderr=True)
-    table = Table(title="演练结果 drill summary")
-    table.add_column("项目")
-    table.add_column("数量", justify="right")
+def write_report(path: str, result: dict[str, Any]) -> None:
+    """The drill's report file (simulate and replay); one line and exit 2 when it cannot be."""
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    except OSError as exc:
+        fail(f"无法写入报告 {path}：{exc.strerror} (cannot write report)")
+
+
+def chain_rows(table: Table, s: Mapping[str, Any]) -> None:
+    """The chain's figures of a drill's summary (``warnd.drill.summarise``), as table rows."""
     rows = [
-        ("预警 warnings", s.get("warnings")),
-        ("调度 dispatched", s.get("dispatched")),
-        ("未调度 skipped", s.get("skipped")),
         ("呼叫次数 attempts", s.get("attempts")),
         ("通知人数 persons notified", s.get("persons_notified")),
         ("应答人数 persons acknowledged", s.get("persons_acknowledged")),
@@ -118,11 +117,18 @@ def _summary(s: dict[str, object], path: str) -> None:
     ]
     for name, value in rows:
         table.add_row(name, str(value))
-    divisions = s.get("divisions") or {}
-    assert isinstance(divisions, dict)
-    for level, d in divisions.items():
-        table.add_row(
-            f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}"
-        )
+    for level, d in (s.get("divisions") or {}).items():
+        table.add_row(f"{LEVEL_ZH.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}")
+
+
+def _summary(s: dict[str, Any], path: str) -> None:
+    console = Console(stderr=True)
+    table = Table(title="演练结果 drill summary")
+    table.add_column("项目")
+    table.add_column("数量", justify="right")
+    table.add_row("预警 warnings", str(s.get("warnings")))
+    table.add_row("调度 dispatched", str(s.get("dispatched")))
+    table.add_row("未调度 skipped", str(s.get("skipped")))
+    chain_rows(table, s)
     console.print(table)
     console.print(f"报告已写入 {path}（用时 {s.get('wall_seconds')} 秒）")

@@ -24,10 +24,10 @@ from warnd.cli.common import (
     parse_time,
 )
 from warnd.clock import SystemClock
+from warnd.division import LEVEL_ZH
 from warnd.duration import format_duration
 from warnd.errors import CapError
 from warnd.feeds import qwalert
-from warnd.notice import LEVEL_LABEL
 from warnd.policy import Policy
 
 SEVERITY_LABEL = {
@@ -234,7 +234,7 @@ def _plan_table(alert: cap.Alert, p: Plan, d: directory.Directory, tz: Any) -> N
         table.add_column(col)
     for s in p.stages:
         table.add_row(
-            LEVEL_LABEL.get(s.level, s.level),
+            LEVEL_ZH.get(s.level, s.level),
             format_duration(s.lead),
             f"{s.due.astimezone(tz):%m-%d %H:%M}",
             str(len(s.divisions)),

@@ -10,70 +10,22 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from warnd import directory as directory_mod
 from warnd.cli import main
 from warnd.cli.common import config_option, fail, guarded, json_option, load
+from warnd.cli.progress import DelayedBar, for_stream
 from warnd.cli.status import console, open_store
 from warnd.policy import Config, Policy
 from warnd.report import Report
 
 FORMATS = ("terminal", "csv", "html", "json")
-
-
-class Bar:
-    """A progress bar on stderr that appears only after ``after`` seconds, only on a terminal."""
-
-    def __init__(
-        self,
-        label: str,
-        stream: TextIO,
-        *,
-        after: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._label, self._after, self._clock = label, after, clock
-        self._console = Console(file=stream, stderr=True) if stream.isatty() else None
-        self._start = clock()
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-
-    @property
-    def shown(self) -> bool:
-        return self._bar is not None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._console is None:
-            return
-        if self._bar is None:
-            if self._clock() - self._start < self._after:
-                return
-            self._bar = Progress(
-                TextColumn(self._label),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("report", total=max(total, 1))
-        assert self._task is not None
-        self._bar.update(self._task, completed=done, total=max(total, 1))
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 @main.command("report")
@@ -121,7 +73,7 @@ def report_cmd(
     config = load(config_path, required=not drill_file)
     tz = config.tz if config is not None else ZoneInfo("Asia/Shanghai")
     directory = _directory(contacts, config)
-    bar = Bar("生成报告", sys.stderr)
+    bar = for_stream("生成报告", sys.stderr)
     try:
         if drill_file:
             if not path.is_file():
@@ -140,7 +92,7 @@ def report_cmd(
 
 
 async def _from_store(
-    config: Config, ref: str, directory: directory_mod.Directory | None, bar: Bar
+    config: Config, ref: str, directory: directory_mod.Directory | None, bar: DelayedBar
 ) -> Report:
     from warnd.report.load import from_store
 

@@ -12,20 +12,13 @@ from rich.table import Table
 
 from warnd import audit as audit_mod
 from warnd.cli.common import config_option, contacts_path, emit_json, fail, json_option, load
-from warnd.cli.contacts import LoadProgress, contacts, summary
+from warnd.cli.contacts import contacts, load_bar, summary
 from warnd.deadline import windows
 from warnd.directory import load as load_directory
 from warnd.duration import format_duration
 from warnd.errors import ContactsError, WarndError
 from warnd.policy import Policy
 from warnd.roster import RowProblem, import_roster
-
-
-def _bar() -> LoadProgress | None:
-    """The rows bar of ``contacts check`` (stderr, terminals only, after a second)."""
-    if not sys.stderr.isatty():
-        return None
-    return LoadProgress(Console(file=sys.stderr, stderr=True))
 
 
 @contacts.command("import")
@@ -56,7 +49,7 @@ def import_cmd(
     """
     del config_path  # accepted for uniformity (contracts §4); importing needs no config
     out_path = Path(out)
-    load_bar = _bar()
+    bar = load_bar()
     tty = sys.stderr.isatty()
     spinner = Console(file=sys.stderr, stderr=True).status("读取工作簿 …") if tty else None
     try:
@@ -65,7 +58,7 @@ def import_cmd(
             out_path,
             sheet=sheet,
             check=out_path.parent if check_folder else None,
-            load_progress=load_bar,
+            load_progress=bar,
             reading=spinner,
         )
     except WarndError as err:
@@ -73,8 +66,7 @@ def import_cmd(
             emit_json({"ok": False, "error": str(err), "problems": []})
         fail(f"花名册无法导入 (cannot import): {err}")
     finally:
-        if load_bar is not None:
-            load_bar.close()
+        bar.close()
     r = result.roster
     if as_json:
         emit_json(
@@ -147,7 +139,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
         fail(str(err))
     policy = config.policy if config is not None else Policy.default()
     where = contacts_path(str(path) if path is not None else None, config)
-    bar = _bar()
+    bar = load_bar()
     try:
         directory, problems = load_directory(where, progress=bar)
     except ContactsError as err:
@@ -155,8 +147,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
             emit_json({"ok": False, "error": str(err), "posts": []})
         fail(f"通讯录无法读取 (cannot load contacts): {err}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     posts, unplaced = audit_mod.audit(directory, policy, problems, audit_mod.row_codes(where))
     tally = audit_mod.counts(posts)
     fix = audit_mod.ladder_fix(posts, policy)

@@ -20,8 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from warnd import views
+from warnd.chain import rungs
 from warnd.notice import DRILL_MARK
-from warnd.report import LEVEL_ZH, RUNG_ZH, SOURCE_ZH
+from warnd.report import LEVEL_ZH, SOURCE_ZH
 from warnd.views import display
 
 STATE_ZH = {
@@ -362,7 +363,7 @@ def detail_view(d: views.Detail, f: Fmt) -> RenderableType:
     )
     for dv in order:
         dstate, dstyle = _division_state(dv, f)
-        esc = "→".join(RUNG_ZH.get(r, r) for r in dv.escalations)
+        esc = "→".join(rungs.zh(r) for r in dv.escalations)
         where = f"{LEVEL_ZH.get(dv.level, dv.level)} {dv.name} {dv.code}"
         if not dv.persons:
             rows.append(([where, (dstate, dstyle), "—", "无人可呼叫", "", "", "", "", esc], ""))
@@ -372,7 +373,7 @@ def detail_view(d: views.Detail, f: Fmt) -> RenderableType:
             cells: list[Cell] = [
                 where if first else "",
                 (dstate, dstyle) if first else "",
-                RUNG_ZH.get(p.rung, p.rung),
+                rungs.zh(p.rung),
                 p.name or p.contact_id,
                 display.phone(p.phone),
                 str(p.attempts),
@@ -423,7 +424,7 @@ def unreached_view(
         ]
         numbers = [
             [
-                f"{RUNG_ZH.get(c.rung, c.rung)} {names.get(c.contact_id) or c.contact_id}",
+                f"{rungs.zh(c.rung)} {names.get(c.contact_id) or c.contact_id}",
                 (display.phone(c.phone), "bold"),
                 ("已应答", "green") if c.acknowledged_at else "",
             ]

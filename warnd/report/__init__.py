@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from warnd.chain import rungs
+from warnd.chain.rungs import STAGE
 from warnd.deadline import deadlines
+from warnd.division import LEVEL_ZH as LEVEL_ZH  # where it was before: still importable
 from warnd.notice import DRILL_MARK
-from warnd.views import RANK_OF_RUNG, RUNG_ORDER, level_key
+from warnd.views import level_key
 
-LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
-RUNG_ZH = {"stage": "A角", "backup": "B角", "superior": "上级", "duty": "值班室"}
 SOURCE_ZH = {
     "ivr": "语音按键",
     "sms": "短信回复",
@@ -109,7 +110,7 @@ class Unanswered:
 
     @property
     def rank(self) -> str:
-        return RANK_OF_RUNG.get(self.rung, "?")
+        return rungs.rank_of(self.rung)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,7 @@ def estimate_facts(
     """
     first: dict[str, datetime] = {}
     for e in events:
-        if e["type"] == "notify" and e.get("rung") == "stage" and e.get("attempt") == 1:
+        if e["type"] == "notify" and e.get("rung") == STAGE and e.get("attempt") == 1:
             lv = str(e.get("level"))
             if lv in leads and lv not in first:
                 first[lv] = as_time(e["at"])
@@ -306,27 +307,27 @@ class _Acc:
         self.last_at = at
         if t == "notify":
             d = self._div(e)
-            rung, cid, n = e.get("rung") or "stage", e["contact_id"], int(e.get("attempt") or 1)
+            rung, cid, n = e.get("rung") or STAGE, e["contact_id"], int(e.get("attempt") or 1)
             k = (d.code, rung, cid)
             d.attempts += 1
             if n == 1:
                 self.starts[k] = at
-                if d.first is None and rung == "stage":
+                if d.first is None and rung == STAGE:
                     d.first = at
-                if rung == "stage":
+                if rung == STAGE:
                     self.stage_people.setdefault(d.level, set()).add(cid)
             else:
                 d.redials += 1
             self.calls.setdefault(k, [0, False])[0] += 1
         elif t == "ack":
             d = self._div(e)
-            rung, cid = e.get("rung") or "stage", e["contact_id"]
+            rung, cid = e.get("rung") or STAGE, e["contact_id"]
             k = (d.code, rung, cid)
             start = self.starts.get(k)
             if start is not None:
                 self.ack_seconds.setdefault(d.level, []).append((at - start).total_seconds())
             self.calls.setdefault(k, [0, False])[1] = True
-            if rung == "stage":
+            if rung == STAGE:
                 self.stage_acked.setdefault(d.level, set()).add(cid)
             if d.reached is None:
                 d.reached = (at, cid, rung, e.get("source"))
@@ -355,8 +356,30 @@ class _Acc:
     ) -> WarningReport:
         f = self.facts
         dl = deadlines(f.onset, [(s.level, s.lead) for s in f.stages])
-        due = {s.level: s.due_at for s in f.stages}
-        divisions = tuple(
+        divisions = self._outcomes(dl, division_names, resolved)
+        return WarningReport(
+            facts=f,
+            levels=self._levels(divisions, dl),
+            divisions=divisions,
+            unanswered=self._unanswered(divisions, phones, names),
+            channels=channels,
+            updates=self.updates,
+            lifts=self.lifts,
+            skipped=self.skipped,
+            first_at=self.first_at,
+            last_at=self.last_at,
+        )
+
+    def _outcomes(
+        self,
+        dl: Mapping[str, datetime],
+        division_names: Mapping[str, str],
+        resolved: Mapping[str, str | None],
+    ) -> tuple[DivisionOutcome, ...]:
+        """Every division the events name, by level and code."""
+        onset = self.facts.onset
+        order = rungs.names()
+        return tuple(
             sorted(
                 (
                     DivisionOutcome(
@@ -371,18 +394,26 @@ class _Acc:
                         reached_source=d.reached[3] if d.reached else None,
                         attempts=d.attempts,
                         redials=d.redials,
-                        escalations=tuple(r for r in RUNG_ORDER if r in d.escalations),
+                        escalations=tuple(r for r in order if r in d.escalations),
                         not_woken_at=d.not_woken,
                         resolved_by=resolved.get(d.code),
-                        onset=f.onset,
+                        onset=onset,
                     )
                     for d in self.divs.values()
                 ),
                 key=lambda x: (level_key(x.level), x.code),
             )
         )
+
+    def _unanswered(
+        self,
+        divisions: Sequence[DivisionOutcome],
+        phones: Mapping[str, str],
+        names: Mapping[str, str],
+    ) -> tuple[Unanswered, ...]:
+        """Every call nobody answered, by level, division, rung and person."""
         by_code = {d.code: d for d in divisions}
-        unanswered = tuple(
+        return tuple(
             sorted(
                 (
                     Unanswered(
@@ -399,12 +430,17 @@ class _Acc:
                     for (code, rung, cid), (n, answered) in self.calls.items()
                     if not answered
                 ),
-                key=lambda u: (level_key(u.level), u.code, RUNG_ORDER.index(u.rung), u.contact_id),
+                key=lambda u: (level_key(u.level), u.code, rungs.order(u.rung), u.contact_id),
             )
         )
+
+    def _levels(
+        self, divisions: Sequence[DivisionOutcome], dl: Mapping[str, datetime]
+    ) -> tuple[LevelSummary, ...]:
+        """One summary per level that has divisions or a stage."""
+        due = {s.level: s.due_at for s in self.facts.stages}
         levels = []
-        present = sorted({d.level for d in divisions} | set(due), key=level_key)
-        for lv in present:
+        for lv in sorted({d.level for d in divisions} | set(due), key=level_key):
             ds = [d for d in divisions if d.level == lv]
             esc: dict[str, int] = {}
             for d in ds:
@@ -427,18 +463,7 @@ class _Acc:
                     ack_seconds=tuple(sorted(self.ack_seconds.get(lv, ()))),
                 )
             )
-        return WarningReport(
-            facts=f,
-            levels=tuple(levels),
-            divisions=divisions,
-            unanswered=unanswered,
-            channels=channels,
-            updates=self.updates,
-            lifts=self.lifts,
-            skipped=self.skipped,
-            first_at=self.first_at,
-            last_at=self.last_at,
-        )
+        return tuple(levels)
 
 
 # ---- shared formatting --------------------------------------------------------------------

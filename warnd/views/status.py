@@ -14,11 +14,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from warnd.chain import rungs
 from warnd.errors import InputError
 from warnd.views import (
     LEVEL_ORDER,
-    RANK_OF_RUNG,
-    RUNG_ORDER,
     Counts,
     Detail,
     DivisionView,
@@ -293,18 +292,27 @@ async def detail(
             {"w": w.id},
         )
     }
+    people, called = _persons(crows, officer, ts)
+    out, dropped = _divisions(drows, people, called, w, pending, ts)
+    return Detail(w, out, total - dropped)
+
+
+def _persons(
+    crows: Sequence[Any], officer: Mapping[int, tuple[Any, Any]], ts: Timestamps
+) -> tuple[dict[int, dict[tuple[str, str], PersonView]], dict[int, set[str]]]:
+    """Per division: each person at each rung (their calls folded), and the rungs called."""
     people: dict[int, dict[tuple[str, str], PersonView]] = {}
-    rungs: dict[int, set[str]] = {}
+    called: dict[int, set[str]] = {}
     for r in crows:
         did, cid, rung = r[1], r[2], r[4]
-        rungs.setdefault(did, set()).add(rung)
+        called.setdefault(did, set()).add(rung)
         mine = people.setdefault(did, {})
         prev = mine.get((cid, rung))
         by, note = officer.get(r[0], (None, None))
         mine[(cid, rung)] = PersonView(  # calls come in id order: the latest round wins
             cid,
             rung,
-            RANK_OF_RUNG.get(rung, "?"),
+            rungs.rank_of(rung),
             r[3],
             r[6] + (prev.attempts if prev else 0),
             r[8],
@@ -318,14 +326,27 @@ async def detail(
             by,
             note,
         )
+    return people, called
+
+
+def _divisions(
+    drows: Sequence[Any],
+    people: Mapping[int, Mapping[tuple[str, str], PersonView]],
+    called: Mapping[int, set[str]],
+    w: WarningView,
+    pending: bool,
+    ts: Timestamps,
+) -> tuple[tuple[DivisionView, ...], int]:
+    """The divisions' views, in the order read, and how many ``pending`` left out."""
     dl = {lv.level: (lv.stage.deadline if lv.stage else None) for lv in w.levels}
     out = []
+    dropped = 0
     for r in drows:
-        persons = sorted(people.get(r[0], {}).values(), key=lambda p: RUNG_ORDER.index(p.rung))
+        persons = sorted(people.get(r[0], {}).values(), key=lambda p: rungs.order(p.rung))
         if pending:
             persons = [p for p in persons if p.pending]
             if not persons:
-                total -= 1
+                dropped += 1
                 continue
         not_woken_at = ts(r[8])
         out.append(
@@ -343,8 +364,8 @@ async def detail(
                 r[11],
                 bool(r[12]),
                 dl.get(r[3]),
-                escalations_of(rungs.get(r[0], ()), not_woken_at is not None),
+                escalations_of(called.get(r[0], ()), not_woken_at is not None),
                 tuple(persons),
             )
         )
-    return Detail(w, tuple(out), total)
+    return tuple(out), dropped

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from warnd.views import RANK_OF_RUNG, RUNG_ORDER, NotWoken, Timestamps, ToCall
+from warnd.chain import rungs
+from warnd.views import NotWoken, Timestamps, ToCall
 from warnd.views.reader import Source, source
 
 if TYPE_CHECKING:
@@ -78,9 +79,7 @@ async def not_woken(
     for r in rows:
         people: dict[tuple[str, str], ToCall] = {}
         for c in calls.get(int(r[0]), []):  # the latest round of a person at a rung wins
-            people[(c[1], c[2])] = ToCall(
-                c[1], c[2], RANK_OF_RUNG.get(c[2], "?"), c[3], c[4], ts(c[5])
-            )
+            people[(c[1], c[2])] = ToCall(c[1], c[2], rungs.rank_of(c[2]), c[3], c[4], ts(c[5]))
         since = ts(r[8])
         assert since is not None
         out.append(
@@ -99,7 +98,7 @@ async def not_woken(
                 ts(r[12]),
                 r[13],
                 r[14],
-                tuple(sorted(people.values(), key=lambda p: RUNG_ORDER.index(p.rung))),
+                tuple(sorted(people.values(), key=lambda p: rungs.order(p.rung))),
             )
         )
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warnd.errors import ConfigError
+from warnd.exposure import read_secret, secret_ref
 
 if TYPE_CHECKING:
     from warnd.policy import _Loader
@@ -41,8 +42,6 @@ class WallConfig:
 
     def token(self) -> str:
         """The wall's token, read now; ConfigError when missing, empty or too short."""
-        from warnd.policy import read_secret
-
         file, env = self.secret_file, self.secret_env
         raw = read_secret(file, env, field="wall.secret", source=self.source)
         try:
@@ -64,8 +63,6 @@ def wall_table(loader: _Loader, doc: dict[str, Any]) -> WallConfig | None:
     """``[wall]`` checked with the config loader's own helpers (errors name the TOML line)."""
     if "wall" not in doc:
         return None
-    from warnd.policy import secret_ref
-
     raw = loader.table(doc, "wall", KEYS)
     try:
         file, env = secret_ref(raw, "wall.")

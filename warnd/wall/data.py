@@ -27,8 +27,9 @@ import phonenumbers
 
 from warnd import views
 from warnd.cap.model import SEVERITY_RANK
+from warnd.chain import rungs
 from warnd.cli.statusview import STATE_ZH, Fmt, entry_json, warning_json
-from warnd.report import LEVEL_ZH, RUNG_ZH
+from warnd.report import LEVEL_ZH
 from warnd.views.feeds import FeedAlarm, feed_alarms
 from warnd.views.reach import Reach, reach
 from warnd.views.reader import Source, source
@@ -171,7 +172,7 @@ def _entry(e: views.NotWoken, f: Fmt, names: Mapping[str, str], mask: bool) -> d
     }
     for c in out["to_call"]:
         c["phone"] = shown_phone(c["phone"], mask)
-        c["rung_zh"] = RUNG_ZH.get(c["rung"], c["rung"])
+        c["rung_zh"] = rungs.zh(c["rung"])
     return out
 
 
