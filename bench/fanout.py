@@ -175,7 +175,7 @@ def province_alert(now: datetime) -> bytes:
 
 
 def write_config(tmp: Path, url: str, store_url: str, contacts: Path, attempts: int) -> Path:
-    (tmp / "secret").write_text("bench-secret\n")
+    (tmp / "secret").write_text("bench-secret-0123456789abcdefghijkl\n")
     cfg = tmp / "warnd.toml"
     cfg.write_text(
         f"""

@@ -1,13 +1,19 @@
 """Shared test setup.
 
 Tests import the builders in ``tests/factory.py`` by name. The ``store_url`` fixture runs a test
-once per store backend: SQLite always, PostgreSQL when ``WARND_TEST_PG_URL`` points at a server
-(``.ci/run`` starts one and sets ``WARND_REQUIRE_PG=1``, so CI cannot silently drop it).
+once per store backend: SQLite always, PostgreSQL when ``WARND_TEST_PG_URL`` points at a server.
+
+What the suite needs beyond a fresh clone is optional, and says so: a test that needs PostgreSQL
+(``WARND_TEST_PG_URL``), headless Chromium or the external CAP corpus (``../shared/cap-corpus``,
+the suite in ``tests/corpus/``) is skipped with a one-line reason when that part is missing —
+unless ``WARND_REQUIRE_PG=1`` / ``WARND_REQUIRE_CHROMIUM=1`` / ``WARND_REQUIRE_CORPUS=1`` make a
+missing one an error (``.ci/run`` sets all three for its full run). docs/testing.md.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,11 +24,63 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-PG_URL = os.environ.get("WARND_TEST_PG_URL")
-if os.environ.get("WARND_REQUIRE_PG") == "1" and not PG_URL:
-    raise RuntimeError("WARND_REQUIRE_PG=1 but WARND_TEST_PG_URL is not set")
+from samples import CORPUS
 
-BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+PG_URL = os.environ.get("WARND_TEST_PG_URL") or None
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def required(part: str) -> bool:
+    """``WARND_REQUIRE_<PART>=1``: a missing part is an error, not a skip."""
+    return os.environ.get(f"WARND_REQUIRE_{part}") == "1"
+
+
+def find_chromium() -> str | None:
+    """Headless Chromium's binary; ``WARND_TEST_CHROMIUM`` names one (``none``: act as absent)."""
+    named = os.environ.get("WARND_TEST_CHROMIUM")
+    if named is not None:
+        return None if named.strip().lower() in ("", "none") else named
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM = find_chromium()
+MISSING = {
+    "PG": None if PG_URL else "PostgreSQL: WARND_TEST_PG_URL is not set",
+    "CHROMIUM": None if CHROMIUM else "headless Chromium not found (apt-get install chromium)",
+    "CORPUS": None if CORPUS.is_dir() else f"CAP corpus not found at {CORPUS}",
+}
+for _part, _why in MISSING.items():
+    if _why is not None and required(_part):
+        raise RuntimeError(f"WARND_REQUIRE_{_part}=1 but {_why}")
+
+
+def pg_url() -> str:
+    """The PostgreSQL test server's URL; skips the test (one reason for all) without one."""
+    if PG_URL is None:
+        pytest.skip(f"{MISSING['PG']} (WARND_REQUIRE_PG=1 makes this an error)")
+    return PG_URL
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a PostgreSQL server its variants are marked skipped (the summary folds them into
+    one line per file) rather than vanishing."""
+    if PG_URL is not None:
+        return
+    skip = pytest.mark.skip(reason=f"{MISSING['PG']} (WARND_REQUIRE_PG=1 makes this an error)")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(skip)
+
+
+def chromium() -> str:
+    """Headless Chromium's binary; skips the test without one."""
+    if CHROMIUM is None:
+        pytest.skip(f"{MISSING['CHROMIUM']} (WARND_REQUIRE_CHROMIUM=1 makes this an error)")
+    return CHROMIUM
 
 
 async def fresh_pg_database(base_url: str) -> str:
@@ -55,16 +113,26 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'warnd.db'}"
         return
-    assert PG_URL is not None
-    url = await fresh_pg_database(PG_URL)
+    base = pg_url()
+    url = await fresh_pg_database(base)
     try:
         yield url
     finally:
-        await drop_pg_database(PG_URL, url)
+        await drop_pg_database(base, url)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Commands configure structlog for the process; give every test the defaults back."""
+    """Commands configure structlog for the process; give every test the defaults back (and
+    no library-log handler or throttle state left from another test's event loop)."""
     yield
     structlog.reset_defaults()
+    from warnd import logs
+
+    logs.reset()
+    logs.set_timezone(None)
+
+
+# The external corpus is an extra suite: without the folder its modules are not collected and
+# one test (tests/corpus/test_corpus_suite.py) says why.
+collect_ignore_glob = [] if MISSING["CORPUS"] is None else ["corpus/test_*_corpus.py"]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from factory import county_rows, write_contacts
 
@@ -18,6 +19,14 @@ from warnd.directory import load
 from warnd.policy import Policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "contacts"
+
+
+@pytest.fixture(autouse=True)
+def no_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run where no config/warnd.toml exists, so the contract's defaults apply unless given."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
 
 
 def invoke(*args: str) -> Any:
@@ -184,3 +193,43 @@ def test_the_audit_and_the_report_share_one_deadline_rule() -> None:
         dl = deadlines(onset, stages)
         for level, w in windows(stages).items():
             assert dl[level] == onset - w.lead + w.budget
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_shipped_config_passes_its_own_audit(monkeypatch: Any) -> None:
+    """Issue 13 item 2: what a duty office copies passes the pre-season audit, as shipped."""
+    monkeypatch.chdir(REPO)  # its paths are relative to the repository root (the quick start)
+    res = invoke("--config", "config/warnd.toml", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["ok"] is True and doc["fix"] is None
+    assert doc["counts"]["all"] == {"posts": 17, "failed": 0}
+    assert (doc["policy"]["window"], doc["policy"]["attempts"]) == ("2m", 3)
+    assert {p["worst"] for p in doc["posts"] if p["level"] == "village"} == {"24m"}
+
+
+def test_a_failing_audit_says_exactly_what_to_change_and_that_change_passes(
+    tmp_path: Path,
+) -> None:
+    """With the contract's defaults (5m × 3) the villages fail; the audit names the longest
+    window and the most attempts that fit, and each of them, applied alone, passes."""
+    folder = write_contacts(tmp_path / "contacts", county_rows(townships=2, villages=2))
+    res = invoke(str(folder), "--json")
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["fix"] == {
+        "window": "4m",
+        "window_s": 240,
+        "attempts": 2,
+        "levels": ["village"],
+    }
+    text = invoke(str(folder)).stdout
+    fix = '[ack] window = "4m"（现为 5m）；或 [ack] attempts = 2（现为 3）'
+    assert f"村级最坏叫应超时。改法（任选其一）：{fix}" in text
+    ladder = '["backup", "superior", "duty"]'
+    # each suggestion alone passes; the window is whole minutes below the exact limit (4m59s),
+    # and one step past the limit fails
+    for window, attempts, code in (("4m", 3, 0), ("5m", 2, 0), ("4m59s", 3, 0), ("5m", 3, 1)):
+        cfg = policy_toml(tmp_path, window, attempts, ladder)
+        assert invoke(str(folder), "--config", str(cfg)).exit_code == code, (window, attempts)

@@ -176,7 +176,7 @@ def test_serve_names_what_it_lacks_in_one_line(tmp_path: Path) -> None:
     bad_contacts = tmp_path / "bad-contacts.toml"
     text = SECTION2 + f'[contacts]\npath = "{contacts}"\n' + DAEMON
     bad_contacts.write_text(text.replace("spool/incoming", str(tmp_path / "in")), "utf-8")
-    os.environ["WARND_TEST_HOOK_SECRET"] = "not-used-by-any-test-but-this"
+    os.environ["WARND_TEST_HOOK_SECRET"] = "not-used-by-any-test-but-this-0123456789"
     try:
         one_line(warnd("serve", "--config", str(bad_contacts)), "a.csv:1", logs=True)
     finally:
@@ -229,7 +229,7 @@ async def test_a_bad_reload_keeps_the_old_contacts_and_the_chain_goes_on(tmp_pat
             breaks()
             assert daemon.reload_directory() is False, what
             assert daemon.engine.ctx.directory is old, what
-        async with h.http.get(h.base + "/healthz") as resp:
+        async with h.http.get(h.monitor + "/healthz") as resp:
             assert (await resp.json())["contacts"] == len(h.rows)
         failed = [json.loads(x) for x in log.getvalue().splitlines() if "reload_failed" in x]
         assert len(failed) == 4 and all("\n" not in f["error"] for f in failed)
@@ -256,7 +256,7 @@ async def test_sighup_with_a_broken_directory_keeps_serve_running(tmp_path: Path
     url = await run.gateway.start()
     rows = county_rows()
     write_contacts(tmp_path / "contacts", rows)
-    (tmp_path / "secret").write_bytes(b"sighup-test-secret")
+    (tmp_path / "secret").write_bytes(b"sighup-test-secret-0123456789abcdef")
     (tmp_path / "warnd.toml").write_text(
         f"""
 [store]
@@ -302,7 +302,7 @@ url = "{url}"
 async def contacts_served(run: Run) -> int:
     async with (
         aiohttp.ClientSession() as s,
-        s.get(f"http://127.0.0.1:{run.port}/healthz") as resp,
+        s.get(f"http://127.0.0.1:{run.monitor}/healthz") as resp,
     ):
         count: int = (await resp.json())["contacts"]
         return count

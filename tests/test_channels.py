@@ -467,6 +467,55 @@ def test_registry_knows_the_types_and_refuses_a_second_owner() -> None:
         register("log")(ScriptedChannel)  # type: ignore[type-var]
 
 
+def test_no_channel_module_imports_the_config_loader() -> None:
+    """``warnd.policy`` reads ``[channels.*]`` through ``warnd.channels.load_channels``: the
+    import runs one way (type-only imports aside)."""
+    import ast
+
+    import warnd.channels
+
+    def imports(node: ast.AST) -> set[str]:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return set().union(*(imports(n) for n in node.orelse))
+        found = set().union(*(imports(n) for n in ast.iter_child_nodes(node)))
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        return found
+
+    folder = Path(warnd.channels.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 10
+    for module in modules:
+        assert "warnd.policy" not in imports(ast.parse(module.read_text())), module.name
+
+
+def test_the_optional_protocols_name_what_a_channel_type_does_beyond_sending() -> None:
+    from warnd.channels import (
+        Observer,
+        WithRoutes,
+        aliyun,
+        dingtalk,
+        email,
+        tencent,
+        webhook,
+        wecom,
+    )
+
+    types = {
+        "aliyun": aliyun.AliyunChannel,
+        "tencent": tencent.TencentChannel,
+        "wecom": wecom.WecomChannel,
+        "dingtalk": dingtalk.DingtalkChannel,
+        "webhook": webhook.WebhookChannel,
+        "log": LogChannel,
+        "email": email.EmailChannel,
+    }
+    assert {n for n, cls in types.items() if issubclass(cls, WithRoutes)} == {"aliyun", "tencent"}
+    assert {n for n, cls in types.items() if issubclass(cls, Observer)} == {"wecom", "dingtalk"}
+
+
 @pytest.mark.parametrize(
     ("message_id", "route", "sent"),
     [

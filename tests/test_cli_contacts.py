@@ -11,7 +11,8 @@ from directory_gen import generate
 from rich.console import Console
 
 from warnd.cli import main
-from warnd.cli.contacts import LoadProgress, summary
+from warnd.cli.contacts import summary
+from warnd.cli.progress import DelayedBar, rows
 from warnd.directory import load
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "contacts"
@@ -118,7 +119,7 @@ def test_progress_bar_appears_only_after_a_second() -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=80)
     clock = FakeClock()
-    bar = LoadProgress(console, clock=clock)
+    bar = DelayedBar("读取通讯录", console, describe=rows, clock=clock)
     bar(10, 100)
     clock.now += 0.5
     bar(20, 100)
@@ -128,7 +129,7 @@ def test_progress_bar_appears_only_after_a_second() -> None:
     assert bar.shown
     bar(100, 100)
     bar.close()
-    assert "读取通讯录" in out.getvalue()
+    assert "读取通讯录" in out.getvalue() and "100/100 行" in out.getvalue()
 
 
 def test_load_reports_progress(tmp_path: Path) -> None:

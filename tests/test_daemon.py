@@ -46,7 +46,7 @@ M = timedelta(minutes=1)
 S = timedelta(seconds=1)
 SENDER = "433122_Meteorological_Observatory"
 ID = "43312241600000_20250614080000"
-SECRET = b"hook-secret-for-tests-631"
+SECRET = b"hook-secret-for-tests-631-0123456789"
 PUBLIC = "https://warn.example.cn"
 
 COUNTY_A, COUNTY_DUTY = "c-433122-a", "c-433122-duty"
@@ -139,8 +139,9 @@ class Harness:
         self.config = load_config(config_toml(self.tmp, url))
         self.daemon = Daemon(self.config, clock=self.clock, scheduler=False, port=0)
         await self.daemon.start()
-        assert self.daemon.bound_port
+        assert self.daemon.bound_port and self.daemon.monitor_port
         self.base = f"http://127.0.0.1:{self.daemon.bound_port}"
+        self.monitor = f"http://127.0.0.1:{self.daemon.monitor_port}"  # /healthz, /metrics
         self.http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
@@ -556,14 +557,14 @@ async def test_gateway_down_then_up_message_is_sent_later(
 
 
 async def test_healthz(h: Harness) -> None:
-    async with h.http.get(h.base + "/healthz") as resp:
+    async with h.http.get(h.monitor + "/healthz") as resp:
         assert resp.status == 200 and resp.content_type == "application/json"
         report = await resp.json()
     assert report["ok"] is True and report["contacts"] == len(h.rows)
     assert report["now"] == T0.isoformat() and report["next_due"] is None
     assert report["feeds"]["incoming"]["consecutive_failures"] == 0
     await h.feed(cap_xml(ID, T0, onset=T0 + 8 * H))
-    async with h.http.get(h.base + "/healthz") as resp:
+    async with h.http.get(h.monitor + "/healthz") as resp:
         report = await resp.json()
     assert datetime.fromisoformat(report["next_due"]) == T0 + 2 * H
 
@@ -694,7 +695,7 @@ async def test_metrics_expose_chain_state_and_process_counters(h: Harness) -> No
     await h.feed(cap_xml(ID, T0, onset=T0 + 6 * H))  # county stage fires at arrival
     (sent,) = await h.joined(h.gateway.receipts)
     assert (await h.hook("/hooks/ivr", {"id": sent.row.id, "digits": "1"}))[0] == 200
-    async with h.http.get(h.base + "/metrics") as resp:
+    async with h.http.get(h.monitor + "/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
     lines = set(text.splitlines())

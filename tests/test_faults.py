@@ -40,6 +40,7 @@ from gateway_fake import GatewayFake
 from test_daemon import PUBLIC, SECRET, T0, Harness
 
 from warnd import dispatch, logs
+from warnd.channels import delivery
 from warnd.channels.delivery import Backoff, deliver
 from warnd.daemon import Daemon
 from warnd.engine.ids import message_id_of
@@ -139,6 +140,7 @@ class Rig(Harness):
         self.daemon = Daemon(self.config, clock=self.clock, scheduler=False, port=0)
         await self.daemon.start()
         self.base = f"http://127.0.0.1:{self.daemon.bound_port}"
+        self.monitor = f"http://127.0.0.1:{self.daemon.monitor_port}"
         import aiohttp
 
         self.http = aiohttp.ClientSession()
@@ -208,13 +210,13 @@ timeout = "{self.channel_timeout}"
         return {f.name: r for f, r in zip(feeds, reports, strict=True)}
 
     async def metric(self, name: str, feed: str) -> float:
-        async with self.http.get(self.base + "/metrics") as resp:
+        async with self.http.get(self.monitor + "/metrics") as resp:
             text = await resp.text()
         m = re.search(rf'^{name}{{feed="{feed}"}} ([0-9.e+]+)$', text, re.MULTILINE)
         return float(m[1]) if m else 0.0
 
     async def health(self) -> dict[str, Any]:
-        async with self.http.get(self.base + "/healthz") as resp:
+        async with self.http.get(self.monitor + "/healthz") as resp:
             assert resp.status == 200
             answer: dict[str, Any] = await resp.json()
             return answer
@@ -346,7 +348,7 @@ async def test_a_spool_path_that_is_not_a_folder_is_reported_and_recovers(rig: R
 
 async def feed_items(rig: Rig) -> Counter[str]:
     """``warnd_feed_items_total`` of the ``incoming`` feed, by outcome, as /metrics shows it."""
-    async with rig.http.get(rig.base + "/metrics") as resp:
+    async with rig.http.get(rig.monitor + "/metrics") as resp:
         scraped = await resp.text()
     pattern = r'^warnd_feed_items_total\{feed="incoming",outcome="(\w+)"\} ([0-9.e+]+)$'
     return Counter({m[1]: int(float(m[2])) for m in re.finditer(pattern, scraped, re.MULTILINE)})
@@ -442,7 +444,16 @@ async def assert_every_attempt_sent_or_superseded(rig: Rig) -> None:
         assert mine[-1][1] in ("sent", "failed") or call.state != "active"
 
 
+async def failures(rig: Rig) -> int:
+    """``warnd_delivery_failures_total`` of the gateway, as /metrics shows it."""
+    async with rig.http.get(rig.monitor + "/metrics") as resp:
+        text = await resp.text()
+    pattern = r'^warnd_delivery_failures_total\{channel="gateway",[^}]*\} ([0-9.e+]+)$'
+    return int(sum(float(m[1]) for m in re.finditer(pattern, text, re.MULTILINE)))
+
+
 async def test_a_share_of_5xx_and_429_delays_but_loses_nothing(rig: Rig, one_try: None) -> None:
+    counted0 = await failures(rig)  # the registry is per process: a delta
     rig.gateway.share_5xx, rig.gateway.share_429 = 0.3, 0.15
     await feed_county(rig)
     await walk(rig, T0 + 65 * M, timedelta(seconds=30))
@@ -455,12 +466,20 @@ async def test_a_share_of_5xx_and_429_delays_but_loses_nothing(rig: Rig, one_try
     # accepted once each, on the first route (the id) or the SMS fallback (the id + "-1")
     accepted = Counter(message_id_of(r.id) for r in rig.gateway.receipts if r.ok)
     assert set(accepted) == {r.id for r in rows} and set(accepted.values()) == {1}
-    # a failed send tried both routes (voice, then sms: dispatch falls back on any failure)
-    # and left one log line naming the message; a voice refusal may end as an SMS
+    # a transient failure does not turn a voice call into an SMS: the attempt is queued again
+    # as voice (docs/hardening.md, the fallback rule); every failed request is counted and
+    # logged, one line each (none throttled at this rate)
+    refused = Counter(r.id for r in rig.gateway.receipts if not r.ok)
+    assert {r.body["kind"] for r in rig.gateway.receipts} == {"voice"}
+    assert {r.channel for r in rows} == {"gateway/voice"}
     failed_sends = Counter(e["message"] for e in rig.events("send_failed"))
-    refused = Counter(message_id_of(r.id) for r in rig.gateway.receipts if not r.ok)
-    assert failed_sends and all(refused[i] >= 2 * n for i, n in failed_sends.items())
-    assert {r.channel for r in rows} <= {"gateway/voice", "gateway/sms"}
+    assert failed_sends == refused  # one request a send: no retry inside it (one_try)
+    delivery._LINES.flush()  # the throttled lines' summary, due at the end of its period
+    lines = rig.events("delivery failed")
+    assert len(lines) + sum(e["suppressed"] for e in lines) == sum(refused.values())
+    assert 20 <= len(lines) < sum(refused.values())  # throttled: 20 lines per 10 s
+    assert await failures(rig) - counted0 == sum(refused.values())  # and every one counted
+    assert rig.events("route_fallback") == []
     # the ladder ran its normal course: nobody answered, every division ended on the list
     assert {d.rung for d in await rig.all(Division)} == {"ended"}
 
@@ -476,8 +495,9 @@ async def test_gateway_timeouts_are_retried_under_the_same_id(
         rows = await rig.all(Outbox, Outbox.purpose == "call")
         assert len(rows) == 7 and {r.state for r in rows} == {"pending"}
         assert all("timed out" in (r.error or "") for r in rows)
-        slow = {r.id for r in rig.gateway.receipts}  # each on both routes (voice, then SMS)
-        assert {message_id_of(i) for i in slow} == {r.id for r in rows} and len(slow) == 14
+        slow = {r.id for r in rig.gateway.receipts}  # voice only: a timeout is transient
+        assert slow == {r.id for r in rows} and len(slow) == 7
+        assert {r.body["kind"] for r in rig.gateway.receipts} == {"voice"}
         rig.gateway.latency = 0.0
         await rig.to(T0 + RETRY)
         rows = await rig.all(Outbox, Outbox.purpose == "call")

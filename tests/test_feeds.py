@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from lxml import etree
+from samples import CAP, FEEDS
 
 from warnd.errors import CapError, ConfigError
 from warnd.feeds import FeedItem, IngestResult, Outcome
@@ -21,10 +22,10 @@ from warnd.feeds.folder import FolderFeed
 from warnd.feeds.http import HttpFeed
 from warnd.xmlsafe import MAX_BYTES, parse_xml
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "cap-corpus"
-THUNDER = (CORPUS / "valid/gcap/gcap_thunderstorm.cap").read_bytes()
-WEATHER = (CORPUS / "valid/gcap/gcap_weather.cap").read_bytes()
-CANADA = (CORPUS / "valid/gcap/gcap_canada.cap").read_bytes()
+# three distinct CAP messages of the repository's samples (tests/data)
+THUNDER = (CAP / "valid/luxi-rainstorm-alert.xml").read_bytes()
+WEATHER = (CAP / "valid/xiangxi-geohazard-villages.xml").read_bytes()
+CANADA = (CAP / "valid/luxi-rainstorm-update.xml").read_bytes()
 T0 = 1_750_000_000.0
 
 
@@ -113,12 +114,13 @@ async def test_folder_accepted_duplicate_rejected(tmp_path: Path) -> None:
 async def test_folder_ignores_temporary_hidden_and_other_files(tmp_path: Path) -> None:
     for name in (".hidden.xml", "x.xml.tmp", "y.xml.part", "notes.txt", "z.cap"):
         _drop(tmp_path, name, THUNDER, T0 - 60)
-    (tmp_path / "sub.xml").mkdir()
+    (tmp_path / "sub.xml").mkdir()  # never read; moved to rejected/ (docs/hardening.md)
     _drop(tmp_path / "sub.xml", "inner.xml", THUNDER, T0 - 60)
     store = Store()
     report = await FolderFeed("f", tmp_path, now=Clock()).poll(store)
-    assert report.items == 0 and store.calls == []
+    assert (report.items, report.rejected) == (1, 1) and store.calls == []
     assert {"x.xml.tmp", "y.xml.part", ".hidden.xml", "notes.txt", "z.cap"} <= _names(tmp_path)
+    assert (tmp_path / "rejected" / "sub.xml" / "inner.xml").is_file()
 
 
 async def test_folder_processes_in_mtime_then_name_order(tmp_path: Path) -> None:
@@ -326,13 +328,13 @@ def _feed(srv: Server, path: str, sleep: FakeSleep | None = None, **kw: Any) -> 
 
 
 def _local_index(srv: Server) -> bytes:
-    """The corpus NWS index with its links pointed at the test server."""
-    data = (CORPUS / "feeds/valid/gcap_weather_index.atom").read_bytes()
-    return data.replace(b"http://www.weather.gov", srv.base.encode())
+    """The repository's Atom index sample with its links pointed at the test server."""
+    data = (FEEDS / "valid/index.atom").read_bytes()
+    return data.replace(b"https://alerts.example.test", srv.base.encode())
 
 
-LINK_A = "/alerts-beta/wwacapget.php?x=CT20100831030400OKXAirQualityAlertOKX20100901031500CT"
-LINK_B = "/alerts-beta/wwacapget.php?x=DC20100830203300LWXAirQualityAlertLWX20100901040000DC"
+LINK_A = "/cap/43312241600000_20250614081500.xml"
+LINK_B = "/cap/43310041700000_20250702160000.xml"
 
 
 async def test_http_index_fetches_linked_documents_once(server: Server) -> None:
@@ -371,7 +373,7 @@ async def test_http_index_fetches_linked_documents_once(server: Server) -> None:
 
 
 async def test_http_fat_feed_and_conditional_get(server: Server) -> None:
-    fat = (CORPUS / "feeds/valid/gcap_weather.atom").read_bytes()
+    fat = (FEEDS / "valid/fat.atom").read_bytes()
     server.serve("/fat.atom", fat, etag='"v1"')
     feed = _feed(server, "/fat.atom")
     store = Store()
@@ -407,13 +409,13 @@ async def test_http_single_cap_with_last_modified(server: Server) -> None:
 
 
 async def test_http_edxl_distribution(server: Server) -> None:
-    server.serve("/de.xml", (CORPUS / "feeds/valid/gcap_bushfire_valid.edxlde").read_bytes())
+    server.serve("/de.xml", (FEEDS / "valid/edxl-three-alerts.xml").read_bytes())
     feed = _feed(server, "/de.xml")
     try:
         report = await feed.poll(Store())
     finally:
         await feed.aclose()
-    assert (report.items, report.accepted, report.error) == (7, 7, None)
+    assert (report.items, report.accepted, report.error) == (3, 3, None)
 
 
 async def test_http_retries_transient_faults_with_backoff(server: Server) -> None:
@@ -521,7 +523,7 @@ async def test_http_failed_link_is_retried_next_poll(server: Server) -> None:
 
 
 async def test_http_store_down_items_retried(server: Server) -> None:
-    server.serve("/fat.atom", (CORPUS / "feeds/valid/gcap_amber.atom").read_bytes(), etag='"a"')
+    server.serve("/fat.atom", (FEEDS / "valid/fat.atom").read_bytes(), etag='"a"')
     feed = _feed(server, "/fat.atom")
     store = Store()
     store.down = True

@@ -2,8 +2,9 @@
 ``CapError`` — never another exception, never a hang, never unbounded memory.
 
 Hypothesis generates schema-valid CAP 1.1/1.2 documents (checked field by field and with
-``strict=True``), then mutates them and the shared corpus: truncation, byte noise, wrong types in
-every field, huge values, odd encodings, deep nesting. Every example has a deadline; the big ones
+``strict=True``), then mutates them and the CAP samples (tests/data, and the external corpus
+when it is there): truncation, byte noise, wrong types in every field, huge values, odd
+encodings, deep nesting. Every example has a deadline; the big ones
 also a memory bound (Python allocations by ``tracemalloc``, libxml2's by the process's peak
 RSS, reset through ``/proc/self/clear_refs``). The classic XML attacks are in
 ``test_cap_hostile.py``; the ones it does not cover are at the end of this file.
@@ -25,14 +26,17 @@ from xml.sax.saxutils import escape
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from samples import CORPUS, samples
 
 from warnd.cap import MAX_BYTES, Alert, parse
 from warnd.cap.parser import ENUMS
 from warnd.division import normalise
 from warnd.errors import CapError
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "cap-corpus"
-SEEDS = sorted(p.read_bytes() for p in (CORPUS / "valid").rglob("*") if p.is_file())
+#: the repository's valid samples, and the external corpus's when it is there (more shapes)
+SEEDS = sorted(p.read_bytes() for p in samples("valid")) + sorted(
+    p.read_bytes() for p in (CORPUS / "valid").rglob("*") if p.is_file()
+)
 NS = {"1.2": "urn:oasis:names:tc:emergency:cap:1.2", "1.1": "urn:oasis:names:tc:emergency:cap:1.1"}
 SEVERITY_ORDER = ("Unknown", "Minor", "Moderate", "Severe", "Extreme")
 

@@ -51,7 +51,7 @@ CST = timezone(timedelta(hours=8))
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=CST)
 ID = "43312241600000_20250614080000"
 ID_LATE = "43312241600000_20250614080100"  # below min_severity: recorded, nothing sent
-SECRET = b"multi-instance-hook-secret"
+SECRET = b"multi-instance-hook-secret-0123456789"
 WINDOW = timedelta(minutes=5)
 ATTEMPTS = 3
 HEARTBEAT_S = 1.0  # [store] heartbeat: a dead instance's messages are queued again after 2
@@ -68,6 +68,7 @@ class Proc:
     name: str
     proc: asyncio.subprocess.Process | None = None
     port: int | None = None
+    monitor: int | None = None  # the port of /healthz and /metrics
     ident: str | None = None  # Context.instance: what it writes into outbox.claimed_by
     logs: list[Path] = field(default_factory=list)
 
@@ -144,6 +145,7 @@ class Cluster:
                 raise AssertionError(f"{p.name} did not start: {log.read_text()[-2000:]}")
             await asyncio.sleep(0.05)
         p.port = int(started[0]["listen"].rsplit(":", 1)[1])
+        p.monitor = int(started[0]["monitor"].rsplit(":", 1)[1])
         p.ident = started[0]["instance"]
 
     async def kill(self, p: Proc) -> Kill:
@@ -235,7 +237,7 @@ class Cluster:
 
     async def metric(self, p: Proc, name: str) -> float:
         """The sum of a counter's samples on a process's ``/metrics`` page."""
-        url = f"http://127.0.0.1:{p.port}/metrics"
+        url = f"http://127.0.0.1:{p.monitor}/metrics"
         async with aiohttp.ClientSession() as s, s.get(url) as resp:
             assert resp.status == 200
             text = await resp.text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from sqlmodel import select
 
 from warnd import cap
 from warnd.cli import main
-from warnd.cli.replay import ClockProgress
+from warnd.cli.progress import DelayedBar, drill_time
 from warnd.clock import ScaledClock
 from warnd.drill import load_feed
 from warnd.errors import InputError
@@ -43,7 +44,7 @@ START = datetime(2025, 6, 1, 10, 0, tzinfo=CST)  # the drill's virtual start
 WALL0 = datetime(2025, 5, 20, 9, 0, tzinfo=UTC)  # the real instant the drill starts at
 ID1 = "43312241600000_20240701080000"
 ID2 = "43312241600000_20240701090000"
-SECRET = b"replay-hook-secret"
+SECRET = b"replay-hook-secret-0123456789abcdef"
 RESPONDERS = {"c-433122-a", "c-433122100-a", "c-433122100200-a"}
 
 
@@ -189,7 +190,7 @@ def test_clock_progress_shows_after_a_second_on_the_drill_time() -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100)
     now = [0.0]
-    bar = ClockProgress(console, "演练回放", clock=lambda: now[0])
+    bar = DelayedBar("演练回放", console, describe=drill_time, clock=lambda: now[0])
     bar(600, 7200)
     assert not bar.shown and out.getvalue() == ""
     now[0] = 1.5
@@ -328,7 +329,7 @@ async def test_replay_runs_the_chain_compressed_and_marked_as_a_drill(
             messages = (await s.execute(select(Message))).scalars().all()
             outbox = (await s.execute(select(Outbox))).scalars().all()
         assert [(w.key, w.drill, w.state) for w in warnings] == [
-            (f"{ID1}-drill-T1", True, "active")
+            (f"{ID1}-drill-T1", True, "ended")  # the run is over: so is its warning
         ]
         assert {m.status for m in messages} == {"Exercise"}
         assert outbox and all(o.drill for o in outbox)
@@ -353,6 +354,35 @@ async def test_replay_runs_the_chain_compressed_and_marked_as_a_drill(
     assert r["real_seconds"] == pytest.approx(drill.real[0])
     assert 6.5 < drill.real[0] < 8.0
     assert [st["real_at"] is not None for st in result["stages"]] == [True, True, True]
+
+
+async def test_a_finished_replay_is_over_in_status_and_shows_no_negative_times(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Issue 13 item 4: the duty desk after a replay, at the real time it ended (the drill's
+    clock ran ×3600, so its records lie hours ahead of the wall clock)."""
+    drill = Drill(tmp_path, store_url)
+    await drill.run()
+    clock = tmp_path / "clock"
+    clock.write_text(drill.clock.wall().isoformat(), encoding="utf-8")
+    base = ["--config", str(tmp_path / "warnd.toml")]
+
+    async def cli(*args: str) -> Any:
+        extra = ["--clock-file", str(clock)] if args[0] in ("status", "unreached") else []
+        return await asyncio.to_thread(CliRunner().invoke, main, [*args, *base, *extra])
+
+    shown = await cli("status", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["warnings"] == []  # not 进行中 for ever
+    every = json.loads((await cli("status", "--all", "--json")).stdout)
+    assert [(w["key"], w["state"]) for w in every["warnings"]] == [(f"{ID1}-drill-T1", "ended")]
+    text = (await cli("status", "--all")).stdout
+    assert "已结束" in text and "进行中" not in text
+    listed = (await cli("unreached", "--all")).stdout
+    assert "演练时间" in listed  # its entries are on the drill's clock, ahead of now
+    assert "（-" not in listed and "-" not in "".join(re.findall(r"（[^）]*前）", listed))
+    assert (await cli("unreached", "--json")).exit_code == 0
+    assert json.loads((await cli("unreached", "--json")).stdout)["entries"] == []
 
 
 async def test_interrupted_replay_cancels_what_is_left(tmp_path: Path, store_url: str) -> None:

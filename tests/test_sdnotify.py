@@ -74,7 +74,7 @@ async def test_pings_come_from_the_event_loop_and_stop_when_it_blocks(tmp_path: 
 def test_serve_sends_ready_after_start_and_watchdog_pings(tmp_path: Path) -> None:
     """``warnd serve`` as systemd runs it: READY=1 once the store is open, then pings."""
     write_contacts(tmp_path / "contacts", county_rows(townships=1, villages=1))
-    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "secret").write_text("s3cret-for-the-sdnotify-test-0123456789\n")
     (tmp_path / "warnd.toml").write_text(
         f"""
 [store]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, drop_pg_database, fresh_pg_database, pg_url
 from factory import cap_xml, county_rows
 from scenario import T0, Scenario
 from sqlalchemy import select, text
@@ -51,8 +51,7 @@ def filled(
     tmp = tmp_path_factory.mktemp("reader")
     url = None
     if request.param == "postgresql":
-        assert PG_URL is not None
-        url = asyncio.run(fresh_pg_database(PG_URL))
+        url = asyncio.run(fresh_pg_database(pg_url()))
     sc = Scenario(
         tmp, url, rows=county_rows(townships=1, villages=2), responders={"c-433122-a": 3 * M}
     )
@@ -67,8 +66,7 @@ def filled(
     (tmp / "clock").write_text(AT.isoformat(), encoding="utf-8")
     yield sc
     if url is not None:
-        assert PG_URL is not None
-        asyncio.run(drop_pg_database(PG_URL, url))
+        asyncio.run(drop_pg_database(pg_url(), url))
 
 
 _PROBE = """
@@ -215,7 +213,7 @@ def test_an_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:
     for cmd in ("status", "unreached"):
         res = CliRunner().invoke(main, [cmd, "--config", str(cfg)])
         assert res.exit_code == 2, res.output
-        assert res.output.startswith("warnd: cannot open store postgresql://")
+        assert res.output.startswith("warnd: 无法打开数据库 (cannot open store postgresql://")
         assert len(res.output.strip().splitlines()) == 1
 
 

@@ -44,7 +44,7 @@ COUNTY_A, COUNTY_A_PHONE = "c-433122-a", "13810000001"
 
 def write_config(tmp: Path, channel: str, store_url: str) -> Path:
     for name, value in {
-        "hook-secret": "hook-secret-e2e",
+        "hook-secret": "hook-secret-e2e-0123456789abcdefghij",
         "cb-token": TOKEN,
         "ali-secret": ALI_SECRET,
         "tx-key": TX_KEY,

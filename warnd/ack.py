@@ -1,56 +1,72 @@
-"""Acknowledgement intake over HTTP (contracts §6) and the listener's health page.
+"""Acknowledgement intake over HTTP (contracts §6): the hooks' listener app.
 
-Hooks must carry a fresh HMAC signature (401 and nothing changes otherwise); confirmation links
-acknowledge only on POST, because link scanners and chat previews open links by GET.
+Hooks must carry a fresh HMAC signature (401 and nothing changes otherwise; the body never says
+which check failed, the log does); confirmation links acknowledge only on POST, because link
+scanners and chat previews open links by GET, and only from their own page (a POST whose
+``Origin`` is another site is refused: a page elsewhere must not acknowledge for the person).
+Requests for links that do not exist are budgeted per client address (``LINK_MISSES``): past
+the budget, ``/a/…`` answers 429 without a lookup. ``/healthz`` and ``/metrics`` are on the
+monitor listener (``warnd.monitor``). Connection limits: ``warnd.listener``.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from warnd import logs, phone
 from warnd.clock import wall_now
 from warnd.engine import Engine
 from warnd.engine.acks import AckResult
+from warnd.listener import AddressBudget, client_address
 from warnd.signature import ReplayGuard, SignatureError, mask_phone, verify
 
 log = structlog.get_logger("warnd.ack")
 
 MAX_BODY = 64 * 1024
+#: unknown or expired links per client address: 20 at once, then one every 6 s (10 a minute);
+#: a person opening their own link never spends any
+LINK_MISSES = (20.0, 1 / 6)
+UNAUTHORIZED = "签名无效 unauthorized"  # the same body whatever failed: the log says what
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 SECRET: web.AppKey[bytes] = web.AppKey("secret", bytes)
 GUARD: web.AppKey[ReplayGuard] = web.AppKey("guard", ReplayGuard)
-HEALTH: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("health")
+ORIGINS: web.AppKey[frozenset[str]] = web.AppKey("origins", frozenset)
+PROXIES: web.AppKey[frozenset[str]] = web.AppKey("proxies", frozenset)
+MISSES: web.AppKey[AddressBudget] = web.AppKey("misses", AddressBudget)
 
 
 def make_app(
     engine: Engine,
     secret: bytes,
-    health: Callable[[], Awaitable[dict[str, Any]]],
     *,
     max_age_s: float = 300,
     extra_routes: Iterable[web.RouteDef] = (),
+    public_url: str | None = None,
+    trusted_proxies: Iterable[str] = (),
+    link_misses: AddressBudget | None = None,
 ) -> web.Application:
-    """The listener's app; ``extra_routes`` are channels' vendor callbacks (warnd.vendors)."""
+    """The hooks listener's app; ``extra_routes`` are channels' vendor callbacks
+    (warnd.vendors). More routes may be added to the returned app before it is started."""
     app = web.Application(client_max_size=MAX_BODY)
     logs.conceal(secret)  # never written whole into a log line, whatever carries it
     app[ENGINE] = engine
     app[SECRET] = secret
     app[GUARD] = ReplayGuard(max_age_s)
-    app[HEALTH] = health
+    app[ORIGINS] = frozenset({URL(public_url).authority.lower()} if public_url else ())
+    app[PROXIES] = frozenset(trusted_proxies)
+    app[MISSES] = link_misses or AddressBudget(*LINK_MISSES)
     app.router.add_post("/hooks/reply", reply_hook)
     app.router.add_post("/hooks/ivr", ivr_hook)
     app.router.add_get("/a/{token}", link_page)
     app.router.add_post("/a/{token}", link_confirm)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_page)
     app.router.add_routes(list(extra_routes))
     return app
 
@@ -71,11 +87,14 @@ async def _signed_json(request: web.Request) -> tuple[dict[str, Any], tuple[int,
         request.app[GUARD].check(int(ts or 0), sig or "", now)
     except SignatureError as exc:
         log.warning("hook_refused", path=request.path, reason=str(exc.reason))
-        raise web.HTTPUnauthorized(text=f"签名无效 bad signature: {exc.reason}") from None
+        raise web.HTTPUnauthorized(text=UNAUTHORIZED) from None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="body must be JSON") from None
+    except RecursionError:  # 30,000 nested "[": refused, not a 500
+        log.warning("hook_refused", path=request.path, reason="nested_too_deeply")
+        raise web.HTTPBadRequest(text="body nested too deeply") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text="body must be a JSON object")
     return data, (int(ts or 0), sig or "")
@@ -143,11 +162,54 @@ def _page(body: str, status: int = 200) -> web.Response:
     return web.Response(text=_PAGE.format(body=body), content_type="text/html", status=status)
 
 
+_SLOW_DOWN = "<h1>尝试过多</h1><p>请稍后再试，或直接回复短信 1、接听语音电话按 1。</p>"
+
+
+_REFUSALS = logs.LimitedLog(log, burst=5, per=60.0)  # a guessing run: a few lines, not one each
+
+
+def _refused(reason: str, address: str, **kw: Any) -> None:
+    _REFUSALS.warning((reason, address), "link_refused", reason=reason, address=address, **kw)
+
+
+def _budgeted(request: web.Request) -> str | None:
+    """The client's address, or None when it has used up its budget of unknown links."""
+    proxies: frozenset[str] = request.app[PROXIES]
+    address = client_address(request, proxies)
+    if request.app[MISSES].exhausted(address):
+        _refused("too_many_unknown_links", address)
+        return None
+    return address
+
+
+def _missed(request: web.Request, address: str) -> None:
+    request.app[MISSES].spend(address)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser's POST from this site's own page (or from no page: no Origin header, as some
+    phones' browsers send). ``Origin: null`` (a sandboxed or file page) is not ours."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") != "cross-site"
+    try:
+        authority = URL(origin.strip()).authority.lower()
+    except ValueError:
+        return False
+    return bool(authority) and (
+        authority == request.host.lower() or authority in request.app[ORIGINS]
+    )
+
+
 async def link_page(request: web.Request) -> web.Response:
     """Show what is to be confirmed; never acknowledges (scanners open links)."""
+    address = _budgeted(request)
+    if address is None:
+        return _page(_SLOW_DOWN, 429)
     token = request.match_info["token"]
     info = await request.app[ENGINE].describe_token(token)
     if info is None:
+        _missed(request, address)
         return _page("<h1>链接无效或已过期</h1><p>请直接回复短信 1 或联系值班室。</p>", 404)
     return _page(
         f"<h1>预警叫应确认</h1><p>{html.escape(info)}</p>"
@@ -157,29 +219,17 @@ async def link_page(request: web.Request) -> web.Response:
 
 async def link_confirm(request: web.Request) -> web.Response:
     await request.read()  # a form button sends next to nothing: over MAX_BODY is a 413
+    if not _same_origin(request):
+        origin = request.headers.get("Origin", "")[:100]
+        proxies: frozenset[str] = request.app[PROXIES]
+        _refused("cross_origin", client_address(request, proxies), origin=origin)
+        return _page("<h1>未能确认</h1><p>请在短信中的链接页面上点击按钮确认。</p>", 403)
+    address = _budgeted(request)
+    if address is None:
+        return _page(_SLOW_DOWN, 429)
     result = await request.app[ENGINE].ack_token(request.match_info["token"])
     if not result.ok:
+        if result.contact_id is None:  # not a link of ours (or expired): counts as a guess
+            _missed(request, address)
         return _page(f"<h1>未能确认</h1><p>{html.escape(result.reason)}</p>", 404)
     return _page("<h1>已确认收到</h1><p>谢谢。请按预警要求做好防范和转移避险。</p>")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    report = await request.app[HEALTH]()
-    return web.json_response(
-        report,
-        status=200 if report.get("ok") else 503,
-        dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str),
-    )
-
-
-async def metrics_page(request: web.Request) -> web.Response:
-    """Prometheus exposition (text format 0.0.4)."""
-    from warnd.metrics import exposition
-
-    body = await exposition(request.app[ENGINE].ctx.store)
-    return web.Response(
-        body=body,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )

@@ -30,17 +30,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from warnd.chain.ladder import STAGE
+from warnd.chain import rungs
+from warnd.chain.rungs import STAGE
 from warnd.deadline import Window, windows
 from warnd.directory import Directory, Problem
 from warnd.division import DIRECTORY_LEVELS, normalise
+from warnd.division import LEVEL_ZH as LEVEL_ZH  # where it was before: still importable
 from warnd.duration import format_duration
-from warnd.engine.people import DirectoryPeople
 from warnd.policy import Policy
 
 #: problems of ``contacts check`` that make a post's numbers fail
 PHONE_KINDS = frozenset({"bad_phone", "duplicate_phone", "landline"})
-LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
 FORMULA = (
     "worst = attempts × window × rungs that have people (stage, backup, superior, duty);"
     " a post passes when worst < its level's budget to the 631 deadline: the level's lead"
@@ -179,7 +179,6 @@ def audit(
     ``problems``/``codes`` come from ``warnd.directory.load`` and ``row_codes``: a row dropped
     for a bad number still counts against its post.
     """
-    people = DirectoryPeople(directory)
     phone_trouble: dict[str, int] = {}
     unplaced: list[Problem] = []
     for p in problems:
@@ -198,8 +197,8 @@ def audit(
         parent_a = bool(directory.persons(parent, "A")) if parent is not None else None
         county = code[:6]
         county_duty = bool(directory.persons(county, "duty"))
-        rungs = tuple(r for r in (STAGE, *policy.ladder) if people.for_rung(code, r))
-        worst = worst_case(len(rungs), policy)
+        called = tuple(r for r in (STAGE, *policy.ladder) if rungs.for_rung(directory, code, r))
+        worst = worst_case(len(called), policy)
         window = timetable.get(level)
         found: list[str] = []
         if not a:
@@ -218,7 +217,7 @@ def audit(
             found.append(f"县 {county} 没有值班室 (duty)")
         if window is not None and worst >= window.budget:
             found.append(
-                f"最坏叫应 {format_duration(worst)}（{len(rungs)} 级 × {policy.ack.attempts} 次"
+                f"最坏叫应 {format_duration(worst)}（{len(called)} 级 × {policy.ack.attempts} 次"
                 f" × {format_duration(policy.ack.window)}）不短于{budget_text(window)}"
             )
         posts.append(
@@ -232,13 +231,81 @@ def audit(
                 parent,
                 parent_a,
                 county_duty,
-                rungs,
+                called,
                 worst,
                 window,
                 tuple(found),
             )
         )
     return posts, unplaced
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """What to change in ``[ack]`` so that every post's worst-case ladder fits its budget.
+
+    Each is enough on its own (the other value kept): ``window`` the longest answer window, a
+    whole number of minutes when one fits, ``attempts`` the most attempts (None: no number of
+    attempts fits at this window). ``levels`` are the levels whose posts fail now.
+    """
+
+    window: timedelta | None
+    attempts: int | None
+    levels: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "window": _text(self.window),
+            "window_s": _secs(self.window),
+            "attempts": self.attempts,
+            "levels": list(self.levels),
+        }
+
+
+def ladder_fix(posts: Iterable[PostAudit], policy: Policy) -> Fix | None:
+    """The ``[ack]`` values that make every ladder fit (None when every ladder fits already).
+
+    A post passes when ``attempts × window × rungs < budget``; the binding post of each level
+    is the one with the most rungs.
+    """
+    posts = list(posts)
+    failing = tuple(dict.fromkeys(p.level for p in posts if p.ladder_ok is False))
+    if not failing:
+        return None
+    binding: dict[str, tuple[int, int]] = {}  # level → (most rungs, budget in seconds)
+    for p in posts:
+        if p.budget is None or not p.rungs:
+            continue
+        count, budget = len(p.rungs), int(p.budget.total_seconds())
+        if p.level not in binding or count > binding[p.level][0]:
+            binding[p.level] = (count, budget)
+    attempts, window = policy.ack.attempts, int(policy.ack.window.total_seconds())
+    # the largest whole n with n × k < budget is ceil(budget / k) − 1
+    longest = min(-(-budget // (attempts * count)) - 1 for count, budget in binding.values())
+    most = min(-(-budget // (window * count)) - 1 for count, budget in binding.values())
+    if longest >= 60:
+        longest -= longest % 60  # a window people write: whole minutes
+    return Fix(
+        timedelta(seconds=longest) if longest >= 1 else None,
+        most if most >= 1 else None,
+        failing,
+    )
+
+
+def fix_text(fix: Fix, policy: Policy) -> str:
+    """The fix for people (Chinese first), each way on its own, as the config file spells it."""
+    levels = "、".join(LEVEL_ZH.get(lv, lv) for lv in fix.levels)
+    ways = []
+    if fix.window is not None:
+        ways.append(
+            f'[ack] window = "{format_duration(fix.window)}"'
+            f"（现为 {format_duration(policy.ack.window)}）"
+        )
+    if fix.attempts is not None:
+        ways.append(f"[ack] attempts = {fix.attempts}（现为 {policy.ack.attempts}）")
+    if not ways:
+        return f"{levels}级的叫应链放不进 631 时限：请减少 [escalation] ladder 的梯级或加长提前量"
+    return f"{levels}级最坏叫应超时。改法（任选其一）：" + "；或 ".join(ways)
 
 
 def counts(posts: Iterable[PostAudit]) -> dict[str, dict[str, int]]:

@@ -1,4 +1,14 @@
-"""Time is injected: the core asks a clock, tests and drills move a manual one."""
+"""Time is injected: the core asks a clock, tests and drills move a manual one.
+
+The chain — plan, ladder, engine, the hooks' freshness check — reads the time only from a
+``Clock``; ``SystemClock`` is where it comes from in production. Real time is read elsewhere
+only where real time itself is the subject, each behind a seam of its own: file ages and HTTP
+freshness in the feeds (``now=time.time``), rate limits and retry delays (``time.monotonic``),
+log timestamps (``warnd.logs``), the time half of a message id, the header of ``warnd feeds
+check``, and the daemon's APScheduler, which runs on the real clock: ``Daemon._schedule_next``
+asks the injected clock how long until the next due row and sets its wake-up that long after
+real now.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ def wall_now(clock: Clock) -> datetime:
 
 
 class SystemClock:
-    """The wall clock, for production. The only place warnd reads the real time."""
+    """The wall clock, for production: the chain's only source of the real time."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)

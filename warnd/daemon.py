@@ -18,16 +18,20 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from warnd import directory as directory_mod
-from warnd import metrics
+from warnd import listener, metrics
 from warnd.ack import make_app
-from warnd.channels import build_channel
+from warnd.alarms import FeedAlarms, duty_sender
+from warnd.channels import Observer, WithRoutes, build_channel
 from warnd.channels.ratelimit import Limiter
-from warnd.clock import Clock, SystemClock
+from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
 from warnd.engine import Context, Engine
+from warnd.feedconfig import FeedConfig
 from warnd.feeds import Feed, FeedItem, IngestResult, Outcome, PollReport
-from warnd.feeds.folder import FolderFeed
-from warnd.feeds.http import HttpFeed
+from warnd.feeds.build import DirectoryScope, build_feed, by_priority, watched
+from warnd.feeds.watch import Watch, health_json
+from warnd.health import FeedWatch, Health, WriteWatch, probe_store, sender_stuck, watch_writes
+from warnd.monitor import make_monitor_app
 from warnd.policy import Config
 from warnd.sdnotify import Notifier
 from warnd.sender import Sender
@@ -61,10 +65,16 @@ class Daemon:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.dispatcher: Dispatcher | None = None
-        self.feeds: list[Feed] = []
+        self.feeds: list[Feed] = []  # most trusted first (warnd.feeds.build.by_priority)
+        self.alarms: FeedAlarms | None = None
         self.scheduler: AsyncIOScheduler | None = None
-        self.runner: web.AppRunner | None = None
+        self.listeners: list[listener.Listener] = []  # the hooks', then the monitor's
         self.bound_port: int | None = None
+        self.monitor_port: int | None = None
+        # /healthz (warnd.health): store writes, a stuck sender, feeds not read
+        self.checks = Health()
+        self.writes = WriteWatch(probe=self._probe_store)
+        self.feed_watch = FeedWatch()
         self._wake_lock = asyncio.Lock()
         self._wake_again = False
         self._background: set[asyncio.Task[None]] = set()
@@ -81,7 +91,9 @@ class Daemon:
             from warnd.errors import ConfigError
 
             raise ConfigError(
-                "warnd serve needs [contacts] path", source=str(cfg.path), field="contacts.path"
+                "warnd serve 需要通讯录 [contacts] path (needs [contacts] path)",
+                source=str(cfg.path),
+                field="contacts.path",
             )
         directory, problems = directory_mod.load(cfg.contacts_path)
         gc.freeze()  # a province directory is long-lived: keep it out of every full GC pass
@@ -111,20 +123,23 @@ class Daemon:
             deadline_s=max(5.0, min(60.0, window / 2)),
             link_base=cfg.listen.public_url,
         )
-        for f in cfg.feeds:
-            if f.path is not None:
-                self.feeds.append(FolderFeed(f.name, f.path))
-            elif f.url is not None:
-                self.feeds.append(HttpFeed(f.name, f.url, timeout_s=f.timeout.total_seconds()))
+        feed_configs = by_priority(cfg.feeds)
+        scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
+        self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
+        send = duty_sender(cfg.feed_alarms, channels, limiters) if cfg.feed_alarms else None
+        watch = Watch(watched(feed_configs), started=wall_now(self.clock))
+        self.alarms = FeedAlarms(
+            self.store, watch, self.clock, send=send, tz=cfg.tz, spawn=self._background_task
+        )
         assert cfg.hooks is not None
         # vendor callbacks (warnd.vendors) of the channels that have them
         vendor_routes = [
             route
             for ch in channels.values()
-            if hasattr(ch, "routes")
+            if isinstance(ch, WithRoutes)
             for route in ch.routes(self.engine)
         ]
-        self._groups = [ch for ch in channels.values() if hasattr(ch, "observe")]
+        self._groups = [ch for ch in channels.values() if isinstance(ch, Observer)]
         self.sender = Sender(
             self.engine,
             self.dispatcher,
@@ -133,42 +148,24 @@ class Daemon:
             spawn=self._background_task,
         )
         self.store.on_reclaim = self._send_soon
+        if cfg.wall is not None:  # the duty room's status wall (warnd.wall; docs/operations.md)
+            from warnd.wall.app import daemon_routes
+
+            vendor_routes += daemon_routes(cfg.wall, self.store, self.engine, self.health)
+        self._watch_health()
         app = make_app(
             self.engine,
-            cfg.hooks.secret(),
-            self.health,
+            cfg.hooks.secret(demo=cfg.demo),
             max_age_s=cfg.hooks.max_age.total_seconds(),
             extra_routes=vendor_routes,
+            public_url=cfg.listen.public_url,
+            trusted_proxies=cfg.listen.trusted_proxies,
         )
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.listen.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:  # port taken, address not local: a one-line reason, no trace
-            from warnd.errors import ConfigError
-
-            raise ConfigError(
-                f"无法监听 cannot listen on {cfg.listen.host}:{self.port}: {exc.strerror or exc}",
-                source=str(cfg.path),
-                field="listen",
-            ) from None
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        await self._listen(app)
         self.started_at = self.clock.now()
         if self.use_scheduler:
             self.scheduler = AsyncIOScheduler()
-            for feed, fc in zip(self.feeds, cfg.feeds, strict=True):
-                self.scheduler.add_job(
-                    self.poll_feed,
-                    "interval",
-                    args=[feed],
-                    id=f"feed:{feed.name}",
-                    seconds=fc.interval.total_seconds(),
-                    max_instances=1,
-                    coalesce=True,
-                    next_run_time=datetime.now().astimezone(),
-                )
+            self._schedule_feeds(feed_configs)
             self.scheduler.add_job(
                 self.wake,
                 "interval",
@@ -181,6 +178,8 @@ class Daemon:
         log.info(
             "daemon_started",
             listen=f"{cfg.listen.host}:{self.bound_port}",
+            monitor=f"{cfg.monitor.host}:{self.monitor_port}",
+            demo=cfg.demo,
             instance=ctx.instance,  # ``outbox.claimed_by`` on PostgreSQL
             store=cfg.store_url.split("@")[-1],
             contacts=len(directory),
@@ -189,6 +188,31 @@ class Daemon:
         )
         await self.wake()  # pick up every overdue row left by the last run
 
+    def _schedule_feeds(self, feed_configs: list[FeedConfig]) -> None:
+        assert self.scheduler is not None
+        for feed, fc in zip(self.feeds, feed_configs, strict=True):
+            self.feed_watch.expect(feed.name, fc.interval.total_seconds())
+            self.scheduler.add_job(
+                self.poll_feed,
+                "interval",
+                args=[feed],
+                id=f"feed:{feed.name}",
+                seconds=fc.interval.total_seconds(),
+                max_instances=1,
+                coalesce=True,
+            )
+        # The first round in priority order: a warning both sources already hold runs its
+        # chain from the preferred source's copy.
+        self._background_task(self.poll_all())
+        self.scheduler.add_job(
+            self.watch_feeds,
+            "interval",
+            seconds=min(30.0, self.tick_interval),
+            id="feed-watch",
+            max_instances=1,
+            coalesce=True,
+        )
+
     async def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
@@ -196,9 +220,9 @@ class Daemon:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        for each in self.listeners:
+            await each.stop()
+        self.listeners = []
         for feed in self.feeds:
             await feed.aclose()
         if self.dispatcher is not None:
@@ -208,6 +232,31 @@ class Daemon:
             self.store = None
         if self.started_at is not None:
             log.info("daemon_stopped")
+
+    async def _listen(self, app: web.Application) -> None:
+        """The hooks' listener and the monitor's, behind limits sized to the open-file limit."""
+        monitor = make_monitor_app(self.health, lambda: self.store)
+        self.listeners = await listener.start_listeners(self.config, app, monitor, self.port)
+        self.bound_port, self.monitor_port = (each.port for each in self.listeners)
+
+    def _watch_health(self) -> None:
+        """The checks of /healthz (warnd.health), fed by what exists today."""
+        assert self.store is not None
+        watch_writes(self.store, self.writes)
+        self.checks.add("store", self.writes.check)
+        self.checks.add("sender", self._sender_check)
+
+    async def _sender_check(self) -> str | None:
+        """Messages handed to a channel and without an outcome for twice the dispatcher's
+        deadline (every send ends within it, retries included): a hung send."""
+        if self.sender is None or self.dispatcher is None:
+            return None
+        limit = timedelta(seconds=2 * self.dispatcher.deadline_s)
+        return sender_stuck(*self.sender.held(limit), limit)
+
+    async def _probe_store(self) -> None:
+        if self.store is not None:
+            await probe_store(self.store)
 
     def reload_directory(self) -> bool:
         """SIGHUP: load the contacts again; a directory that cannot be read leaves the old one."""
@@ -234,11 +283,16 @@ class Daemon:
         return result
 
     async def poll_feed(self, feed: Feed) -> PollReport:
-        assert self.store is not None
-        if not await self.store.hold_lock("warnd-feeds"):
+        assert self.alarms is not None
+        if not await self.alarms.holds_feeds():
             # Another instance on this database polls the feeds; it takes over if it dies.
+            self.feed_watch.elsewhere(feed.name)
             return PollReport(feed.name, 0, 0, 0, 0, None)
         report = await feed.poll(self.ingest)
+        self.feed_watch.polled(feed.name, self._interval(feed.name), report.error)
+        if self.alarms is not None:
+            self.alarms.polled(feed, report)
+            await self.watch_feeds()
         metrics.FEED_POLLS.labels(feed.name).inc()
         for outcome, n in (
             ("accepted", report.accepted),
@@ -251,6 +305,20 @@ class Daemon:
             metrics.FEED_ERRORS.labels(feed.name).inc()
             log.warning("feed_poll_failed", feed=feed.name, error=report.error)
         return report
+
+    async def poll_all(self) -> list[PollReport]:
+        """Poll every feed once, most trusted first."""
+        return [await self.poll_feed(feed) for feed in list(self.feeds)]
+
+    async def watch_feeds(self) -> tuple[list[str], list[str]]:
+        """Raise and clear feed alarms (warnd.alarms); never lets a store error escape."""
+        if self.alarms is None:
+            return [], []
+        try:
+            return await self.alarms.tick()
+        except Exception:  # the store is busy or down: the next tick tries again
+            log.exception("feed_watch_failed")
+            return [], []
 
     def _background_task(self, coro: Any) -> asyncio.Task[None]:
         # Keep a reference: the event loop holds tasks only weakly, and ``stop`` must not
@@ -316,8 +384,16 @@ class Daemon:
             misfire_grace_time=None,
         )
 
+    def _interval(self, name: str) -> float:
+        return next(f.interval.total_seconds() for f in self.config.feeds if f.name == name)
+
     async def health(self) -> dict[str, Any]:
-        ok = self.store is not None
+        """The /healthz report: ``ok`` false (503) with ``problems`` naming each cause."""
+        problems = await self.checks.problems()
+        for name in self.feed_watch.names():
+            cause = self.feed_watch.cause(name)
+            if cause is not None:
+                problems[f"feed:{name}"] = cause
         feeds = {}
         for f in self.feeds:
             status = getattr(f, "status", None)
@@ -325,9 +401,21 @@ class Daemon:
                 "last_error": getattr(status, "last_error", None),
                 "consecutive_failures": getattr(status, "consecutive_failures", 0),
             }
-        next_due = await self.engine.next_due() if self.engine else None
+        if self.alarms is not None:
+            for h in health_json(self.alarms.health()):
+                feeds.setdefault(str(h["name"]), {}).update(
+                    {k: h[k] for k in ("role", "priority", "stale", "last_answer_at")}
+                )
+        next_due = None
+        if self.engine is not None and "store" not in problems:
+            try:
+                async with asyncio.timeout(self.checks.timeout_s):
+                    next_due = await self.engine.next_due()
+            except Exception as exc:  # a store that does not answer is a finding, not a 500
+                problems["store"] = f"无法读取 cannot read: {type(exc).__name__}: {exc}"
         return {
-            "ok": ok,
+            "ok": self.store is not None and not problems,
+            "problems": problems,
             "now": self.clock.now().isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "contacts": len(self.engine.ctx.directory) if self.engine else 0,
@@ -350,6 +438,13 @@ async def serve(config: Config, *, clock: Clock | None = None, tick_interval: fl
         notifier.status("contacts reloaded" if ok else "contacts reload failed: kept the old ones")
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if config.demo:
+        log.warning(
+            "demo_mode",
+            note="演示模式：回执钩子使用公开的示例密钥，仅限本机，切勿用于生产"
+            " demo mode: the hooks accept the public example secret, on loopback only;"
+            " never in production",
+        )
     try:
         await daemon.start()
         # READY only now: the store is open, overdue rows were picked up, timers are scheduled.

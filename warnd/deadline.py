@@ -1,4 +1,10 @@
-"""The 631 deadline: by when each level must be reached, one rule for every command.
+"""The 631 clock: T, and by when each level must be reached — one rule for every command.
+
+T (``reference_time``) is the warning's onset, else its effective time, else its sent time
+(docs/contracts.md §3). The chain plans its stages from it (``warnd.chain.plan``), the store
+keeps it with the warning, and ``warnd status``, ``warnd report`` (a stored warning, or a
+``drill simulate`` file, which carries the same facts) judge by it: a warning without an onset
+has the same deadlines everywhere.
 
 A level must be reached before the next, narrower level of the timetable is warned: with the
 default 6h/3h/1h timetable the county by T − 3h, the townships by T − 1h, and the last level
@@ -16,6 +22,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
+
+
+def reference_time(
+    onset: datetime | None, effective: datetime | None, sent: datetime
+) -> tuple[datetime, str]:
+    """T of the 631 timetable and what it is: onset, else effective, else sent."""
+    if onset is not None:
+        return onset, "onset"
+    if effective is not None:
+        return effective, "effective"
+    return sent, "sent"
 
 
 class Window(NamedTuple):

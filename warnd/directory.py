@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Literal, get_args
 
 from warnd import phone
-from warnd.division import DIRECTORY_LEVELS, LEVELS, Level, level_of, normalise, significant
+from warnd.chain import rungs
+from warnd.division import DIRECTORY_LEVELS, LEVEL_ZH, Level, level_of, normalise, significant
 from warnd.errors import ContactsError
 
-Rank = Literal["A", "B", "duty"]
-RANKS: tuple[Rank, ...] = get_args(Rank)
+#: a post's rank (contracts §1): one the rung table calls (``warnd.chain.rungs.ranks()``:
+#: ``A``, ``B``, ``duty``), read from the table when a directory is loaded
+Rank = str
 
 #: the header of contracts §1, in order; ``channels`` (e.g. ``voice;sms``) may follow
 COLUMNS: tuple[str, ...] = (
@@ -39,10 +40,8 @@ COLUMNS: tuple[str, ...] = (
 )
 #: cells that may be empty; every other column of COLUMNS must have a value
 OPTIONAL_CELLS: frozenset[str] = frozenset({"role", "name", "alt_phone", "channels"})
-_RANK_CASE: dict[str, Rank] = {rank.lower(): rank for rank in RANKS}
 _REQUIRED = frozenset(COLUMNS) - OPTIONAL_CELLS
 _CODE_LENGTH: dict[str, int] = {"county": 6, "township": 9, "village": 12}
-_LEVEL_ZH: dict[str, str] = dict(zip(LEVELS, ("省", "市州", "县", "乡镇", "村"), strict=True))
 _PROGRESS_EVERY = 2048
 
 #: progress(lines_done, lines_total): called while loading, for the CLI's progress bar
@@ -269,7 +268,7 @@ def _check_code(raw: str, level: str) -> tuple[str, Level | None]:
         return f"bad_code 区划代码无效 (division_code) '{raw}'：应为 6、9 或 12 位数字", None
     actual = level_of(code)
     if actual not in _CODE_LENGTH:
-        zh = _LEVEL_ZH[actual]
+        zh = LEVEL_ZH[actual]
         return (
             f"bad_code 区划代码 (division_code) '{raw}' 是{zh}级代码，通讯录只收县、乡镇、村",
             None,
@@ -297,6 +296,8 @@ class _Reader:
         self.first: dict[str, tuple[int, str, int]] = {}  # code -> (order, file, line)
         self.phones: dict[tuple[str, str], str] = {}  # (code, e164) -> source
         self.codes: dict[tuple[str, str], tuple[str, Level | None]] = {}  # _check_code cache
+        self.ranks = rungs.ranks()  # the ranks some rung calls (warnd.chain.rungs)
+        self.rank_case: dict[str, Rank] = {rank.lower(): rank for rank in self.ranks}
 
     def problem(self, order: int, file: str, line: int | None, kind: str, message: str) -> None:
         self.problems.append((order, line or 0, Problem(file, line, message, kind)))
@@ -352,85 +353,21 @@ class _Reader:
     def _row(self, order: int, file: str, line: int, cells: list[str], channels: str) -> None:
         cid, raw_code, div_name, level, rank, role, name, raw_phone, raw_alt = cells
         if not (cid and raw_code and div_name and level and rank and raw_phone):
-            if not any(cells) and not channels:
-                return  # an empty row (Excel leaves ",,,,,,,," behind): nothing to say
-            col = next(c for c, v in zip(COLUMNS, cells, strict=True) if not v and c in _REQUIRED)
-            self.problem(order, file, line, "missing_cell", f"缺少必填项 ({col})")
-            return
-        checked = self.codes.get((raw_code, level))
-        if checked is None:
-            checked = self.codes[(raw_code, level)] = _check_code(raw_code, level)
-        code, actual = checked
-        if actual is None:
-            kind, _, message = code.partition(" ")
-            self.problem(order, file, line, kind, message)
-            return
-        if rank not in RANKS:
-            rank = _RANK_CASE.get(rank.lower(), rank)  # "a", "Duty": obvious, so accepted
-            if rank not in RANKS:
-                self.problem(
-                    order,
-                    file,
-                    line,
-                    "unknown_rank",
-                    f"未知的角色 (rank) '{rank}'，应为 A、B 或 duty",
+            if any(cells) or channels:  # else an empty row (Excel leaves ",,,,,,,," behind)
+                col = next(
+                    c for c, v in zip(COLUMNS, cells, strict=True) if not v and c in _REQUIRED
                 )
-                return
-        e164 = phone.normalise(raw_phone)
-        if e164 is None:
-            self.problem(order, file, line, "bad_phone", f"电话号码无效 (phone) '{raw_phone}'")
+                self.problem(order, file, line, "missing_cell", f"缺少必填项 ({col})")
             return
+        valid = self._valid(order, file, line, cid, raw_code, level, rank, raw_phone)
+        if valid is None:
+            return
+        code, actual, rank, e164 = valid
         source = f"{file}:{line}"
-        if cid in self.ids:
-            self.problem(
-                order,
-                file,
-                line,
-                "duplicate_id",
-                f"contact_id 重复 (duplicate contact_id) '{cid}'，"
-                f"已在 {self.ids[cid]} 出现，本行忽略",
-            )
-            return
         self.ids[cid] = source
         # from here on the row is kept; what follows is worth fixing but harmless
-        alt: str | None = None
-        if raw_alt:
-            alt = phone.normalise(raw_alt)
-            if alt is None:
-                self.problem(
-                    order, file, line, "bad_phone", f"备用电话无效 (alt_phone) '{raw_alt}'，已忽略"
-                )
-        if not name:
-            self.problem(order, file, line, "empty_name", "姓名为空 (name)")
-        if rank == "duty" and actual != "county":
-            self.problem(
-                order,
-                file,
-                line,
-                "duty_not_county",
-                f"值班室 (duty) 只属于县级区划，本行区划是 {actual}，不会被叫应",
-            )
-        elif rank != "duty" and not phone.is_mobile(e164):
-            self.problem(
-                order,
-                file,
-                line,
-                "landline",
-                f"{rank} 角电话应为手机 (phone) '{raw_phone}'：固定电话收不到短信，只适合值班室",
-            )
-        known = self.names.get(code)
-        if known is None:
-            self.names[code] = (div_name, source)
-            self.first[code] = (order, file, line)
-        elif known[0] != div_name:
-            self.problem(
-                order,
-                file,
-                line,
-                "name_mismatch",
-                f"同一区划代码名称不一致 (division_name) '{div_name}'，{known[1]} 为 '{known[0]}'",
-            )
-            div_name = known[0]
+        alt = self._advise(order, file, line, actual, rank, name, raw_phone, e164, raw_alt)
+        div_name = self._division_name(order, file, line, code, div_name, source)
         self._unique_phone(order, file, line, source, code, e164)
         if alt is not None and alt != e164:
             self._unique_phone(order, file, line, source, code, alt)
@@ -454,6 +391,112 @@ class _Reader:
             )
         )
 
+    def _valid(
+        self,
+        order: int,
+        file: str,
+        line: int,
+        cid: str,
+        raw_code: str,
+        level: str,
+        rank: str,
+        raw_phone: str,
+    ) -> tuple[str, Level, Rank, str] | None:
+        """(code, level, rank, E.164 phone) of a row that can be kept; None (and the problem
+        said) for a row that cannot: a bad code or level, an unknown rank, a bad number, an id
+        seen before."""
+        checked = self.codes.get((raw_code, level))
+        if checked is None:
+            checked = self.codes[(raw_code, level)] = _check_code(raw_code, level)
+        code, actual = checked
+        if actual is None:
+            kind, _, message = code.partition(" ")
+            self.problem(order, file, line, kind, message)
+            return None
+        if rank not in self.ranks:
+            rank = self.rank_case.get(rank.lower(), rank)  # "a", "Duty": obvious, so accepted
+            if rank not in self.ranks:
+                known = "、".join(self.ranks[:-1]) + f" 或 {self.ranks[-1]}"
+                self.problem(
+                    order, file, line, "unknown_rank", f"未知的角色 (rank) '{rank}'，应为 {known}"
+                )
+                return None
+        e164 = phone.normalise(raw_phone)
+        if e164 is None:
+            self.problem(order, file, line, "bad_phone", f"电话号码无效 (phone) '{raw_phone}'")
+            return None
+        if cid in self.ids:
+            self.problem(
+                order,
+                file,
+                line,
+                "duplicate_id",
+                f"contact_id 重复 (duplicate contact_id) '{cid}'，"
+                f"已在 {self.ids[cid]} 出现，本行忽略",
+            )
+            return None
+        return code, actual, rank, e164
+
+    def _advise(
+        self,
+        order: int,
+        file: str,
+        line: int,
+        level: Level,
+        rank: Rank,
+        name: str,
+        raw_phone: str,
+        e164: str,
+        raw_alt: str,
+    ) -> str | None:
+        """Say what is worth fixing in a kept row (a bad alt_phone, no name, a duty office off
+        a county, a landline for a person); returns the alt_phone in E.164, or None."""
+        alt: str | None = None
+        if raw_alt:
+            alt = phone.normalise(raw_alt)
+            if alt is None:
+                self.problem(
+                    order, file, line, "bad_phone", f"备用电话无效 (alt_phone) '{raw_alt}'，已忽略"
+                )
+        if not name:
+            self.problem(order, file, line, "empty_name", "姓名为空 (name)")
+        if rank == "duty" and level != "county":
+            self.problem(
+                order,
+                file,
+                line,
+                "duty_not_county",
+                f"值班室 (duty) 只属于县级区划，本行区划是 {level}，不会被叫应",
+            )
+        elif rank != "duty" and not phone.is_mobile(e164):
+            self.problem(
+                order,
+                file,
+                line,
+                "landline",
+                f"{rank} 角电话应为手机 (phone) '{raw_phone}'：固定电话收不到短信，只适合值班室",
+            )
+        return alt
+
+    def _division_name(
+        self, order: int, file: str, line: int, code: str, div_name: str, source: str
+    ) -> str:
+        """The division's name as its first row gives it (a row that differs is reported)."""
+        known = self.names.get(code)
+        if known is None:
+            self.names[code] = (div_name, source)
+            self.first[code] = (order, file, line)
+        elif known[0] != div_name:
+            self.problem(
+                order,
+                file,
+                line,
+                "name_mismatch",
+                f"同一区划代码名称不一致 (division_name) '{div_name}'，{known[1]} 为 '{known[0]}'",
+            )
+            return known[0]
+        return div_name
+
     def _unique_phone(
         self, order: int, file: str, line: int, source: str, code: str, number: str
     ) -> None:
@@ -474,7 +517,7 @@ class _Reader:
         for code, (order, file, line) in self.first.items():
             div = directory.division(code)
             assert div is not None
-            label = f"{_LEVEL_ZH[div.level]} {code} {div.name}"
+            label = f"{LEVEL_ZH[div.level]} {code} {div.name}"
             if not directory.persons(code, "A"):
                 self.problem(order, file, line, "no_a", f"{label} 没有 A 角 (no A person)")
             if div.level != "county" and code[: len(code) - 3] not in self.first:

@@ -2,20 +2,29 @@
 
 A call attempt goes out as a voice call where a channel carries voice (叫应 depends on the
 voice call), else as SMS; update and lift notices prefer SMS. A person's own ``channels`` column
-(kinds or channel names, in order) overrides that. A route that fails — permanently, or
-transiently after its retries within the deadline — hands the message to the next route: a
-voice gateway that is down must not leave people without even an SMS (the SMS reply still
-acknowledges; only the IVR key press is lost). A fallback route gets its own id (``<id>-<n>``,
+(kinds or channel names, in order) overrides that.
+
+The fallback rule (docs/hardening.md): a route that fails for good (4xx, a bad number) hands the
+message to the next route, whatever it carries — a voice call refused by the platform becomes an
+SMS rather than nothing (the SMS reply still acknowledges; only the IVR key press is lost), and
+that change is logged (``route_fallback``). A route that fails transiently (5xx, 429, timeouts,
+after its retries within the deadline) hands the message only to routes of the same kind (a
+second voice gateway): the attempt is queued again as it was, so a voice call that is merely
+retried does not silently become an SMS — unless the person's own ``channels`` list puts the
+other kind next, which says they want it. A fallback route gets its own id (``<id>-<n>``,
 ``ids.route_message_id``): a gateway that drops repeated ids must not drop it. When every
-route has failed the attempt is marked failed (all permanent) or queued again for later (any
-transient). The outcome is set on the ``Attempt`` itself (``warnd.engine.outbox``): one record
-from claim to store.
+route tried has failed the attempt is marked failed (all permanent) or queued again for later
+(any transient). The outcome is set on the ``Attempt`` itself (``warnd.engine.outbox``): one
+record from claim to store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import structlog
+
+from warnd import logs
 from warnd.channels import Channel, Outbound
 from warnd.channels.delivery import DeliveryResult, deliver
 from warnd.channels.ratelimit import Limiter
@@ -23,7 +32,10 @@ from warnd.directory import Directory
 from warnd.engine.ids import route_message_id
 from warnd.engine.outbox import Attempt
 
+log = structlog.get_logger("warnd.dispatch")
+
 DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
+_FALLBACKS = logs.LimitedLog(log, burst=20, per=10.0)  # per route: a province of refusals
 
 
 class Dispatcher:
@@ -89,7 +101,13 @@ class Dispatcher:
         link = f"{self.link_base}/a/{msg.token}" if self.link_base and msg.token else None
         errors: list[str] = []
         permanent = True
+        retried_kind: str | None = None  # a kind that failed transiently: no other kind now
+        last: tuple[str, str] | None = None  # the route that failed last
         for n, (channel, kind) in enumerate(routes):
+            if retried_kind is not None and kind != retried_kind and not preference:
+                continue
+            if last is not None and kind != last[1]:
+                self._fallback(msg, last, (channel.name, kind))
             out = Outbound(
                 id=route_message_id(msg.id, n),
                 to=msg.to,
@@ -109,7 +127,22 @@ class Dispatcher:
                 return msg.sent(channel.name, kind)
             errors.append(f"{channel.name}/{kind}: {result.error}")
             permanent = permanent and result.permanent
+            if not result.permanent and retried_kind is None:
+                retried_kind = kind
+            last = (channel.name, kind)
         return msg.failed("; ".join(errors), permanent=permanent)
+
+    @staticmethod
+    def _fallback(msg: Attempt, failed: tuple[str, str], to: tuple[str, str]) -> None:
+        """A message changes kind (voice → SMS): never silently."""
+        _FALLBACKS.warning(
+            failed,
+            "route_fallback",
+            message=msg.id,
+            purpose=msg.purpose,
+            route="/".join(failed),
+            next_route="/".join(to),
+        )
 
     async def aclose(self) -> None:
         for ch in self.channels.values():

@@ -13,8 +13,10 @@ from typing import Literal
 Level = Literal["province", "prefecture", "county", "township", "village"]
 
 LEVELS: tuple[Level, ...] = ("province", "prefecture", "county", "township", "village")
-#: the levels a contacts directory holds (contracts §1)
+#: the levels a contacts directory holds (contracts §1), widest first: the order of every listing
 DIRECTORY_LEVELS: tuple[Level, ...] = ("county", "township", "village")
+#: each level's name for people
+LEVEL_ZH: dict[str, str] = dict(zip(LEVELS, ("省", "市州", "县", "乡镇", "村"), strict=True))
 
 
 def normalise(raw: str) -> str | None:

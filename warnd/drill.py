@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from warnd import cap
 from warnd.cap import Alert
 from warnd.clock import ManualClock
+from warnd.deadline import reference_time
 from warnd.directory import Directory
 from warnd.duration import parse_duration
 from warnd.engine import Context, Engine
@@ -61,7 +62,7 @@ def load_feed(paths: list[str | Path]) -> list[FeedMessage]:
         elif p.is_file():
             files.append(p)
         else:
-            raise InputError("no such feed file or folder", source=str(p))
+            raise InputError("预警文件或目录不存在 (no such feed file or folder)", source=str(p))
     out = []
     for f in files:
         raw = f.read_bytes()
@@ -81,21 +82,33 @@ def horizon(alerts: Sequence[Alert], policy: Policy) -> datetime | None:
     rungs = 1 + len(policy.ladder)
     ladder = policy.ack.window * policy.ack.attempts * rungs
     shortest = min((s.lead for s in policy.stages), default=timedelta(0))
-    return max(max(a.sent, (a.onset or a.effective or a.sent) - shortest) + ladder for a in alerts)
+    return max(
+        max(a.sent, reference_time(a.onset, a.effective, a.sent)[0] - shortest) + ladder
+        for a in alerts
+    )
 
 
-def load_responders(path: str | Path) -> dict[str, timedelta | None]:
-    """``contact_id,ack_after`` rows: a duration after the first attempt of each call, or never."""
+def load_responders(
+    path: str | Path, directory: Directory | None = None
+) -> dict[str, timedelta | None]:
+    """``contact_id,ack_after`` rows: a duration after the first attempt of each call, or never.
+
+    With ``directory``, a row naming a contact that is not in it is an error: a drill must not
+    quietly leave a misspelt responder silent.
+    """
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read responders CSV: {exc}", source=str(p)) from None
+        raise InputError(
+            f"无法读取应答人员 CSV (cannot read responders CSV): {exc}", source=str(p)
+        ) from None
     reader = csv.DictReader(io.StringIO(text))
     missing = {"contact_id", "ack_after"} - set(reader.fieldnames or [])
     if missing:
         raise InputError(
-            f"header must be contact_id,ack_after (missing {', '.join(sorted(missing))})",
+            f"表头应为 contact_id,ack_after（缺 {', '.join(sorted(missing))}）"
+            " (header must be contact_id,ack_after)",
             source=str(p),
             line=1,
         )
@@ -105,7 +118,17 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
         cid = (row.get("contact_id") or "").strip()
         raw = (row.get("ack_after") or "").strip()
         if not cid:
-            raise InputError("empty contact_id", source=str(p), line=line, field="contact_id")
+            raise InputError(
+                "contact_id 为空 (empty contact_id)", source=str(p), line=line, field="contact_id"
+            )
+        if directory is not None and directory.contact(cid) is None:
+            raise InputError(
+                "通讯录中没有此联系人 (contact not in the directory)",
+                source=str(p),
+                line=line,
+                field="contact_id",
+                value=cid,
+            )
         if raw.lower() == "never":
             out[cid] = NEVER
             continue
@@ -113,7 +136,7 @@ def load_responders(path: str | Path) -> dict[str, timedelta | None]:
             out[cid] = parse_duration(raw)
         except ValueError:
             raise InputError(
-                "ack_after must be a duration like 90s or 7m, or never",
+                "ack_after 应为时长（如 90s、7m）或 never (a duration or never)",
                 source=str(p),
                 line=line,
                 field="ack_after",
@@ -284,13 +307,13 @@ async def simulate(
 ) -> dict[str, Any]:
     """Run a whole drill in virtual time and return the report (nothing is sent)."""
     feed = load_feed(feed_paths)
-    responders = load_responders(responders_path)
+    responders = load_responders(responders_path, directory)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="warnd-drill-") as tmp:
         store = await Store.open(f"sqlite:///{tmp}/drill.db", durable=False)
         try:
             if not feed:
-                return {"events": [], "summary": summarise([], [])}
+                return {"events": [], "summary": summarise([], []), "warnings": []}
             clock = ManualClock(feed[0].alert.sent)
             ctx = Context(
                 store=store, directory=directory, policy=policy, clock=clock, public_url=public_url
@@ -301,6 +324,11 @@ async def simulate(
             sim = Simulation(engine, clock, feed, responders, progress)
             await sim.run()
             result = await report(store, ctx.tz)
+            # each warning's T and timetable: `warnd report` judges the file by them, exactly
+            # as it judges a stored warning (no estimate from the stage times)
+            from warnd.report.load import drill_facts
+
+            result["warnings"] = await drill_facts(store, ctx.tz)
             result["summary"]["messages"] = dict(sim.outcomes)
             result["summary"]["duplicates"] = sim.outcomes.get(str(Outcome.DUPLICATE), 0)
             result["summary"]["sent"] = dict(sim.sent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,18 @@ FEED_ITEMS = Counter(
     ["feed", "outcome"],
     registry=REGISTRY,
 )
+FEED_ALARMS = Counter(
+    "warnd_feed_alarms_total",
+    "Feed alarms raised: missing (a warning no source delivered in time), stale (a silent feed).",
+    ["kind"],
+    registry=REGISTRY,
+)
+FEED_STALE = Gauge(
+    "warnd_feed_stale",
+    "1 while a dispatching feed has not answered for its stale_after, else 0.",
+    ["feed"],
+    registry=REGISTRY,
+)
 SCHEDULER_LAG = Histogram(
     "warnd_scheduler_lag_seconds",
     "How late due rows were picked up by the engine.",
@@ -49,6 +61,36 @@ TIME_TO_ACK = Histogram(
     "From a call's first attempt to its acknowledgement.",
     ["source"],
     buckets=(15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600),
+    registry=REGISTRY,
+)
+
+# The edges (docs/hardening.md): listeners under a flood, feeds refusing internal addresses,
+# failed delivery tries.
+LISTENER_CONNECTIONS = Gauge(
+    "warnd_listener_connections", "Open connections per listener.", ["listener"], registry=REGISTRY
+)
+LISTENER_REFUSED = Counter(
+    "warnd_listener_refused_total",
+    "Connections closed at once by a listener's limits (listener_full, per_address).",
+    ["listener", "reason"],
+    registry=REGISTRY,
+)
+LISTENER_IDLE = Counter(
+    "warnd_listener_idle_closed_total",
+    "Connections that closed before sending one whole request (header timeout, flood).",
+    ["listener"],
+    registry=REGISTRY,
+)
+FEED_REFUSED = Counter(
+    "warnd_feed_fetches_refused_total",
+    "Feed fetches refused: a link or redirect to an internal address not allow-listed.",
+    ["feed"],
+    registry=REGISTRY,
+)
+DELIVERY_FAILURES = Counter(
+    "warnd_delivery_failures_total",
+    "Failed requests to a channel (every try, retried or not).",
+    ["channel", "kind", "permanent"],
     registry=REGISTRY,
 )
 

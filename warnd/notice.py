@@ -11,10 +11,9 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-DRILL_MARK = "【演练】"
+from warnd.chain import rungs
 
-RUNG_LABEL = {"stage": "", "backup": "（B角）", "superior": "（上级叫应）", "duty": "（值班室）"}
-LEVEL_LABEL = {"county": "县", "township": "乡镇", "village": "村"}
+DRILL_MARK = "【演练】"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,11 @@ def call_text(
     tz: ZoneInfo,
     on_behalf_of: str | None = None,
 ) -> str:
-    """An attempt: what, where, when, and how to answer (叫应)."""
+    """An attempt: what, where, when, and how to answer (叫应).
+
+    ``on_behalf_of`` (the unreached division's name) is said when the rung names the place it
+    calls for (``warnd.chain.rungs``: ``superior``, ``duty``).
+    """
     at = _when(w.reference_at, tz)
     if w.reference_kind == "onset":
         when = f"预计{at}开始"
@@ -57,11 +60,8 @@ def call_text(
         when = f"{at}起生效"
     else:
         when = f"{at}发布"
-    who = ""
-    if rung == "superior" and on_behalf_of:
-        who = f"{on_behalf_of}责任人未应答，请您立即联系督促转移避险。"
-    elif rung == "duty" and on_behalf_of:
-        who = f"{on_behalf_of}未叫醒，请值班员立即处置。"
+    spec = rungs.find(rung)
+    who = spec.behalf_text(on_behalf_of) if spec is not None and on_behalf_of else ""
     answer = "请按1确认"
     if reply_code:
         answer = f"请回复1或{reply_code}确认收到"
@@ -69,7 +69,7 @@ def call_text(
         answer += f"，或打开 {link} 确认"
     redial = f"（第{attempt}次）" if attempt > 1 else ""
     return (
-        f"{_mark(w.drill)}【预警叫应{RUNG_LABEL.get(rung, '')}】{redial}{w.headline}。"
+        f"{_mark(w.drill)}【预警叫应{spec.tag if spec is not None else ''}】{redial}{w.headline}。"
         f"区域：{division_name}。{when}。{who}{answer}。"
     )
 

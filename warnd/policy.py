@@ -10,7 +10,6 @@ for local extensions. Relative paths stay relative to the working directory.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -21,21 +20,37 @@ from types import MappingProxyType
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from warnd.chain import rungs
+from warnd.channels import load_channels
+from warnd.channels.config import DEFAULT_KINDS as DEFAULT_KINDS  # where they lived before:
+from warnd.channels.config import KINDS as KINDS  # still importable from here
+from warnd.channels.config import ChannelConfig as ChannelConfig
+from warnd.channels.config import RateLimit as RateLimit
+from warnd.channels.config import parse_rate as parse_rate
 from warnd.division import DIRECTORY_LEVELS, Level
-from warnd.duration import format_duration, parse_duration
+from warnd.duration import parse_duration
 from warnd.errors import ConfigError
+from warnd.exposure import (
+    LOOPBACK_HOSTS,
+    HooksConfig,
+    ListenConfig,
+    MonitorConfig,
+    read_listen,
+    read_monitor,
+)
+from warnd.exposure import read_secret as read_secret  # channels read theirs through policy
+from warnd.exposure import secret_ref as secret_ref
+from warnd.feedconfig import FeedAlarmConfig, load_feed_alarms, load_feeds
+from warnd.feedconfig import FeedConfig as FeedConfig  # where it lived before: still importable
 from warnd.tomllines import line_of
+from warnd.wall.config import WallConfig, wall_table
 
 #: contracts §4: where the config is looked for when ``--config`` is not given
 DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/warnd.toml"), Path("/etc/warnd/warnd.toml"))
 SEVERITIES: tuple[str, ...] = ("Minor", "Moderate", "Severe", "Extreme")
-RUNGS: tuple[str, ...] = ("backup", "superior", "duty")
-KINDS: tuple[str, ...] = ("sms", "voice", "email", "im")
-DEFAULT_KINDS: tuple[str, ...] = ("voice", "sms")
+#: contracts §2: the ladder when ``[escalation]`` does not name one (the rungs: warnd.chain.rungs)
+DEFAULT_LADDER: tuple[str, ...] = ("backup", "superior", "duty")
 _SECRET_WORDS = ("secret", "password", "token", "key")
-_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
-_RATE_UNITS |= {"hour": 3600, "d": 86400, "day": 86400}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _Table = Mapping[str, Any]
 
 
@@ -74,92 +89,9 @@ class Policy:
                 StagePolicy("village", timedelta(hours=1)),
             ),
             ack=AckPolicy(),
-            ladder=RUNGS,
+            ladder=DEFAULT_LADDER,
             min_severity="Moderate",
         )
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """``count`` messages per ``per``: carriers throttle bulk sending."""
-
-    count: int
-    per: timedelta
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.per.total_seconds()
-
-    def __str__(self) -> str:
-        return f"{self.count}/{format_duration(self.per)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListenConfig:
-    """The HTTP listener; ``public_url`` is what confirmation links in messages point at."""
-
-    host: str = "127.0.0.1"
-    port: int = 8620
-    public_url: str = "http://127.0.0.1:8620"
-
-
-def read_secret(file: Path | None, env: str | None, *, field: str, source: str | None) -> bytes:
-    """Read a secret when it is needed (never at load); surrounding whitespace is dropped."""
-    if file is not None:
-        key, shown, problem = f"{field}_file", str(file), "密钥文件为空 secret file is empty"
-        try:
-            value = file.read_bytes().strip()
-        except OSError as exc:
-            value, problem = b"", f"无法读取密钥文件 cannot read secret file: {exc.strerror}"
-    else:
-        key, shown, problem = f"{field}_env", env or "", "环境变量未设置或为空 unset or empty"
-        value = os.environ.get(env or "", "").strip().encode()
-    if not value:
-        raise ConfigError(problem, source=source, field=key, value=shown)
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class HooksConfig:
-    """Where the inbound-hook HMAC secret lives (contracts §6); the config never holds it."""
-
-    secret_file: Path | None = None
-    secret_env: str | None = None
-    max_age: timedelta = timedelta(minutes=5)
-    source: str | None = field(default=None, compare=False)
-
-    def secret(self) -> bytes:
-        """Read the shared secret now; ConfigError when it is missing or empty."""
-        file, env = self.secret_file, self.secret_env
-        return read_secret(file, env, field="hooks.secret", source=self.source)
-
-
-@dataclass(frozen=True, slots=True)
-class FeedConfig:
-    """One warning feed: a spool folder (``path``) or an HTTP index/document (``url``)."""
-
-    name: str
-    path: Path | None
-    url: str | None
-    interval: timedelta
-    timeout: timedelta = timedelta(seconds=30)
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelConfig:
-    """One outbound channel; ``options`` are the type-specific keys (checked by the type)."""
-
-    name: str
-    type: str
-    kinds: tuple[str, ...] = DEFAULT_KINDS
-    rate: RateLimit | None = None
-    concurrency: int = 10
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    source: str | None = field(default=None, compare=False)
-
-    def key(self, option: str) -> str:
-        """The dotted key of one of this channel's options, for error messages."""
-        return f"channels.{self.name}.{option}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +107,15 @@ class Config:
     contacts_path: Path | None = None
     policy: Policy = field(default_factory=Policy.default)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     hooks: HooksConfig | None = None
-    feeds: tuple[FeedConfig, ...] = ()
+    feeds: tuple[FeedConfig, ...] = ()  # warnd.feedconfig: every source type
     channels: Mapping[str, ChannelConfig] = field(default_factory=lambda: MappingProxyType({}))
+    wall: WallConfig | None = None  # the duty room's status wall (warnd.wall.config)
+    feed_alarms: FeedAlarmConfig | None = None
+    #: demo mode (``warnd serve --demo``, never from the file): the example hook secret is
+    #: accepted, and only on a loopback listener
+    demo: bool = False
 
     def require_daemon(self) -> None:
         """Raise ConfigError naming what ``warnd serve`` lacks; read the hooks secret once."""
@@ -189,7 +127,14 @@ class Config:
                 f"warnd serve 还需要 needs {what}", source=str(self.path), field=missing[0]
             )
         assert self.hooks is not None
-        self.hooks.secret()
+        if self.demo and self.listen.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                "演示模式只监听本机 --demo listens on loopback only",
+                source=str(self.path),
+                field="listen.host",
+                value=self.listen.host,
+            )
+        self.hooks.secret(demo=self.demo)
 
     def channels_for(self, kind: str) -> tuple[ChannelConfig, ...]:
         """Channels that carry ``kind``, in config order (the fallback order)."""
@@ -227,41 +172,9 @@ def load_config(path: str | Path) -> Config:
     return _Loader(source, text).config(p, doc)
 
 
-def parse_rate(text: object) -> RateLimit:
-    """``50/s``, ``600/m``, ``10/min``, ``100/10s`` → RateLimit; ValueError otherwise."""
-    if not isinstance(text, str) or text.count("/") != 1:
-        raise ValueError("not a rate like 50/s, 600/m or 10/min")
-    count_text, per_text = (part.strip().lower() for part in text.split("/"))
-    if not count_text.isdigit() or int(count_text) < 1:
-        raise ValueError("the count before / must be a whole number ≥ 1")
-    if per_text in _RATE_UNITS:
-        per = timedelta(seconds=_RATE_UNITS[per_text])
-    else:
-        per = parse_duration(per_text)
-    if per <= timedelta(0):
-        raise ValueError("the period after / must be longer than 0s")
-    return RateLimit(int(count_text), per)
-
-
 def _is_secret_key(key: str) -> bool:
     low = key.lower()
     return any(low == w or low.endswith(("_" + w, "-" + w)) for w in _SECRET_WORDS)
-
-
-def secret_ref(options: _Table, prefix: str) -> tuple[Path | None, str | None]:
-    """Exactly one of ``secret_file`` / ``secret_env`` (hooks, and channels that sign)."""
-    if ("secret_file" in options) == ("secret_env" in options):
-        message = "须且只能有一个 needs exactly one of secret_file, secret_env"
-        raise ConfigError(message, field=prefix.rstrip("."))
-    key = "secret_file" if "secret_file" in options else "secret_env"
-    value = options[key]
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            "应为非空字符串 must be a non-empty string", field=prefix + key, value=value
-        )
-    if key == "secret_env" and not _ENV_NAME.fullmatch(value):
-        raise ConfigError("不是环境变量名 not a variable name", field=prefix + key, value=value)
-    return (Path(value.strip()), None) if key == "secret_file" else (None, value)
 
 
 class _Loader:
@@ -365,7 +278,8 @@ class _Loader:
     def config(self, path: Path, doc: dict[str, Any]) -> Config:
         self.refuse_secrets(doc, "")
         top = ("timezone", "store", "contacts", "stages", "ack", "escalation", "trigger")
-        self.keys(doc, (*top, "listen", "hooks", "feeds", "channels"), "")
+        keys = ("listen", "monitor", "hooks", "feeds", "channels", "wall", "feed_alarms")
+        self.keys(doc, (*top, *keys), "")
         timezone = self.string(doc, "timezone", "", "Asia/Shanghai")
         try:
             tz = ZoneInfo(timezone)
@@ -391,6 +305,8 @@ class _Loader:
             raise self.error("store.heartbeat", message, store["heartbeat"])
         contacts = self.table(doc, "contacts", ("path",))
         contacts_path = Path(self.string(contacts, "path", "contacts.")) if contacts else None
+        channels = load_channels(self, doc)
+        listen = read_listen(self, doc)
         return Config(
             path=path,
             timezone=timezone,
@@ -399,10 +315,13 @@ class _Loader:
             store_heartbeat=heartbeat,
             contacts_path=contacts_path,
             policy=policy,
-            listen=self.listen(doc),
+            listen=listen,
+            monitor=read_monitor(self, doc, listen),
             hooks=self.hooks(doc),
-            feeds=self.feeds(doc),
-            channels=self.channels(doc),
+            feeds=load_feeds(self, doc),
+            channels=channels,
+            wall=wall_table(self, doc),
+            feed_alarms=load_feed_alarms(self, doc, channels),
         )
 
     def policy(self, doc: dict[str, Any]) -> Policy:
@@ -421,7 +340,7 @@ class _Loader:
         attempts = self.integer(ack, "attempts", "ack.", default.ack.attempts, 20)
         escalation = self.table(doc, "escalation", ("ladder",))
         raw_ladder = escalation.get("ladder", list(default.ladder))
-        ladder = self.choices(raw_ladder, RUNGS, "escalation.ladder")
+        ladder = self.choices(raw_ladder, rungs.ladder_names(), "escalation.ladder")
         trigger = self.table(doc, "trigger", ("min_severity",))
         severity = self.string(trigger, "min_severity", "trigger.", default.min_severity)
         by_lower = {s.lower(): s for s in SEVERITIES}
@@ -440,15 +359,6 @@ class _Loader:
             raise self.error(prefix + "level", message, level)
         return StagePolicy(cast(Level, level), self.duration(raw, "lead", prefix, timedelta(0)))
 
-    def listen(self, doc: dict[str, Any]) -> ListenConfig:
-        raw = self.table(doc, "listen", ("host", "port", "public_url"))
-        host = self.string(raw, "host", "listen.", "127.0.0.1")
-        port = self.integer(raw, "port", "listen.", 8620, 65535)
-        public = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        if "public_url" in raw:
-            public = self.http_url(raw, "public_url", "listen.")
-        return ListenConfig(host, port, public.rstrip("/"))
-
     def hooks(self, doc: dict[str, Any]) -> HooksConfig | None:
         if "hooks" not in doc:
             return None
@@ -459,56 +369,3 @@ class _Loader:
             raise self.relocated(exc, "hooks") from None
         max_age = self.duration(raw, "max_age", "hooks.", timedelta(minutes=5))
         return HooksConfig(file, env, max_age, self.source)
-
-    def feeds(self, doc: dict[str, Any]) -> tuple[FeedConfig, ...]:
-        feeds: list[FeedConfig] = []
-        for i, item in enumerate(self.array(doc, "feeds")):
-            prefix = f"feeds[{i}]."
-            self.keys(item, ("name", "path", "url", "interval", "timeout"), prefix)
-            name = self.string(item, "name", prefix)
-            if any(f.name == name for f in feeds):
-                raise self.error(prefix + "name", "来源名称重复 duplicate feed name", name)
-            if ("path" in item) == ("url" in item):
-                raise self.error(f"feeds[{i}]", "须且只能有一个 needs exactly one of path, url")
-            path = Path(self.string(item, "path", prefix)) if "path" in item else None
-            url = self.http_url(item, "url", prefix) if "url" in item else None
-            default = timedelta(seconds=10 if path is not None else 60)
-            interval = self.duration(item, "interval", prefix, default)
-            timeout = self.duration(item, "timeout", prefix, timedelta(seconds=30))
-            feeds.append(FeedConfig(name, path, url, interval, timeout))
-        return tuple(feeds)
-
-    def channels(self, doc: dict[str, Any]) -> Mapping[str, ChannelConfig]:
-        from warnd.channels import check_channel  # lazy: warnd.channels imports this module
-
-        out: dict[str, ChannelConfig] = {}
-        for name, item in self.table(doc, "channels").items():
-            prefix = f"channels.{name}."
-            if not isinstance(item, dict):
-                raise self.error(f"channels.{name}", "应为表 must be a table", item)
-            kinds = self.choices(item.get("kinds", list(DEFAULT_KINDS)), KINDS, prefix + "kinds")
-            if not kinds:
-                raise self.error(prefix + "kinds", "至少需要一种 kind needs at least one kind")
-            rate = None
-            if "rate" in item:
-                try:
-                    rate = parse_rate(item["rate"])
-                except ValueError as exc:
-                    message = "速率 " + str(exc).split(":")[0]
-                    raise self.error(prefix + "rate", message, item["rate"]) from None
-            known = ("type", "kinds", "rate", "concurrency")
-            cfg = ChannelConfig(
-                name=name,
-                type=self.string(item, "type", prefix),
-                kinds=kinds,
-                rate=rate,
-                concurrency=self.integer(item, "concurrency", prefix, 10, 1000),
-                options=MappingProxyType({k: v for k, v in item.items() if k not in known}),
-                source=self.source,
-            )
-            try:
-                check_channel(cfg)
-            except ConfigError as exc:
-                raise self.relocated(exc, f"channels.{name}") from None
-            out[name] = cfg
-        return MappingProxyType(out)

@@ -360,6 +360,8 @@ async def run(
         ids = await _warning_ids(daemon, plan)
         if interrupted:
             await _abort(daemon, ids, clock.now())
+        else:
+            await _finish(daemon, ids, clock.now())
         if progress is not None and not interrupted:
             progress(total, total)
         result = await _report(daemon, plan, ids, clock, config)
@@ -434,6 +436,34 @@ class _Stage(NamedTuple):
     due_at: datetime | None
     fired_at: datetime | None
     state: str
+
+
+#: the state of a replayed warning once its run is over (``warnd status``: 已结束)
+ENDED = "ended"
+
+
+async def _finish(daemon: Daemon, ids: list[int], now: datetime) -> None:
+    """A run that went to its end: nothing of it is due any more, so its warnings are over.
+
+    Without this they stay ``active`` until their (drill-time, hence far) expiry, and
+    ``warnd status`` would show the drill as 进行中 long after it ended. Their records (calls,
+    answers, the not-woken list) are kept as they are.
+    """
+    assert daemon.store is not None
+    if not ids:
+        return
+
+    async def job(tx: Tx) -> None:
+        await tx.execute_in(
+            'UPDATE "warning" SET state = ?, note = ?, updated_at = ?'
+            " WHERE state = 'active' AND id IN {ids}",
+            ids,
+            ENDED,
+            "演练回放结束 drill replay finished",
+            tx.bts(now),
+        )
+
+    await daemon.store.writer.run(job)
 
 
 async def _report(

@@ -20,6 +20,7 @@ import gc
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -74,6 +75,13 @@ class Sender:
         self._low = asyncio.Event()  # the queue ran low: time for the next claim
         self._done = False
         self._busy = 0
+        self._held: dict[str, datetime] = {}  # handed to the dispatcher, no outcome yet: since
+
+    def held(self, limit: timedelta) -> tuple[int, datetime | None]:
+        """Messages without an outcome for longer than ``limit``, and the oldest hand-over."""
+        now = self.engine.ctx.now()
+        old = [t for t in self._held.values() if now - t > limit]
+        return len(old), min(old, default=None)
 
     def poke(self) -> asyncio.Task[None] | None:
         """Start sending, or make the running sender take another look before it stops."""
@@ -141,6 +149,7 @@ class Sender:
                 self._low.set()
             self._busy += 1
             started = time.monotonic()
+            self._held[msg.id] = engine.ctx.now()
             try:
                 await dispatcher.send(msg, engine.ctx.directory)
                 _count(msg)
@@ -160,6 +169,7 @@ class Sender:
             except Exception:
                 log.exception("send_record_failed", message=msg.id)
             finally:
+                self._held.pop(msg.id, None)
                 self._busy -= 1
                 if not queue and not self._busy:
                     self._low.set()

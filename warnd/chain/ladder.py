@@ -1,8 +1,9 @@
 """Calls, attempts and the escalation ladder of one division (contracts §3).
 
-``step(division, event, now, ctx) -> (division, commands)`` is the whole rule book for reaching
-one place: it never reads a clock, a database or the network. The engine loads a
-``DivisionState``, feeds it one event, stores what comes back and carries out the commands.
+``step(division, event, now, rules, people) -> (division, commands)`` is the whole rule book
+for reaching one place: it never reads a clock, a database or the network. The engine loads a
+``DivisionState``, feeds it one event with the ``Rules`` of its policy and the ``People`` to call
+at each rung, stores what comes back and carries out the commands.
 
 Rules, in the contract's words:
 - A call is a sequence of attempts to one person on behalf of one division: attempt 1 at the
@@ -13,8 +14,9 @@ Rules, in the contract's words:
   acknowledges. A persons' own calls run to their end regardless; calls at later rungs stop.
 - When every call of the current rung has ended and the division is not reached, it moves to
   the next rung of the ladder: ``backup`` (B persons), ``superior`` (A persons of the enclosing
-  division), ``duty`` (the not-woken list of its county, and the county's duty persons). A rung
-  with nobody to call is skipped at once (``duty`` still lists the division). After the last
+  division), ``duty`` (the not-woken list of its county, and the county's duty persons) — what
+  each rung does is a row of ``warnd.chain.rungs``. A rung with nobody to call is skipped at
+  once (a rung that lists the division on the not-woken list still lists it). After the last
   rung the ladder ends.
 """
 
@@ -25,7 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
-STAGE = "stage"
+from warnd.chain.rungs import STAGE as STAGE  # where it lived before: still importable
+from warnd.chain.rungs import get as rung_row
+
 ENDED = "ended"
 
 
@@ -253,11 +257,13 @@ def _enter_rung(
     while index < len(rungs):
         rung = rungs[index]
         persons = people.for_rung(div.code, rung)
-        if rung != STAGE and (persons or rung == "duty"):
-            out.append(Record("escalate", None, (("rung", rung),)))
-        if rung == "duty" and div.unreached_at is None:
-            div = div._replace(unreached_at=now)
-            out.append(Record("unreached", None, (("rung", rung),)))
+        if rung != STAGE:
+            not_woken = rung_row(rung).not_woken
+            if persons or not_woken:
+                out.append(Record("escalate", None, (("rung", rung),)))
+            if not_woken and div.unreached_at is None:
+                div = div._replace(unreached_at=now)
+                out.append(Record("unreached", None, (("rung", rung),)))
         if persons:
             if len(set(persons)) != len(persons):  # the same person twice: the general path
                 new = tuple(

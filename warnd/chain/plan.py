@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from warnd import deadline
 from warnd.cap import SEVERITY_RANK, Alert
 from warnd.division import Level
 
@@ -53,12 +54,8 @@ class Plan:
 
 
 def reference_time(alert: Alert) -> tuple[datetime, str]:
-    """T for the 631 timetable: onset, else effective, else sent (contracts §3)."""
-    if alert.onset is not None:
-        return alert.onset, "onset"
-    if alert.effective is not None:
-        return alert.effective, "effective"
-    return alert.sent, "sent"
+    """T for the 631 timetable: onset, else effective, else sent (``warnd.deadline``)."""
+    return deadline.reference_time(alert.onset, alert.effective, alert.sent)
 
 
 def severity_rank(severity: str | None) -> int:

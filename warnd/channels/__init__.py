@@ -6,19 +6,33 @@ nothing else needs editing. A channel class provides ``check(cfg)`` (validate th
 raise ConfigError naming ``channels.<name>.<key>``, no I/O) and ``from_config(cfg, clock=...)``.
 Channels raise ``TransientError`` / ``PermanentError`` (warnd.errors) from ``send``;
 ``warnd.channels.delivery`` turns those into retries and a ``DeliveryResult``.
+
+A channel may do more than send: ``WithRoutes`` (it takes its provider's callbacks on routes of
+its own) and ``Observer`` (it watches every sent batch: the duty-group digests). The daemon
+asks ``isinstance(channel, WithRoutes)``; nothing else needs to know which type does what.
+
+The ``[channels.*]`` tables are read here too (``load_channels``, called by
+``warnd.policy.load_config``), so the config loader knows no channel type and no channel
+module imports the config loader: the values live in the leaf ``warnd.channels.config``.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Self, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
+from warnd.channels.config import DEFAULT_KINDS, KINDS, ChannelConfig, parse_rate
 from warnd.clock import Clock
 from warnd.errors import ConfigError
-from warnd.policy import ChannelConfig
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from warnd.directory import Directory
+    from warnd.engine import Engine
+    from warnd.policy import _Loader
 
 PURPOSES = ("call", "update", "lift")
 
@@ -86,6 +100,43 @@ class ChannelType(Channel, Protocol):
         ...
 
 
+class Seen(Protocol):
+    """What an ``Observer`` reads from a sent message (warnd.engine.outbox.Claimed has it)."""
+
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def warning(self) -> str: ...
+    @property
+    def contact(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def rung(self) -> str | None: ...
+
+
+@runtime_checkable
+class WithRoutes(Protocol):
+    """A channel whose provider calls back (receipts, key presses, replies) on its own routes."""
+
+    def routes(self, engine: Engine) -> list[web.RouteDef]:
+        """The routes to add to the hooks listener (none: an empty list)."""
+        ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """A channel that is shown every batch the sender sent (the duty-group digests)."""
+
+    async def observe(self, batch: Sequence[Seen], directory: Directory | None) -> int:
+        """Look at a sent batch; returns how many posts went out. Never raises."""
+        ...
+
+
 T = TypeVar("T", bound=ChannelType)
 _REGISTRY: dict[str, type[ChannelType]] = {}
 _discovered = False
@@ -110,6 +161,9 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
+    import importlib  # here: a command that loads a config without channels never needs them
+    import pkgutil
+
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
 
@@ -170,3 +224,41 @@ def unknown_options(cfg: ChannelConfig, allowed: tuple[str, ...]) -> None:
                 source=cfg.source,
                 field=cfg.key(key),
             )
+
+
+def load_channels(loader: _Loader, doc: Mapping[str, Any]) -> Mapping[str, ChannelConfig]:
+    """``[channels.<name>]`` tables → ChannelConfig values, each checked by its type.
+
+    ``loader`` is ``warnd.policy``'s: its errors name the file, line and dotted key.
+    """
+    out: dict[str, ChannelConfig] = {}
+    for name, item in loader.table(doc, "channels").items():
+        prefix = f"channels.{name}."
+        if not isinstance(item, dict):
+            raise loader.error(f"channels.{name}", "应为表 must be a table", item)
+        kinds = loader.choices(item.get("kinds", list(DEFAULT_KINDS)), KINDS, prefix + "kinds")
+        if not kinds:
+            raise loader.error(prefix + "kinds", "至少需要一种 kind needs at least one kind")
+        rate = None
+        if "rate" in item:
+            try:
+                rate = parse_rate(item["rate"])
+            except ValueError as exc:
+                message = "速率 " + str(exc).split(":")[0]
+                raise loader.error(prefix + "rate", message, item["rate"]) from None
+        known = ("type", "kinds", "rate", "concurrency")
+        cfg = ChannelConfig(
+            name=name,
+            type=loader.string(item, "type", prefix),
+            kinds=kinds,
+            rate=rate,
+            concurrency=loader.integer(item, "concurrency", prefix, 10, 1000),
+            options=MappingProxyType({k: v for k, v in item.items() if k not in known}),
+            source=loader.source,
+        )
+        try:
+            check_channel(cfg)
+        except ConfigError as exc:
+            raise loader.relocated(exc, f"channels.{name}") from None
+        out[name] = cfg
+    return MappingProxyType(out)

@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 
 from warnd.channels import Outbound
+from warnd.channels.config import ChannelConfig
 from warnd.errors import ConfigError, TransientError
+from warnd.exposure import read_secret
 from warnd.notice import DRILL_MARK
-from warnd.policy import ChannelConfig, read_secret
 
 DEFAULT_TIMEOUT = 10.0
 PURPOSE_ZH = {"call": "叫应", "update": "更新", "lift": "解除"}

@@ -5,6 +5,11 @@ plus jitter, never past the caller's deadline (a call attempt is useless once it
 over) and at most ``Backoff.max_tries`` times. Every try is one request with the same message
 ``id``, so a gateway can drop duplicates. ``deliver`` never raises for a delivery failure: the
 dispatcher reads the ``DeliveryResult`` and moves on (next channel, or the ladder).
+
+Every failed request is counted (``warnd_delivery_failures_total{channel,kind,permanent}``) and
+logged — ``delivery_retry`` for a try that will be retried, ``delivery failed`` for the last —
+at most 20 lines per channel every 10 s; the lines left out are summed in the ``suppressed``
+field of a later line (``logs.LimitedLog``: a gateway down at province scale is a few lines).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from typing import Any, cast
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from warnd import logs, metrics
 from warnd.channels import Channel, Outbound
 from warnd.channels.ratelimit import Limiter, Sleep
 from warnd.errors import DeliveryError, PermanentError, TransientError
 
 _log = structlog.get_logger("warnd.channels.delivery")
+_LINES = logs.LimitedLog(_log, burst=20, per=10.0)  # per channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +87,11 @@ async def deliver(
             await channel.send(msg)
         return _DELIVERED
     except TransientError as exc:
-        if backoff.max_tries <= 1 or now() - start + backoff.wait(1, rng) > deadline_s:
+        wait = backoff.wait(1, rng)
+        if backoff.max_tries <= 1 or now() - start + wait > deadline_s:
             return _failed(channel, msg, exc, tries)
-        await sleep(backoff.wait(1, rng))
+        _retrying(channel, msg, exc, tries, wait)
+        await sleep(wait)
     except DeliveryError as exc:
         return _failed(channel, msg, exc, tries)
     except Exception as exc:  # a bug in one channel must not stop the dispatcher
@@ -94,12 +103,18 @@ async def deliver(
             return True
         return now() - start + state.upcoming_sleep > deadline_s
 
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, DeliveryError):
+            _retrying(channel, msg, exc, tries, state.upcoming_sleep)
+
     retrying = AsyncRetrying(
         sleep=cast(Any, sleep),
         retry=retry_if_exception_type(TransientError),
         wait=lambda state: backoff.wait(state.attempt_number + 1, rng),
         stop=give_up,
         reraise=True,
+        before_sleep=before_sleep,
     )
     try:
         async for attempt in retrying:
@@ -115,11 +130,29 @@ async def deliver(
     return DeliveryResult(ok=True, permanent=False, tries=tries, error=None)
 
 
+def _retrying(channel: Channel, msg: Outbound, exc: DeliveryError, tries: int, wait: float) -> None:
+    """One failed try that will be retried: counted, and logged unless throttled."""
+    metrics.DELIVERY_FAILURES.labels(channel.name, msg.kind, "false").inc()
+    _LINES.warning(
+        channel.name,
+        "delivery_retry",
+        channel=channel.name,
+        kind=msg.kind,
+        id=msg.id,
+        tries=tries,
+        wait_s=round(wait, 2),
+        error=str(exc),
+    )
+
+
 def _failed(channel: Channel, msg: Outbound, exc: DeliveryError, tries: int) -> DeliveryResult:
     permanent = isinstance(exc, PermanentError)
-    _log.warning(
+    metrics.DELIVERY_FAILURES.labels(channel.name, msg.kind, str(permanent).lower()).inc()
+    _LINES.warning(
+        channel.name,
         "delivery failed",
         channel=channel.name,
+        kind=msg.kind,
         id=msg.id,
         tries=tries,
         permanent=permanent,

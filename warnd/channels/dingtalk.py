@@ -20,9 +20,9 @@ from urllib.parse import quote, quote_plus
 
 from warnd.channels import cloud as c
 from warnd.channels import register
+from warnd.channels.config import ChannelConfig
 from warnd.channels.groups import GroupRobot, clip
 from warnd.clock import Clock
-from warnd.policy import ChannelConfig
 
 ENDPOINT = "https://oapi.dingtalk.com"
 MAX_TEXT_BYTES = 18000  # text messages are limited to 20000 bytes

@@ -25,10 +25,10 @@ from typing import Self
 
 from warnd.channels import Outbound, register, unknown_options
 from warnd.channels import cloud as c
+from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock
 from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.notice import DRILL_MARK
-from warnd.policy import ChannelConfig
 
 _OPTIONS = (
     "host",

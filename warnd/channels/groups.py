@@ -19,46 +19,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from warnd.channels import Outbound, unknown_options
+from warnd.chain import rungs
+from warnd.channels import Outbound, Seen, unknown_options
 from warnd.channels import cloud as c
+from warnd.channels.config import ChannelConfig, RateLimit
 from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock
 from warnd.errors import ConfigError, DeliveryError, PermanentError, TransientError
-from warnd.policy import ChannelConfig, RateLimit
 
 if TYPE_CHECKING:
     from warnd.directory import Directory
-    from warnd.engine.outbox import Attempt
 
 log = structlog.get_logger("warnd.channels.groups")
 
 PURPOSES = ("call", "update", "lift")
 GROUP_OPTIONS = ("notify", "divisions", "mention", "max_names", "endpoint", "timeout")
 DEFAULT_RATE = RateLimit(20, timedelta(minutes=1))
-RUNG_ZH = {"stage": "", "backup": "（B角）", "superior": "（上级叫应）", "duty": "（值班室）"}
-
-
-class Seen(Protocol):
-    """What ``observe`` reads from a sent message (warnd.engine.outbox.Attempt has it)."""
-
-    @property
-    def purpose(self) -> str: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def warning(self) -> str: ...
-    @property
-    def contact(self) -> str: ...
-    @property
-    def to(self) -> str: ...
-    @property
-    def attempt(self) -> int | None: ...
-    @property
-    def rung(self) -> str | None: ...
 
 
 def heading(purpose: str, rung: str | None, attempt: int | None) -> str:
@@ -66,7 +46,8 @@ def heading(purpose: str, rung: str | None, attempt: int | None) -> str:
         return "已发送预警更新"
     if purpose == "lift":
         return "已发送预警解除"
-    label = RUNG_ZH.get(rung or "stage", "")
+    found = rungs.find(rung or rungs.STAGE)
+    label = found.tag if found is not None else ""
     if attempt is not None and attempt > 1:
         return f"第{attempt}次呼叫{label}（前次未应答）"
     return f"正在叫应{label}"
@@ -167,7 +148,7 @@ class GroupRobot:
         mobile = c.national(msg.to)
         await self._limited_post(msg.text, [mobile] if mobile else [])
 
-    async def observe(self, batch: Sequence[Attempt], directory: Directory | None) -> int:
+    async def observe(self, batch: Sequence[Seen], directory: Directory | None) -> int:
         """Post digests of a sent batch; returns how many posts went out. Never raises."""
         wanted = [m for m in batch if self.wants(m, directory)]
         sent = 0

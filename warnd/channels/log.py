@@ -14,9 +14,9 @@ from typing import Self
 import structlog
 
 from warnd.channels import Outbound, register, unknown_options
+from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock
 from warnd.errors import ConfigError, PermanentError
-from warnd.policy import ChannelConfig
 
 _log = structlog.get_logger("warnd.channels.log")
 

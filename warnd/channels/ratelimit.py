@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from warnd.policy import ChannelConfig, RateLimit
+from warnd.channels.config import ChannelConfig, RateLimit
 
 Sleep = Callable[[float], Awaitable[object]]
 _EPSILON = 1e-9  # float slack so that sleeping exactly the deficit is enough

@@ -21,9 +21,9 @@ import structlog
 
 from warnd.channels import Outbound, register, unknown_options
 from warnd.channels import cloud as c
+from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock
 from warnd.errors import PermanentError, TransientError
-from warnd.policy import ChannelConfig
 
 if TYPE_CHECKING:
     from aiohttp import web

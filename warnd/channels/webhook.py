@@ -15,10 +15,11 @@ from typing import Self
 import aiohttp
 
 from warnd.channels import Outbound, register, unknown_options
+from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock, wall_now
 from warnd.duration import parse_duration
 from warnd.errors import ConfigError, PermanentError, TransientError
-from warnd.policy import ChannelConfig, read_secret, secret_ref
+from warnd.exposure import read_secret, secret_ref
 from warnd.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 _OPTIONS = ("url", "timeout", "secret_file", "secret_env")

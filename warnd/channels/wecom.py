@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from warnd.channels import cloud as c
 from warnd.channels import register
+from warnd.channels.config import ChannelConfig
 from warnd.channels.groups import GroupRobot, clip
 from warnd.clock import Clock
-from warnd.policy import ChannelConfig
 
 ENDPOINT = "https://qyapi.weixin.qq.com"
 MAX_TEXT_BYTES = 2048  # text messages: at most 2048 bytes of UTF-8

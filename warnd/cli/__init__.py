@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "contacts": ("warnd.cli.contacts", "warnd.cli.roster"),
     "db": ("warnd.cli.db",),
     "drill": ("warnd.cli.drill", "warnd.cli.replay"),
+    "feeds": ("warnd.cli.feeds",),
     "inspect": ("warnd.cli.inspect",),
     "plan": ("warnd.cli.inspect",),
     "report": ("warnd.cli.report",),

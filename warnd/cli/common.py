@@ -41,7 +41,11 @@ def load(config_path: str | None, *, required: bool = False) -> Config | None:
         if config_path is not None or required:
             raise
         return None
-    return load_config(path)
+    config = load_config(path)
+    from warnd import logs
+
+    logs.set_timezone(config.tz)  # log timestamps in the configured zone, with its offset
+    return config
 
 
 def contacts_path(explicit: str | None, config: Config | None) -> Path:
@@ -49,7 +53,10 @@ def contacts_path(explicit: str | None, config: Config | None) -> Path:
         return Path(explicit)
     if config is not None and config.contacts_path is not None:
         return config.contacts_path
-    fail("no contacts directory: pass --contacts PATH or set [contacts] path in the config")
+    fail(
+        "未指定通讯录：请加 --contacts PATH 或在配置中设置 [contacts] path"
+        " (no contacts directory: pass --contacts PATH or set [contacts] path in the config)"
+    )
 
 
 def parse_time(text: str, tz: ZoneInfo) -> datetime:
@@ -57,7 +64,7 @@ def parse_time(text: str, tz: ZoneInfo) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        fail(f"--at: not an ISO 8601 time like 2025-06-14T08:00:00+08:00: {text!r}")
+        fail(f"时间格式不对 --at：应如 2025-06-14T08:00:00+08:00 (not an ISO 8601 time): {text!r}")
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 

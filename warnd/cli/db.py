@@ -18,8 +18,9 @@ def db() -> None:
 
 @db.command("upgrade")
 @config_option
+@json_option
 @guarded
-def upgrade_cmd(config_path: str | None) -> None:
+def upgrade_cmd(config_path: str | None, as_json: bool) -> None:
     """升级数据库结构 (bring the store to this warnd's schema; stop every instance first)."""
     config = load(config_path, required=True)
     assert config is not None
@@ -32,6 +33,9 @@ def upgrade_cmd(config_path: str | None) -> None:
             await store.close()
 
     at, head = asyncio.run(run())
+    if as_json:
+        emit_json({"store": at, "code": head, "current": at == head})
+        return
     click.echo(f"数据库结构已是最新 (schema at {at}, code {head})")
 
 

@@ -10,21 +10,24 @@ from rich.console import Console
 from rich.table import Table
 
 from warnd import cap, directory
+from warnd.cap import dedup
 from warnd.chain.plan import Plan, plan
 from warnd.cli import main
 from warnd.cli.common import (
     config_option,
     contacts_path,
     emit_json,
+    fail,
     guarded,
     json_option,
     load,
     parse_time,
 )
 from warnd.clock import SystemClock
+from warnd.division import LEVEL_ZH
 from warnd.duration import format_duration
 from warnd.errors import CapError
-from warnd.notice import LEVEL_LABEL
+from warnd.feeds import qwalert
 from warnd.policy import Policy
 
 SEVERITY_LABEL = {
@@ -38,26 +41,98 @@ SEVERITY_LABEL = {
 
 @main.command("inspect")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--point",
+    "points",
+    multiple=True,
+    metavar="POINT",
+    help="和风天气文件所属的点（配置中的 code、name 或 lat,lon）the configured QWeather point(s) "
+    "a saved response is for: its alerts get their division codes",
+)
 @config_option
 @json_option
-def inspect_cmd(files: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
-    """解析 CAP 文件 (parse CAP files; one JSON line per file with --json)."""
+@guarded
+def inspect_cmd(
+    files: tuple[str, ...], points: tuple[str, ...], config_path: str | None, as_json: bool
+) -> None:
+    """解析 CAP 文件或和风天气预警响应 (one JSON line per message with --json).
+
+    A file whose content is JSON is read as a saved QWeather weather-alert response
+    (contracts §9): one line per alert, none for an empty ``alerts`` list.
+    """
+    chosen = _points(points, load(config_path) if points else None)
     results: list[dict[str, Any]] = []
     for name in files:
-        try:
-            # parse_file reads at most MAX_BYTES + 1 bytes: `inspect /dev/zero` is refused, not
-            # read until memory runs out; unreadable files come back as a CapError naming them
-            alert = cap.parse_file(name)
-            item: dict[str, Any] = {"file": name, "ok": True, **cap.summary(alert)}
-        except CapError as exc:
-            item = {"file": name, "ok": False, "error": str(exc)}
-        results.append(item)
-        if as_json:
-            emit_json(item)
+        for item in inspect_file(name, chosen):
+            results.append(item)
+            if as_json:
+                emit_json(item)
     if not as_json:
         _inspect_table(results)
     if not all(r["ok"] for r in results):
         sys.exit(1)
+
+
+def _key(alert: cap.Alert) -> str | None:
+    key = dedup.key_of(alert)
+    return key.text() if key is not None else None
+
+
+def inspect_file(name: str, points: list[qwalert.Point]) -> list[dict[str, Any]]:
+    """The ``inspect --json`` lines of one file: a CAP message, or every alert of a QWeather
+    response (``dedup_key``: what a copy from another source is recognised by)."""
+    try:
+        # at most MAX_BYTES + 1 bytes: `inspect /dev/zero` is refused, not read until memory
+        # runs out; unreadable files come back as a CapError naming them
+        data = _read(name)
+        head = data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+        if head not in (b"{", b"[") and data[:2] != b"\x1f\x8b":
+            alert = cap.parse(data, source=name)
+            return [{"file": name, "ok": True, **cap.summary(alert), "dedup_key": _key(alert)}]
+        response = qwalert.read_response(data, name)
+    except CapError as exc:
+        return [{"file": name, "ok": False, "error": str(exc)}]
+    out: list[dict[str, Any]] = [
+        {"file": name, "ok": False, "error": f"{name}: {p}"} for p in response.problems
+    ]
+    for raw in response.alerts:
+        try:
+            alert = cap.parse(qwalert.to_cap(raw, points), source=name)
+        except CapError as exc:
+            out.append({"file": name, "ok": False, "error": str(exc)})
+            continue
+        summary = {**cap.summary(alert), "dedup_key": _key(alert), "source": "qweather"}
+        out.append({"file": name, "ok": True, **summary})
+    return out
+
+
+def _read(name: str) -> bytes:
+    try:
+        with open(name, "rb") as fh:
+            return fh.read(cap.MAX_BYTES + 1)
+    except OSError as exc:
+        raise CapError(f"cannot read file: {exc.strerror or exc}", source=name) from None
+
+
+def _points(wanted: tuple[str, ...], config: Any) -> list[qwalert.Point]:
+    """The configured QWeather points named by ``--point`` (code, name, or ``lat,lon``)."""
+    known = [
+        qwalert.Point(p.code, p.lat, p.lon, p.name)
+        for f in (config.feeds if config is not None else ())
+        for p in f.points
+    ]
+    out: list[qwalert.Point] = []
+    for w in wanted:
+        text = w.strip()
+        hit = [
+            p
+            for p in known
+            if text in (p.code, p.name, f"{p.lat:.2f},{p.lon:.2f}", f"{p.lat},{p.lon}")
+        ]
+        if not hit:
+            fail(f"--point {w!r}: no such point in the QWeather feeds of the config")
+        out.extend(h for h in hit if h not in out)
+    return out
 
 
 def _inspect_table(results: list[dict[str, Any]]) -> None:
@@ -78,8 +153,12 @@ def _inspect_table(results: list[dict[str, Any]]) -> None:
                 ",".join(r["geocodes"]) or "-",
             )
         else:
-            table.add_row(r["file"], "[red]拒绝[/]", r["error"], "", "", "", "", "")
+            table.add_row(r["file"], "[red]拒绝[/]", "原因见下 (see below)", "", "", "", "", "")
     console.print(table)
+    # each reason whole on one line (a table cell would wrap it): grep-able, as documented
+    for r in results:
+        if not r["ok"]:
+            click.echo(f"拒绝 {r['error']}")
 
 
 def plan_json(alert: cap.Alert, p: Plan) -> dict[str, Any]:
@@ -155,7 +234,7 @@ def _plan_table(alert: cap.Alert, p: Plan, d: directory.Directory, tz: Any) -> N
         table.add_column(col)
     for s in p.stages:
         table.add_row(
-            LEVEL_LABEL.get(s.level, s.level),
+            LEVEL_ZH.get(s.level, s.level),
             format_duration(s.lead),
             f"{s.due.astimezone(tz):%m-%d %H:%M}",
             str(len(s.divisions)),

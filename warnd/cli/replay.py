@@ -3,93 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
-import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
-from warnd.cli.drill import drill
+from warnd.cli.drill import chain_rows, drill, write_report
+from warnd.cli.progress import DelayedBar, drill_time, for_stream
 from warnd.clock import ScaledClock, SystemClock
+from warnd.division import LEVEL_ZH
 from warnd.drill import load_feed
-from warnd.duration import format_duration
-from warnd.notice import LEVEL_LABEL
 
 if TYPE_CHECKING:
     from warnd.replay import ReplayPlan
 
 EXIT_INTERRUPTED = 130
-
-
-class ClockProgress:
-    """A drill's progress bar on stderr: virtual time done of the estimated whole.
-
-    It appears only once the command has run for ``after`` seconds (short runs print just
-    their result) and only on a terminal (never in logs or pipes).
-    """
-
-    def __init__(
-        self,
-        console: Console,
-        label: str,
-        *,
-        after: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._console = console
-        self._label = label
-        self._after = after
-        self._clock = clock
-        self._start = clock()
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        self.total = 1.0
-
-    @property
-    def shown(self) -> bool:
-        return self._bar is not None
-
-    def __call__(self, done: float, total: float) -> None:
-        self.total = total
-        if self._bar is None:
-            if self._clock() - self._start < self._after:
-                return
-            self._bar = Progress(
-                TextColumn(self._label),
-                BarColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("", total=total)
-        assert self._task is not None
-        shown = format_duration(timedelta(seconds=int(done)))
-        about = format_duration(timedelta(seconds=int(total)))
-        self._bar.update(
-            self._task, completed=done, total=total, description=f"演练时间 {shown} / 约 {about}"
-        )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def progress_for(stream: TextIO, label: str) -> ClockProgress | None:
-    """A progress bar when ``stream`` is a terminal, else None."""
-    if not stream.isatty():
-        return None
-    return ClockProgress(Console(file=stream, stderr=True), label)
 
 
 def _pace(policy: Any, speed: float, fed: int, dropped: int) -> str:
@@ -113,7 +47,9 @@ def _start_time(text: str | None, config_tz: Any) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        fail(f"--start: not an ISO 8601 time like 2025-06-14T08:00:00+08:00: {text!r}")
+        fail(
+            f"时间格式不对 --start：应如 2025-06-14T08:00:00+08:00 (not an ISO 8601 time): {text!r}"
+        )
     return value if value.tzinfo else value.replace(tzinfo=config_tz)
 
 
@@ -167,19 +103,13 @@ def replay_cmd(
         fail(risk)
     clock = ScaledClock(plan.start, speed, paused=True)
     click.echo(_pace(config.policy, speed, len(plan.messages), len(plan.dropped)), err=True)
-    bar = progress_for(sys.stderr, "演练回放")
+    bar = for_stream("演练回放", sys.stderr, describe=drill_time)
     try:
         result = asyncio.run(_run(config, plan, clock, bar))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if report_path:
-        out = Path(report_path)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-        except OSError as exc:
-            fail(f"{report_path}: cannot write report: {exc.strerror}")
+        write_report(report_path, result)
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "events"})
     else:
@@ -189,7 +119,7 @@ def replay_cmd(
 
 
 async def _run(
-    config: Any, plan: ReplayPlan, clock: ScaledClock, bar: ClockProgress | None
+    config: Any, plan: ReplayPlan, clock: ScaledClock, bar: DelayedBar
 ) -> dict[str, Any]:
     from warnd.replay import run, sleep_until_stopped
 
@@ -203,9 +133,8 @@ async def _run(
         end = loop.time() + seconds
         while not stop.is_set() and (left := end - loop.time()) > 0:
             await sleep_until_stopped(stop, min(left, 0.5))
-            if bar is not None:
-                done = (clock.now() - plan.start).total_seconds()
-                bar(min(done, bar.total * 0.99), bar.total)
+            done = (clock.now() - plan.start).total_seconds()
+            bar(min(done, bar.total * 0.99), bar.total)
 
     try:
         return await run(config, plan, clock, sleep=sleep, stop=stop, progress=bar)
@@ -234,23 +163,12 @@ def _print(result: dict[str, Any], tz: Any) -> None:
     if r["dropped"]:
         table.add_row("未回放 dropped (--only)", str(len(r["dropped"])))
     for st in result["stages"]:
-        label = LEVEL_LABEL.get(st["level"], st["level"])
+        label = LEVEL_ZH.get(st["level"], st["level"])
         when = (
             f"{hm(st['fired_at'])}（实际 {hm(st['real_at'])}）" if st["fired_at"] else st["state"]
         )
         table.add_row(f"{label}级阶段 stage", when)
-    rows = [
-        ("呼叫次数 attempts", s.get("attempts")),
-        ("通知人数 persons notified", s.get("persons_notified")),
-        ("应答人数 persons acknowledged", s.get("persons_acknowledged")),
-        ("未叫醒 unreached", s.get("unreached")),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    for level, d in (s.get("divisions") or {}).items():
-        table.add_row(
-            f"{LEVEL_LABEL.get(level, level)}：叫应/应答", f"{d['called']}/{d['reached']}"
-        )
+    chain_rows(table, s)
     console.print(table)
     if r["interrupted"]:
         console.print("演练已中止：本次演练未完成的阶段、呼叫和消息均已取消。")

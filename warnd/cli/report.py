@@ -10,70 +10,22 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from warnd import directory as directory_mod
 from warnd.cli import main
-from warnd.cli.common import config_option, fail, guarded, load
+from warnd.cli.common import config_option, fail, guarded, json_option, load
+from warnd.cli.progress import DelayedBar, for_stream
 from warnd.cli.status import console, open_store
 from warnd.policy import Config, Policy
 from warnd.report import Report
 
 FORMATS = ("terminal", "csv", "html", "json")
-
-
-class Bar:
-    """A progress bar on stderr that appears only after ``after`` seconds, only on a terminal."""
-
-    def __init__(
-        self,
-        label: str,
-        stream: TextIO,
-        *,
-        after: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._label, self._after, self._clock = label, after, clock
-        self._console = Console(file=stream, stderr=True) if stream.isatty() else None
-        self._start = clock()
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-
-    @property
-    def shown(self) -> bool:
-        return self._bar is not None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._console is None:
-            return
-        if self._bar is None:
-            if self._clock() - self._start < self._after:
-                return
-            self._bar = Progress(
-                TextColumn(self._label),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("report", total=max(total, 1))
-        assert self._task is not None
-        self._bar.update(self._task, completed=done, total=max(total, 1))
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 @main.command("report")
@@ -92,6 +44,7 @@ class Bar:
     "--limit", type=int, default=40, show_default=True, help="rows per list on the terminal"
 )
 @config_option
+@json_option
 @guarded
 def report_cmd(
     target: str,
@@ -100,23 +53,31 @@ def report_cmd(
     contacts: str | None,
     limit: int,
     config_path: str | None,
+    as_json: bool,
 ) -> None:
     """复盘报告 (after-action report): per level reached in time, acknowledgement times,
     redials and escalations, posts nobody answered, channel success.
 
     WARNING is a warning key or a unique prefix of its identifier; a path to an existing
-    ``.json`` file is read as a ``warnd drill simulate`` report.
+    ``.json`` file is read as a ``warnd drill simulate`` report. ``--json`` is ``--format json``.
     """
+    if as_json:
+        if fmt not in ("terminal", "json"):
+            fail(
+                f"不能同用 --json 与 --format {fmt}：--json 即 --format json"
+                " (--json is --format json)"
+            )
+        fmt = "json"
     path = Path(target)
     drill_file = path.suffix.lower() == ".json" or path.is_file()
     config = load(config_path, required=not drill_file)
     tz = config.tz if config is not None else ZoneInfo("Asia/Shanghai")
     directory = _directory(contacts, config)
-    bar = Bar("生成报告", sys.stderr)
+    bar = for_stream("生成报告", sys.stderr)
     try:
         if drill_file:
             if not path.is_file():
-                fail(f"{target}: no such drill report file")
+                fail(f"找不到演练报告文件 {target} (no such drill report file)")
             from warnd.report.load import from_drill
 
             policy = config.policy if config is not None else Policy.default()
@@ -131,7 +92,7 @@ def report_cmd(
 
 
 async def _from_store(
-    config: Config, ref: str, directory: directory_mod.Directory | None, bar: Bar
+    config: Config, ref: str, directory: directory_mod.Directory | None, bar: DelayedBar
 ) -> Report:
     from warnd.report.load import from_store
 
@@ -150,7 +111,7 @@ def _directory(explicit: str | None, config: Config | None) -> directory_mod.Dir
         d, _problems = directory_mod.load(path)
     except Exception as exc:  # names are a convenience; the report stands without them
         if explicit:
-            fail(f"--contacts: {exc}")
+            fail(f"通讯录无法读取 --contacts (cannot load contacts): {exc}")
         click.echo(f"warnd: 未能读取通讯录 (contacts unavailable): {exc}", err=True)
         return None
     return d
@@ -184,5 +145,5 @@ def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(body, encoding="utf-8", newline="")
     except OSError as exc:
-        fail(f"{out}: cannot write report: {exc.strerror}")
+        fail(f"无法写入报告 {out}：{exc.strerror} (cannot write report)")
     click.echo(f"报告已写入 {out}", err=True)

@@ -12,20 +12,13 @@ from rich.table import Table
 
 from warnd import audit as audit_mod
 from warnd.cli.common import config_option, contacts_path, emit_json, fail, json_option, load
-from warnd.cli.contacts import LoadProgress, contacts, summary
+from warnd.cli.contacts import contacts, load_bar, summary
 from warnd.deadline import windows
 from warnd.directory import load as load_directory
 from warnd.duration import format_duration
 from warnd.errors import ContactsError, WarndError
 from warnd.policy import Policy
 from warnd.roster import RowProblem, import_roster
-
-
-def _bar() -> LoadProgress | None:
-    """The rows bar of ``contacts check`` (stderr, terminals only, after a second)."""
-    if not sys.stderr.isatty():
-        return None
-    return LoadProgress(Console(file=sys.stderr, stderr=True))
 
 
 @contacts.command("import")
@@ -56,7 +49,7 @@ def import_cmd(
     """
     del config_path  # accepted for uniformity (contracts §4); importing needs no config
     out_path = Path(out)
-    load_bar = _bar()
+    bar = load_bar()
     tty = sys.stderr.isatty()
     spinner = Console(file=sys.stderr, stderr=True).status("读取工作簿 …") if tty else None
     try:
@@ -65,7 +58,7 @@ def import_cmd(
             out_path,
             sheet=sheet,
             check=out_path.parent if check_folder else None,
-            load_progress=load_bar,
+            load_progress=bar,
             reading=spinner,
         )
     except WarndError as err:
@@ -73,8 +66,7 @@ def import_cmd(
             emit_json({"ok": False, "error": str(err), "problems": []})
         fail(f"花名册无法导入 (cannot import): {err}")
     finally:
-        if load_bar is not None:
-            load_bar.close()
+        bar.close()
     r = result.roster
     if as_json:
         emit_json(
@@ -147,7 +139,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
         fail(str(err))
     policy = config.policy if config is not None else Policy.default()
     where = contacts_path(str(path) if path is not None else None, config)
-    bar = _bar()
+    bar = load_bar()
     try:
         directory, problems = load_directory(where, progress=bar)
     except ContactsError as err:
@@ -155,10 +147,10 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
             emit_json({"ok": False, "error": str(err), "posts": []})
         fail(f"通讯录无法读取 (cannot load contacts): {err}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     posts, unplaced = audit_mod.audit(directory, policy, problems, audit_mod.row_codes(where))
     tally = audit_mod.counts(posts)
+    fix = audit_mod.ladder_fix(posts, policy)
     ok = tally["all"]["failed"] == 0 and not unplaced
     if as_json:
         emit_json(
@@ -168,6 +160,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
                 "policy": _policy_json(policy),
                 "formula": audit_mod.FORMULA,
                 "counts": tally,
+                "fix": fix.as_json() if fix is not None else None,
                 "posts": [p.as_json() for p in posts],
                 "unplaced": [
                     {"file": p.source, "line": p.line, "kind": p.kind, "message": p.message}
@@ -176,7 +169,7 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
             }
         )
     else:
-        _print_audit(posts, unplaced, tally, policy, show_all)
+        _print_audit(posts, unplaced, tally, policy, show_all, fix)
     sys.exit(0 if ok else 1)
 
 
@@ -205,6 +198,7 @@ def _print_audit(
     tally: dict[str, dict[str, int]],
     policy: Policy,
     show_all: bool,
+    fix: audit_mod.Fix | None = None,
 ) -> None:
     console = Console()
     if not console.is_terminal:
@@ -250,3 +244,5 @@ def _print_audit(
     ]
     verdict = "全部通过" if tally["all"]["failed"] == 0 and not unplaced else "有岗位不通过"
     console.print(f"{verdict}：通过/岗位数 {'，'.join(parts)}", highlight=False)
+    if fix is not None:  # exactly what to change in the config, not just that it fails
+        console.print(audit_mod.fix_text(fix, policy), highlight=False, markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import click
 
@@ -21,6 +22,11 @@ from warnd.cli.common import config_option, guarded, load
     help="safety tick interval (the engine is also woken at each due time)",
 )
 @click.option(
+    "--demo",
+    is_flag=True,
+    help="演示模式 demo mode: accept the public example hook secret (loopback only)",
+)
+@click.option(
     "--clock-file",
     metavar="PATH",
     default=None,
@@ -28,7 +34,7 @@ from warnd.cli.common import config_option, guarded, load
     help="read the time from a file (tests and rehearsals only)",
 )
 @guarded
-def serve_cmd(config_path: str | None, tick: float, clock_file: str | None) -> None:
+def serve_cmd(config_path: str | None, tick: float, demo: bool, clock_file: str | None) -> None:
     """运行守护进程 (run the daemon: feeds, 631 chain, channels, acknowledgement hooks)."""
     from warnd import logs
     from warnd.clock import FileClock
@@ -36,6 +42,8 @@ def serve_cmd(config_path: str | None, tick: float, clock_file: str | None) -> N
 
     config = load(config_path, required=True)
     assert config is not None
-    logs.configure(level="info")
+    if demo:  # the quick start: never from the config file, so a copied config cannot carry it
+        config = dataclasses.replace(config, demo=True)
+    logs.configure(level="info", tz=config.tz)
     clock = FileClock(clock_file) if clock_file else None
     asyncio.run(serve(config, clock=clock, tick_interval=tick))

@@ -19,6 +19,7 @@ from rich.live import Live
 from warnd import views
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
+from warnd.cli.feedbanner import with_banner
 from warnd.cli.statusview import (
     Fmt,
     detail_json,
@@ -31,6 +32,7 @@ from warnd.cli.statusview import (
 from warnd.clock import Clock, FileClock, SystemClock
 from warnd.errors import WarndError
 from warnd.policy import Config
+from warnd.views.feeds import alarm_json, feed_alarms
 from warnd.views.reader import Reader, open_reader
 
 if TYPE_CHECKING:
@@ -49,7 +51,19 @@ async def open_store(config: Config) -> Store:
     except WarndError:
         raise
     except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
-        fail(f"cannot open store {config.store_url}: {type(exc).__name__}: {exc}")
+        hint = sudo_hint(exc)
+        fail(
+            f"无法打开数据库{hint} (cannot open store {config.store_url}):"
+            f" {type(exc).__name__}: {exc}"
+        )
+
+
+def sudo_hint(exc: BaseException) -> str:
+    """For a store this user may read but not write (a duty officer): how to run it instead."""
+    words = str(exc).replace(" ", "").lower()
+    if "readonly" in words or "permissiondenied" in words or isinstance(exc, PermissionError):
+        return "；值班员请以守护进程的用户运行：sudo -u warnd warnd …（docs/deployment.md）"
+    return ""
 
 
 async def open_store_reader(config: Config) -> Reader:
@@ -60,7 +74,7 @@ async def open_store_reader(config: Config) -> Reader:
     except WarndError:
         raise
     except Exception as exc:  # the driver's own errors (OSError, asyncpg, sqlite3)
-        fail(f"cannot open store {config.store_url}: {type(exc).__name__}: {exc}")
+        fail(f"无法打开数据库 (cannot open store {config.store_url}): {type(exc).__name__}: {exc}")
 
 
 def clock_for(clock_file: str | None) -> Clock:
@@ -112,7 +126,10 @@ def names_of(config: Config, ids: Iterable[str]) -> dict[str, str]:
     help="终端最多显示的区划数 divisions on the terminal, most urgent first (0: all; --json: all)",
 )
 @click.option(
-    "--names", is_flag=True, help="从通讯录补充姓名 add names from the contacts directory"
+    "--names/--no-names",
+    default=True,
+    show_default=True,
+    help="从通讯录补充姓名 names from the configured contacts (only their two columns are read)",
 )
 @click.option("--clock-file", metavar="PATH", default=None, hidden=True)
 @click.option("--iterations", type=int, default=None, hidden=True)
@@ -138,13 +155,19 @@ def status_cmd(
     WARNING is a warning key or a unique prefix of its identifier.
     """
     if (pending or unreached) and warning is None:
-        fail("--pending/--unreached need a WARNING (所有预警的未叫醒名单: warnd unreached)")
+        fail(
+            "需要指定预警：--pending/--unreached 只用于一个预警；所有预警的未叫醒名单见"
+            " warnd unreached (--pending/--unreached need a WARNING)"
+        )
     if watch is not None and as_json:
-        fail("--watch and --json do not go together (run --json again instead)")
+        fail(
+            "不能同用 --watch 与 --json：请重复运行 --json (--watch and --json do not go together)"
+        )
     if watch is not None and not 0 < watch <= 3600:
         fail(
-            f"--watch: SECONDS must be between 0 and 3600 (got {watch:g}; a warning key goes"
-            " before --watch, or write --watch=SECONDS)"
+            f"刷新秒数应在 0 到 3600 之间 --watch（得到 {watch:g}；预警标识写在 --watch 之前，"
+            "或写 --watch=秒数） (SECONDS must be between 0 and 3600; a warning key goes"
+            " before --watch)"
         )
     config = load(config_path, required=True)
     assert config is not None
@@ -154,9 +177,12 @@ def status_cmd(
 
     async def snapshot(store: Reader) -> Any:
         f = Fmt(config.tz, clock.now())
+        alarms = await feed_alarms(store)  # a missing warning or a silent feed: shown first
         if warning is None:
             ws = await views.warnings(store, f.now, include_all=show_all)
-            return summary_json(ws, f, level) if as_json else summary_view(ws, f, level)
+            if as_json:
+                return summary_json(ws, f, level) | {"feed_alarms": [alarm_json(a) for a in alarms]}
+            return with_banner(summary_view(ws, f, level), alarms, config.tz)
         w = await views.warning(store, warning, f.now)
         d = await views.detail(
             store,
@@ -173,7 +199,9 @@ def status_cmd(
                 who.update(names_of(config, new))
                 asked.update(new)
             d = with_names(d, who)
-        return detail_json(d, f) if as_json else detail_view(d, f)
+        if as_json:
+            return detail_json(d, f) | {"feed_alarms": [alarm_json(a) for a in alarms]}
+        return with_banner(detail_view(d, f), alarms, config.tz)
 
     async def run() -> None:
         store = await open_store_reader(config)
@@ -199,9 +227,16 @@ async def watch_loop(
     out: Console | None = None,
 ) -> int:
     """Redraw ``render()`` in place every ``interval`` seconds, ``iterations`` times (None: until
-    Ctrl-C). Returns how many frames were drawn."""
+    Ctrl-C). Returns how many frames were drawn.
+
+    Not on a terminal (a pipe, a file, ``watch``-style logging): one whole frame per interval,
+    one after the other, flushed at once, since there is no screen to redraw in place.
+    """
+    out = out or Console()
+    if not out.is_terminal:
+        return await _frames(render, interval, iterations, out)
     frames = 0
-    with Live(console=out or Console(), auto_refresh=False) as live:
+    with Live(console=out, auto_refresh=False) as live:
         try:
             while True:
                 live.update(await render(), refresh=True)
@@ -211,6 +246,28 @@ async def watch_loop(
                 await SLEEP(interval)
         except (KeyboardInterrupt, asyncio.CancelledError):
             pass
+    return frames
+
+
+async def _frames(
+    render: Callable[[], Awaitable[RenderableType]],
+    interval: float,
+    iterations: int | None,
+    out: Console,
+) -> int:
+    frames = 0
+    try:
+        while True:
+            if frames:
+                out.print()
+            out.print(await render())
+            out.file.flush()
+            frames += 1
+            if iterations is not None and frames >= iterations:
+                break
+            await SLEEP(interval)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
     return frames
 
 
@@ -254,7 +311,7 @@ def unreached_cmd(
     ``warnd ack WARNING --division CODE --by NAME --note TEXT``.
     """
     if county is not None and not county.isdigit():
-        fail(f"--county: a division code is digits, like 433122 (got {county!r})")
+        fail(f"区划代码应为数字 --county，如 433122 (a division code is digits): {county!r}")
     config = load(config_path, required=True)
     assert config is not None
     f = Fmt(config.tz, clock_for(clock_file).now())

@@ -20,10 +20,18 @@ from rich.table import Table
 from rich.text import Text
 
 from warnd import views
+from warnd.chain import rungs
 from warnd.notice import DRILL_MARK
-from warnd.report import LEVEL_ZH, RUNG_ZH, SOURCE_ZH, hm
+from warnd.report import LEVEL_ZH, SOURCE_ZH
+from warnd.views import display
 
-STATE_ZH = {"active": "进行中", "skipped": "未调度", "cancelled": "已解除", "expired": "已过期"}
+STATE_ZH = {
+    "active": "进行中",
+    "skipped": "未调度",
+    "cancelled": "已解除",
+    "expired": "已过期",
+    "ended": "已结束",  # a replayed drill whose run is over (warnd.replay)
+}
 CALL_ZH = {"active": "呼叫中", "acked": "已应答", "failed": "未应答", "cancelled": "已停止"}
 
 
@@ -238,12 +246,13 @@ def _title(w: views.WarningView, f: Fmt) -> Text:
     head.append(f"\n  {STATE_ZH.get(w.state, w.state)}  {w.severity or '—'}  发生 {f.t(w.onset)}")
     left = w.time_to_onset(f.now)
     if left is not None:
-        head.append(f"（还有 {hm(left)}）" if left >= timedelta(0) else f"（已过 {hm(-left)}）")
+        head.append(f"（{display.relative(left)}）")
     nxt = w.next_stage()
     if nxt is not None:
+        ahead = nxt.due_at - f.now
         head.append(
             f"  下一阶段 {LEVEL_ZH.get(nxt.level, nxt.level)} {f.t(nxt.due_at)}"
-            f"（{hm(nxt.due_at - f.now)}后）"
+            + (f"（{display.span(ahead)}后）" if ahead >= timedelta(0) else "（已到时）")
         )
     if w.reason:
         head.append(f"\n  {w.reason}", style="yellow")
@@ -354,7 +363,7 @@ def detail_view(d: views.Detail, f: Fmt) -> RenderableType:
     )
     for dv in order:
         dstate, dstyle = _division_state(dv, f)
-        esc = "→".join(RUNG_ZH.get(r, r) for r in dv.escalations)
+        esc = "→".join(rungs.zh(r) for r in dv.escalations)
         where = f"{LEVEL_ZH.get(dv.level, dv.level)} {dv.name} {dv.code}"
         if not dv.persons:
             rows.append(([where, (dstate, dstyle), "—", "无人可呼叫", "", "", "", "", esc], ""))
@@ -364,9 +373,9 @@ def detail_view(d: views.Detail, f: Fmt) -> RenderableType:
             cells: list[Cell] = [
                 where if first else "",
                 (dstate, dstyle) if first else "",
-                RUNG_ZH.get(p.rung, p.rung),
+                rungs.zh(p.rung),
                 p.name or p.contact_id,
-                p.phone,
+                display.phone(p.phone),
                 str(p.attempts),
                 _last(p, f),
                 _answer(p, f),
@@ -410,13 +419,13 @@ def unreached_view(
             str(i),
             key,
             f"{LEVEL_ZH.get(e.level, e.level)} {e.name} {e.code}",
-            f"{f.t(e.since)}（{hm(f.now - e.since)}前）",
+            f"{f.t(e.since)}（{display.ago(f.now - e.since, drill=e.drill)}）",
             state,
         ]
         numbers = [
             [
-                f"{RUNG_ZH.get(c.rung, c.rung)} {names.get(c.contact_id) or c.contact_id}",
-                (c.phone, "bold"),
+                f"{rungs.zh(c.rung)} {names.get(c.contact_id) or c.contact_id}",
+                (display.phone(c.phone), "bold"),
                 ("已应答", "green") if c.acknowledged_at else "",
             ]
             for c in e.to_call

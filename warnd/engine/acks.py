@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,15 @@ class AckResult:
     warning: str | None = None
     contact_id: str | None = None
     duplicate: bool = False
+    # what a duty officer's record says (``ack_by_officer`` only): the place, who recorded it,
+    # whether it resolved a not-woken entry, and when and how the call was answered
+    division: str | None = None
+    division_name: str | None = None
+    level: str | None = None
+    by: str | None = None
+    resolved: bool = False
+    at: datetime | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +311,23 @@ async def ack_by_officer(
         if not found:
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
         call_id = next((cid for cid, st in found if st == "active"), found[0][0])
+        place = await answers.officer_place(tx, call_id)
+        resolves = place.open_entry and bool(division or place.rung == "duty")
+        if place.state == "acked" and not resolves:
+            # answered already, nothing left to resolve: kept once (the first answer shown)
+            return AckResult(
+                True,
+                "已应答过，未重复登记 (already acknowledged)",
+                w.key,
+                place.contact_id,
+                duplicate=True,
+                by=place.first_by,
+                at=place.first_at,
+                source=place.first_source,
+                division=place.code,
+                division_name=place.name,
+                level=place.level,
+            )
         request = AckRequest(
             "officer",
             now,
@@ -311,6 +337,17 @@ async def ack_by_officer(
             note=note,
             resolve=bool(division),
         )
-        return (await apply(ctx, tx, [request]))[0]
+        result = (await apply(ctx, tx, [request]))[0]
+        return replace(
+            result,
+            reason="已登记" + ("，未叫醒条目已处置" if resolves else ""),
+            by=by,
+            resolved=resolves,
+            at=now,
+            source="officer",
+            division=place.code,
+            division_name=place.name,
+            level=place.level,
+        )
 
     return await ctx.store.writer.run(job)

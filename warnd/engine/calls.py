@@ -117,10 +117,10 @@ async def fire_stage(ctx: Context, tx: Tx, stage: StageRec, now: datetime) -> in
     )  # fmt: skip
     chain.mark_started(tx, [existing[d.code] for d in divisions if d.code in existing], now)
     chain.end_stage(tx, stage.id, "fired", now, [d.code for d in divisions])
-    log.info(
+    log.info(  # division_level: "level" is the log line's own (info, warning...)
         "stage_fired",
         warning=w.key,
-        level=stage.level,
+        division_level=stage.level,
         divisions=len(divisions),
         new=len(ids),
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from warnd import cap
-from warnd.cap import Alert
+from warnd.cap import Alert, dedup
 from warnd.chain import ladder
 from warnd.chain.plan import plan, reference_time, severity_rank, stage_due
 from warnd.division import overlaps
@@ -55,23 +55,21 @@ async def _ingest(
     if await intake.message_seen(tx, alert.sender, alert.identifier, sent_utc):
         log.info("message_duplicate", key=alert.key, origin=origin)
         return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
-    target, note = await _find_referenced(tx, alert)
+    # The same warning from another source (warnd.cap.dedup, docs/feeds.md): one chain.
+    first = await _earlier_copy(tx, alert, now)
+    target: WarningRec | None
+    note: str | None
+    if first is not None:
+        target, note = first[0], f"copy of {first[1]} from another source (另一来源的副本)"
+        if alert.msg_type == "Cancel" or not dedup.uncovered(target.area, alert.geocodes):
+            await _record_message(tx, target.id, alert, sent_utc, origin, now, note, raw)
+            log.info("message_copy", key=alert.key, warning=target.key, first=first[1])
+            return IngestResult(Outcome.DUPLICATE, note, alert.key)
+        alert = dedup.with_area(alert, tuple(target.area))  # it names divisions the chain lacks
+    else:
+        target, note = await _find_referenced(tx, alert)
     w = target if target is not None else await _new_warning(tx, alert, now, note)
-    message_id = await intake.insert_message(
-        tx,
-        warning_id=w.id,
-        sender=alert.sender,
-        identifier=alert.identifier,
-        sent_utc=sent_utc,
-        sent_text=alert.sent.isoformat(),
-        msg_type=alert.msg_type,
-        status=alert.status,
-        severity=alert.severity,
-        origin=origin,
-        received_at=now,
-        note=note,
-        raw=raw,
-    )
+    message_id = await _record_message(tx, w.id, alert, sent_utc, origin, now, note, raw)
     if target is None:
         await _start_warning(ctx, tx, w, alert, now)
     elif alert.msg_type == "Cancel":
@@ -88,6 +86,62 @@ async def _ingest(
         origin=origin,
     )
     return IngestResult(Outcome.ACCEPTED, w.reason if w.state == "skipped" else None, alert.key)
+
+
+async def _record_message(
+    tx: Tx,
+    warning_id: int,
+    alert: Alert,
+    sent_utc: datetime,
+    origin: str,
+    now: datetime,
+    note: str | None,
+    raw: bytes,
+) -> int:
+    return await intake.insert_message(
+        tx,
+        warning_id=warning_id,
+        sender=alert.sender,
+        identifier=alert.identifier,
+        sent_utc=sent_utc,
+        sent_text=alert.sent.isoformat(),
+        msg_type=alert.msg_type,
+        status=alert.status,
+        severity=alert.severity,
+        origin=origin,
+        received_at=now,
+        note=note,
+        raw=raw,
+    )
+
+
+async def _earlier_copy(tx: Tx, alert: Alert, now: datetime) -> tuple[WarningRec, str] | None:
+    """Another sender's copy of this message already taken in, and its ``sender,identifier``:
+    the messages of recently updated warnings within the dedup window of this one's issue time.
+    """
+    key = dedup.key_of(alert)
+    if key is None:
+        return None
+    sent, window = alert.sent.astimezone(UTC), dedup.DEFAULT_WINDOW
+    rows = await intake.copies_near(
+        tx,
+        sender=alert.sender,
+        msg_type=alert.msg_type,
+        drill=alert.is_drill,
+        since=min(now, sent) - timedelta(days=2),
+        sent_from=sent - window,
+        sent_to=sent + window,
+    )
+    best: tuple[timedelta, WarningRec, str] | None = None
+    for sender, ident, at, severity, w in rows:
+        if at is None:
+            continue
+        other = dedup.key_from(w.headline, w.event, severity, alert.msg_type, w.drill, at)
+        if other is not None and dedup.same_warning(key, other, window):
+            gap = abs(other.issued - sent)
+            if best is None or gap < best[0]:
+                best = (gap, w, f"{sender},{ident}")
+    return (best[1], best[2]) if best is not None else None
 
 
 async def _find_referenced(tx: Tx, alert: Alert) -> tuple[WarningRec | None, str | None]:
@@ -107,7 +161,7 @@ def _apply_facts(w: WarningRec, alert: Alert, now: datetime) -> None:
     w.severity = alert.severity
     w.event = alert.primary_info.event if alert.primary_info else None
     w.headline = alert.headline
-    w.reference_at, w.reference_kind = reference_time(alert)
+    w.reference_at, w.reference_kind = reference_time(alert)  # the one T rule (warnd.deadline)
     w.expires_at = alert.expires
     if alert.geocodes:
         w.area = list(alert.geocodes)

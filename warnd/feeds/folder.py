@@ -4,10 +4,18 @@ Producers (a sync job, an operator copying a file, ``scp``) write files non-atom
 file is only read once it has stopped changing: its size and mtime are the same as at the
 previous poll and its mtime is at least ``settle_s`` old. A file leaves the folder only after
 ``ingest`` has answered, so a crash or a store outage costs a re-ingest, never a lost warning.
+
+Only regular files are read. Anything else with a ``*.xml`` name — a symbolic link (to a file
+elsewhere, or to ``/etc/passwd``), a folder, a FIFO — is never opened but moved to
+``rejected/`` at once with its reason, logged and counted like any rejected file: a warning
+delivered that way must not be lost without a trace. Files are opened without following
+links and without blocking, and checked again once open (a file swapped for a link between
+the listing and the open is refused too).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -41,6 +49,23 @@ class _Candidate:
     name: str
     size: int
     mtime_ns: int
+    refused: str | None = None  # not a regular file: why it is not read
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why an entry of this mode is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "符号链接 a symbolic link: not followed (copy the file into the folder instead)"
+    if stat.S_ISDIR(mode):
+        return "文件夹 a folder, not a file"
+    return "不是普通文件 not a regular file (FIFO, socket or device)"
+
+
+def _open_plain(path: str, flags: int) -> int:
+    """``open``'s opener: never follow a link, never block on a FIFO."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
 
 
 def _wanted(name: str) -> bool:
@@ -94,9 +119,14 @@ class FolderFeed:
         except OSError as exc:
             tally.fail(f"无法读取目录 cannot list folder {self.path}: {exc.strerror or exc}")
             log.warning("feed.list_failed", feed=self.name, path=str(self.path), error=str(exc))
+            tally.answered = False
             return self._tracker.record(tally.report())
+        tally.listed = len(candidates)
 
-        for cand in self._settled(candidates):
+        for cand in candidates:
+            if cand.refused is not None:  # at once: it will not become a file by waiting
+                self._reject(self.path / cand.name, cand, cand.refused, tally)
+        for cand in self._settled([c for c in candidates if c.refused is None]):
             await self._process(cand, ingest, tally)
 
         report = tally.report()
@@ -122,8 +152,8 @@ class FolderFeed:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # vanished between listing and stat
-                if stat.S_ISREG(st.st_mode):  # not subfolders, not symlinks
-                    found.append(_Candidate(entry.name, st.st_size, st.st_mtime_ns))
+                refused = _not_regular(st.st_mode)
+                found.append(_Candidate(entry.name, st.st_size, st.st_mtime_ns, refused))
         return found
 
     def _settled(self, candidates: list[_Candidate]) -> list[_Candidate]:
@@ -147,14 +177,20 @@ class FolderFeed:
             self._reject(src, cand, f"文件过大 file larger than {MAX_BYTES} bytes", tally)
             return
         try:
-            with open(src, "rb") as fh:
-                data = fh.read(MAX_BYTES + 1)
+            with open(src, "rb", opener=_open_plain) as fh:
                 st = os.fstat(fh.fileno())
+                refused = _not_regular(st.st_mode)
+                data = fh.read(MAX_BYTES + 1) if refused is None else b""
         except FileNotFoundError:
             self._previous.pop(cand.name, None)
             return  # moved away by someone else: nothing to do
         except OSError as exc:
-            self._reject(src, cand, f"无法读取文件 cannot read file: {exc.strerror or exc}", tally)
+            if exc.errno == errno.ELOOP:  # swapped for a link since the listing
+                refused = _not_regular(stat.S_IFLNK)
+            else:
+                refused = f"无法读取文件 cannot read file: {exc.strerror or exc}"
+        if refused is not None:
+            self._reject(src, cand, refused, tally)
             return
         if (st.st_size, st.st_mtime_ns) != (cand.size, cand.mtime_ns) or len(data) > MAX_BYTES:
             return  # still being written after all: try again next poll

@@ -4,7 +4,9 @@ Polite and robust: conditional GET on the index, bounded bodies, retries with ex
 backoff only for faults that can pass (connection errors, timeouts, 5xx, 429), and linked CAP
 documents fetched once. Anything that fails is retried on the next poll: the index validators
 (ETag, Last-Modified) are only kept when a poll handled everything it saw, and a linked
-document is only remembered after ``ingest`` has answered for it.
+document is only remembered after ``ingest`` has answered for it. Every fetch and redirect
+passes the feed's ``FetchGuard`` (no internal addresses, ``warnd.feeds.guard``); a link to one
+is refused once, remembered and not fetched again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -33,12 +35,16 @@ from warnd.feeds import (
     Tally,
     one_line,
 )
-from warnd.feeds.index import read_index
+from warnd.feeds.cma import newest_item
+from warnd.feeds.guard import FetchGuard, InternalAddress
+from warnd.feeds.index import IndexItem, read_index
 from warnd.xmlsafe import MAX_BYTES
 
 log = structlog.get_logger("warnd.feeds.http")
 
 Sleep = Callable[[float], Awaitable[None]]
+#: which index entries to download (the CMA area pre-filter, warnd.feeds.cma); None: all
+Select = Callable[[IndexItem], bool]
 
 ACCEPT = (
     "application/cap+xml, application/atom+xml, application/rss+xml, "
@@ -99,6 +105,8 @@ class HttpFeed:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         remember: int = 10_000,
+        select: Select | None = None,
+        allow: tuple[str, ...] = (),
     ) -> None:
         _check_url(url, field=f"feeds.{name}.url")
         if max_tries < 1:
@@ -120,6 +128,9 @@ class HttpFeed:
         self._last_modified: str | None = None
         self._digest: str | None = None
         self._tracker = StatusTracker(now)
+        self._select = select
+        self._listing: tuple[int, str | None] = (0, None)  # (entries, newest) of the last index
+        self.guard = FetchGuard(name, url, allow)
 
     @property
     def status(self) -> FeedStatus:
@@ -133,7 +144,7 @@ class HttpFeed:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+            self._session = self.guard.session(headers={"User-Agent": USER_AGENT})
             self._own_session = True
         return self._session
 
@@ -157,9 +168,19 @@ class HttpFeed:
             error=str(exc),
         )
 
-    async def _get(self, url: str, *, conditional: bool) -> _Fetched | None:
+    async def fetch(self, url: str, *, headers: Mapping[str, str] | None = None) -> bytes:
+        """One GET through this feed's fetch layer (retries, bounded body, timeouts): the way
+        other source types (QWeather, the cross-check lists) reach the network."""
+        fetched = await self._get(url, conditional=False, extra=headers)
+        if fetched is None:  # 304 to an unconditional GET: a broken server
+            raise PermanentError("unexpected 304")
+        return fetched.body
+
+    async def _get(
+        self, url: str, *, conditional: bool, extra: Mapping[str, str] | None = None
+    ) -> _Fetched | None:
         """GET with retries; ``None`` for 304. Raises ``PermanentError``/``TransientError``."""
-        headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT}
+        headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, **(extra or {})}
         if conditional and self._etag:
             headers["If-None-Match"] = self._etag
         if conditional and self._last_modified:
@@ -178,8 +199,8 @@ class HttpFeed:
     async def _get_once(self, url: str, headers: dict[str, str]) -> _Fetched | None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
-            async with self._client().get(
-                url, headers=headers, timeout=timeout, max_redirects=5
+            async with self.guard.get(
+                self._client(), url, headers=headers, timeout=timeout, max_redirects=5
             ) as resp:
                 status = resp.status
                 if status == 304:
@@ -220,7 +241,9 @@ class HttpFeed:
         try:
             fetched = await self._get(self.url, conditional=True)
         except WarndError as exc:
+            tally.answered = False
             return self._finish(tally, f"获取失败 fetch failed: {self.url}: {one_line(exc)}")
+        tally.listed, tally.newest = self._listing  # unless the index changed
         if fetched is None:  # 304 Not Modified
             return self._finish(tally)
         digest = hashlib.sha256(fetched.body).hexdigest()
@@ -241,24 +264,39 @@ class HttpFeed:
             elif await self._ingest(FeedItem(data, origin), ingest, tally):
                 self._remember(key)
 
-        new = [link for link in index.links if link not in self._seen]
-        for link in index.links:
-            if link in self._seen:
-                self._seen.move_to_end(link)  # still listed: keep it remembered
+        tally.listed = len(index.items) + len(index.embedded)
+        tally.newest = newest_item(index.items)
+        self._listing = (tally.listed, tally.newest)
+        new: list[tuple[str, str]] = []  # (remembered as, link)
+        for item in index.items:
+            # An entry is new when its link or its guid is: an entry updated in place under
+            # the same guid with a new document is fetched again (the store drops repeats).
+            key = f"{item.guid} {item.link}" if item.guid else item.link
+            if key in self._seen:
+                self._seen.move_to_end(key)  # still listed: keep it remembered
+            elif self._select is not None and not self._select(item):
+                tally.skipped += 1  # its area cannot concern the directory: never downloaded
+            else:
+                new.append((key, item.link))
         for start in range(0, len(new), _FETCH_CONCURRENCY):
             batch = new[start : start + _FETCH_CONCURRENCY]
-            docs = await asyncio.gather(*(self._fetch_doc(link) for link in batch))
-            for link, doc in zip(batch, docs, strict=True):
-                if isinstance(doc, str):
+            docs = await asyncio.gather(*(self._fetch_doc(link) for _key, link in batch))
+            for (key, link), doc in zip(batch, docs, strict=True):
+                if doc is None:  # an internal address: refused (logged, counted) for good
+                    self._remember(key)
+                elif isinstance(doc, str):
                     tally.fail(doc)
                 elif await self._ingest(FeedItem(doc, link), ingest, tally):
-                    self._remember(link)
+                    self._remember(key)
         return self._finish(tally, validators=fetched, digest=digest)
 
-    async def _fetch_doc(self, link: str) -> bytes | str:
-        """A linked CAP document's body, or a one-line error (it is retried next poll)."""
+    async def _fetch_doc(self, link: str) -> bytes | str | None:
+        """A linked CAP document's body, a one-line error (retried next poll), or None for a
+        link the guard refused (never fetched)."""
         try:
             fetched = await self._get(link, conditional=False)
+        except InternalAddress:
+            return None
         except WarndError as exc:
             log.warning("feed.link_failed", feed=self.name, link=link, error=str(exc))
             return f"获取失败 fetch failed: {link}: {one_line(exc)}"
@@ -309,6 +347,8 @@ class HttpFeed:
                 "feed.poll",
                 url=self.url,
                 feed=self.name,
+                listed=report.listed,
+                skipped=report.skipped,
                 items=report.items,
                 accepted=report.accepted,
                 duplicates=report.duplicates,

@@ -31,25 +31,42 @@ _FOLLOWED_SCHEMES = frozenset({"http", "https"})
 
 
 @dataclass(frozen=True, slots=True)
+class IndexItem:
+    """One linked entry of an index: its CAP link, and the entry's guid/id and title if any.
+
+    The guid lets a reader recognise an entry it has seen and, for the CMA feed, tell the
+    issuing area before downloading anything (``warnd.feeds.cma``).
+    """
+
+    link: str
+    guid: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class IndexResult:
     """The items of one feed body: embedded alert documents and absolute CAP links.
 
     ``ignored`` lists links the index named but warnd will not follow (non-http schemes,
-    unparseable URLs), so the caller can log them.
+    unparseable URLs), so the caller can log them. ``items`` are the ``links`` with the guid
+    and title of the entry that named each (same order).
     """
 
     kind: IndexKind
     embedded: tuple[bytes, ...]
     links: tuple[str, ...]
     ignored: tuple[str, ...] = ()
+    items: tuple[IndexItem, ...] = ()
 
 
 def _local(el: etree._Element) -> str:
-    return etree.QName(el).localname
+    """The local name of an element (``{ns}name`` → ``name``; cheaper than ``etree.QName``)."""
+    return str(el.tag).rpartition("}")[2]
 
 
 def _ns(el: etree._Element) -> str | None:
-    return etree.QName(el).namespace
+    tag = str(el.tag)
+    return tag[1 : tag.index("}")] if tag.startswith("{") else None
 
 
 def _children(el: etree._Element, local: str) -> list[etree._Element]:
@@ -136,35 +153,46 @@ def _rss_item_links(item: etree._Element) -> list[str]:
     return []
 
 
+_Href = tuple[str, str | None, str | None]  # (href, guid or Atom id, title)
+
+
 def _collect(
     entries: list[etree._Element], link_rule: Literal["atom", "rss"]
-) -> tuple[list[bytes], list[str]]:
+) -> tuple[list[bytes], list[_Href]]:
     embedded: list[bytes] = []
-    hrefs: list[str] = []
+    hrefs: list[_Href] = []
     for entry in entries:
         alerts = _embedded_alerts(entry)
         if alerts:  # a "fat" entry: its links point at the same alert, do not fetch it again
             embedded.extend(_serialise(a) for a in alerts)
-        elif link_rule == "atom":
-            hrefs.extend(_atom_entry_links(entry))
-        else:
-            hrefs.extend(_rss_item_links(entry))
+            continue
+        found = _atom_entry_links(entry) if link_rule == "atom" else _rss_item_links(entry)
+        ident = next(
+            (_text(e) for e in _children(entry, "guid" if link_rule == "rss" else "id")), ""
+        )
+        title = next((_text(e) for e in _children(entry, "title")), "")
+        hrefs.extend((h, ident or None, title or None) for h in found)
     return embedded, hrefs
 
 
-def _resolve(hrefs: list[str], base_url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Absolute, de-duplicated http(s) links in order, and the links refused."""
-    links: dict[str, None] = {}
+def _resolve(
+    hrefs: list[_Href], base_url: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[IndexItem, ...]]:
+    """Absolute, de-duplicated http(s) links in order, the links refused, and their items."""
+    links: dict[str, IndexItem] = {}
     ignored: dict[str, None] = {}
-    for href in hrefs:
+    for href, guid, title in hrefs:
         try:
             absolute = urljoin(base_url, href)
             parts = urlsplit(absolute)
             ok = parts.scheme.lower() in _FOLLOWED_SCHEMES and bool(parts.hostname)
         except ValueError:
             absolute, ok = href, False
-        (links if ok else ignored)[absolute] = None
-    return tuple(links), tuple(ignored)
+        if ok:
+            links.setdefault(absolute, IndexItem(absolute, guid, title))
+        else:
+            ignored[absolute] = None
+    return tuple(links), tuple(ignored), tuple(links.values())
 
 
 def read_index(data: bytes, base_url: str) -> IndexResult:
@@ -179,8 +207,7 @@ def read_index(data: bytes, base_url: str) -> IndexResult:
         return IndexResult(kind="cap", embedded=(bytes(data),), links=())
     if local == "feed":
         embedded, hrefs = _collect(_children(root, "entry"), "atom")
-        links, ignored = _resolve(hrefs, base_url)
-        return IndexResult("atom", tuple(embedded), links, ignored)
+        return IndexResult("atom", tuple(embedded), *_resolve(hrefs, base_url))
     if local in ("rss", "RDF"):
         channels = _children(root, "channel")
         items = [i for ch in channels for i in _children(ch, "item")]
@@ -188,8 +215,7 @@ def read_index(data: bytes, base_url: str) -> IndexResult:
         if local == "rss" and not channels:
             raise CapError("RSS document without <channel>", source=base_url)
         embedded, hrefs = _collect(items, "rss")
-        links, ignored = _resolve(hrefs, base_url)
-        return IndexResult("rss", tuple(embedded), links, ignored)
+        return IndexResult("rss", tuple(embedded), *_resolve(hrefs, base_url))
     if local == "EDXLDistribution":
         found: list[bytes] = []
         for obj in _children(root, "contentObject"):

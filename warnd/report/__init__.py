@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from warnd.chain import rungs
+from warnd.chain.rungs import STAGE
 from warnd.deadline import deadlines
+from warnd.division import LEVEL_ZH as LEVEL_ZH  # where it was before: still importable
 from warnd.notice import DRILL_MARK
-from warnd.views import RANK_OF_RUNG, RUNG_ORDER, level_key
+from warnd.views import level_key
 
-LEVEL_ZH = {"county": "县", "township": "乡镇", "village": "村"}
-RUNG_ZH = {"stage": "A角", "backup": "B角", "superior": "上级", "duty": "值班室"}
 SOURCE_ZH = {
     "ivr": "语音按键",
     "sms": "短信回复",
@@ -109,7 +110,7 @@ class Unanswered:
 
     @property
     def rank(self) -> str:
-        return RANK_OF_RUNG.get(self.rung, "?")
+        return rungs.rank_of(self.rung)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +179,25 @@ def as_time(value: Any) -> datetime:
 def estimate_facts(
     key: str, events: Sequence[Mapping[str, Any]], leads: Mapping[str, timedelta]
 ) -> Facts:
-    """Facts for a drill file that carries none: T from the stage times and the policy's leads.
+    """Facts for a drill file that carries none (an older one: ``drill simulate`` writes its
+    warnings' facts): T from the stage times and the policy's leads, marked ``estimated``.
 
     A stage fires at T − lead unless the warning came late, when it fires on arrival (later),
-    so the smallest ``first stage attempt + lead`` over the levels is T whenever at least one
-    stage fired on time; the result is marked ``estimated``.
+    so when the levels fired at different times the smallest ``first stage attempt + lead`` is
+    T. When two or more levels fired at one instant, the warning arrived late for them, which
+    is what a warning without an onset does: T is that instant, its sent time (a drill delivers
+    each message at its sent time), by the rule of ``warnd.deadline.reference_time``.
     """
     first: dict[str, datetime] = {}
     for e in events:
-        if e["type"] == "notify" and e.get("rung") == "stage" and e.get("attempt") == 1:
+        if e["type"] == "notify" and e.get("rung") == STAGE and e.get("attempt") == 1:
             lv = str(e.get("level"))
             if lv in leads and lv not in first:
                 first[lv] = as_time(e["at"])
     candidates = [first[lv] + leads[lv] for lv in first]
     onset = min(candidates) if candidates else None
+    if len(first) > 1 and len(set(first.values())) == 1:
+        onset = next(iter(first.values()))
     stages = tuple(
         StageFact(lv, lead, _due(onset, lead, first.get(lv)), first.get(lv))
         for lv, lead in sorted(leads.items(), key=lambda x: -x[1])
@@ -301,27 +307,27 @@ class _Acc:
         self.last_at = at
         if t == "notify":
             d = self._div(e)
-            rung, cid, n = e.get("rung") or "stage", e["contact_id"], int(e.get("attempt") or 1)
+            rung, cid, n = e.get("rung") or STAGE, e["contact_id"], int(e.get("attempt") or 1)
             k = (d.code, rung, cid)
             d.attempts += 1
             if n == 1:
                 self.starts[k] = at
-                if d.first is None and rung == "stage":
+                if d.first is None and rung == STAGE:
                     d.first = at
-                if rung == "stage":
+                if rung == STAGE:
                     self.stage_people.setdefault(d.level, set()).add(cid)
             else:
                 d.redials += 1
             self.calls.setdefault(k, [0, False])[0] += 1
         elif t == "ack":
             d = self._div(e)
-            rung, cid = e.get("rung") or "stage", e["contact_id"]
+            rung, cid = e.get("rung") or STAGE, e["contact_id"]
             k = (d.code, rung, cid)
             start = self.starts.get(k)
             if start is not None:
                 self.ack_seconds.setdefault(d.level, []).append((at - start).total_seconds())
             self.calls.setdefault(k, [0, False])[1] = True
-            if rung == "stage":
+            if rung == STAGE:
                 self.stage_acked.setdefault(d.level, set()).add(cid)
             if d.reached is None:
                 d.reached = (at, cid, rung, e.get("source"))
@@ -350,8 +356,30 @@ class _Acc:
     ) -> WarningReport:
         f = self.facts
         dl = deadlines(f.onset, [(s.level, s.lead) for s in f.stages])
-        due = {s.level: s.due_at for s in f.stages}
-        divisions = tuple(
+        divisions = self._outcomes(dl, division_names, resolved)
+        return WarningReport(
+            facts=f,
+            levels=self._levels(divisions, dl),
+            divisions=divisions,
+            unanswered=self._unanswered(divisions, phones, names),
+            channels=channels,
+            updates=self.updates,
+            lifts=self.lifts,
+            skipped=self.skipped,
+            first_at=self.first_at,
+            last_at=self.last_at,
+        )
+
+    def _outcomes(
+        self,
+        dl: Mapping[str, datetime],
+        division_names: Mapping[str, str],
+        resolved: Mapping[str, str | None],
+    ) -> tuple[DivisionOutcome, ...]:
+        """Every division the events name, by level and code."""
+        onset = self.facts.onset
+        order = rungs.names()
+        return tuple(
             sorted(
                 (
                     DivisionOutcome(
@@ -366,18 +394,26 @@ class _Acc:
                         reached_source=d.reached[3] if d.reached else None,
                         attempts=d.attempts,
                         redials=d.redials,
-                        escalations=tuple(r for r in RUNG_ORDER if r in d.escalations),
+                        escalations=tuple(r for r in order if r in d.escalations),
                         not_woken_at=d.not_woken,
                         resolved_by=resolved.get(d.code),
-                        onset=f.onset,
+                        onset=onset,
                     )
                     for d in self.divs.values()
                 ),
                 key=lambda x: (level_key(x.level), x.code),
             )
         )
+
+    def _unanswered(
+        self,
+        divisions: Sequence[DivisionOutcome],
+        phones: Mapping[str, str],
+        names: Mapping[str, str],
+    ) -> tuple[Unanswered, ...]:
+        """Every call nobody answered, by level, division, rung and person."""
         by_code = {d.code: d for d in divisions}
-        unanswered = tuple(
+        return tuple(
             sorted(
                 (
                     Unanswered(
@@ -394,12 +430,17 @@ class _Acc:
                     for (code, rung, cid), (n, answered) in self.calls.items()
                     if not answered
                 ),
-                key=lambda u: (level_key(u.level), u.code, RUNG_ORDER.index(u.rung), u.contact_id),
+                key=lambda u: (level_key(u.level), u.code, rungs.order(u.rung), u.contact_id),
             )
         )
+
+    def _levels(
+        self, divisions: Sequence[DivisionOutcome], dl: Mapping[str, datetime]
+    ) -> tuple[LevelSummary, ...]:
+        """One summary per level that has divisions or a stage."""
+        due = {s.level: s.due_at for s in self.facts.stages}
         levels = []
-        present = sorted({d.level for d in divisions} | set(due), key=level_key)
-        for lv in present:
+        for lv in sorted({d.level for d in divisions} | set(due), key=level_key):
             ds = [d for d in divisions if d.level == lv]
             esc: dict[str, int] = {}
             for d in ds:
@@ -422,18 +463,7 @@ class _Acc:
                     ack_seconds=tuple(sorted(self.ack_seconds.get(lv, ()))),
                 )
             )
-        return WarningReport(
-            facts=f,
-            levels=tuple(levels),
-            divisions=divisions,
-            unanswered=unanswered,
-            channels=channels,
-            updates=self.updates,
-            lifts=self.lifts,
-            skipped=self.skipped,
-            first_at=self.first_at,
-            last_at=self.last_at,
-        )
+        return tuple(levels)
 
 
 # ---- shared formatting --------------------------------------------------------------------

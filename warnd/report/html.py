@@ -14,20 +14,20 @@ from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
+from warnd.chain import rungs
 from warnd.report import (
     LEVEL_ZH,
-    RUNG_ZH,
     SOURCE_ZH,
     Report,
     WarningReport,
     channel_rates,
-    hm,
     minutes,
     percentile,
     rate,
     when,
 )
 from warnd.report.text import histogram
+from warnd.views import display
 
 COLOURS = {"county": "#1f5fa8", "township": "#e07b00", "village": "#2e9e44"}
 _CSS = """
@@ -111,9 +111,9 @@ def _tds(cells: Sequence[object], left: int = 1, cls: str = "") -> str:
 
 
 def _levels(wr: WarningReport, tz: ZoneInfo) -> str:
+    ladder = rungs.escalations()
     rows = []
     for lv in wr.levels:
-        esc = lv.escalations
         ok = "ok" if lv.in_time == lv.divisions else "no"
         rows.append(
             _tds(
@@ -128,7 +128,7 @@ def _levels(wr: WarningReport, tz: ZoneInfo) -> str:
                     minutes(percentile(lv.ack_seconds, 90)),
                     lv.attempts,
                     lv.redials,
-                    f"{esc.get('backup', 0)}/{esc.get('superior', 0)}/{esc.get('duty', 0)}",
+                    "/".join(str(lv.escalations.get(r.name, 0)) for r in ladder),
                     f'<span class="{"no" if lv.not_woken else ""}">{lv.not_woken}</span>',
                 ]
             )
@@ -144,7 +144,7 @@ def _levels(wr: WarningReport, tz: ZoneInfo) -> str:
         "用时90%(分)",
         "呼叫",
         "重拨",
-        "升级 B/上级/值班",
+        "升级 " + "/".join(r.zh for r in ladder),
         "未叫醒",
     ]
     return "<h3>各级叫应 per level</h3>" + _table(head, rows, cls="levels")
@@ -172,8 +172,8 @@ def _late(wr: WarningReport, tz: ZoneInfo, limit: int) -> str:
                 f"{escape(d.name)} {escape(d.code)}",
                 escape(when(d.deadline, tz)),
                 escape(when(d.reached_at, tz)),
-                escape(hm(d.before_onset)),
-                escape(" ".join(RUNG_ZH.get(r, r) for r in d.escalations)),
+                escape(display.before_onset(d.before_onset)),
+                escape(" ".join(rungs.zh(r) for r in d.escalations)),
                 escape(when(d.not_woken_at, tz)),
                 escape(d.resolved_by or ""),
             ],
@@ -199,9 +199,11 @@ def _unanswered(wr: WarningReport, limit: int) -> str:
             [
                 LEVEL_ZH.get(u.level, u.level),
                 f"{escape(u.division_name)} {escape(u.code)}",
-                RUNG_ZH.get(u.rung, u.rung),
+                rungs.zh(u.rung),
                 escape(u.name or u.contact_id),
-                f'<a href="tel:{escape(u.phone)}">{escape(u.phone)}</a>' if u.phone else "",
+                f'<a href="tel:{escape(u.phone)}">{escape(display.phone(u.phone))}</a>'
+                if u.phone
+                else "",
                 u.attempts,
                 "是" if u.division_reached else '<span class="no">否</span>',
             ],
@@ -301,12 +303,28 @@ def ack_histogram(wr: WarningReport) -> str:
     return "".join(out)
 
 
+class _Frame:
+    """The reach timeline's axes: hours from ``origin`` across [lo, hi], share 0..1 upwards."""
+
+    def __init__(self, origin: datetime, lo: float, hi: float) -> None:
+        self.origin, self.lo, self.hi = origin, lo, hi
+        self.pw, self.ph = W - ML - MR, H - MT - MB
+
+    def hours(self, t: datetime) -> float:
+        return (t - self.origin).total_seconds() / 3600
+
+    def x(self, h: float) -> float:
+        return ML + self.pw * (h - self.lo) / (self.hi - self.lo)
+
+    def y(self, share: float) -> float:
+        return MT + self.ph * (1 - share)
+
+
 def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
     """Share of each level's divisions reached over time; 631 times, deadlines and the onset."""
     del tz
     f = wr.facts
     origin = f.onset or wr.first_at
-    pw, ph = W - ML - MR, H - MT - MB
     out = [
         f'<svg class="chart reach-timeline" xmlns="http://www.w3.org/2000/svg" width="{W}" '
         f'height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="reach timeline">',
@@ -315,36 +333,51 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
     if origin is None:
         out.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">无记录 no events</text>')
         return "".join(out) + "</svg>"
+    fr = _Frame(origin, 0.0, 1.0)
+    marks = [fr.hours(s.due_at) for s in f.stages if s.due_at]
+    marks += [fr.hours(lv.deadline) for lv in wr.levels if lv.deadline]
+    times = [fr.hours(d.reached_at) for d in wr.divisions if d.reached_at]
+    times += [fr.hours(d.first_attempt_at) for d in wr.divisions if d.first_attempt_at]
+    fr.lo = math.floor(min([*marks, *times, 0.0]) - 0.25)
+    fr.hi = math.ceil(max([*times, 0.0]) + 0.25)
+    out += _grid(fr)
+    out += _timetable_marks(wr, fr)
+    out += _reach_lines(wr, fr)
+    out.append(
+        f'<line x1="{ML}" y1="{MT + fr.ph}" x2="{W - MR}" y2="{MT + fr.ph}" stroke="#556"/>'
+        f'<text x="{ML + fr.pw / 2}" y="{H - 6}" text-anchor="middle">'
+        f"{'相对发生时间（小时）hours to onset' if f.onset else '相对首个事件（小时）'}</text>"
+    )
+    out.append(_legend([lv.level for lv in wr.levels], ML + 8))
+    out.append("</svg>")
+    return "".join(out)
 
-    def hours(t: datetime) -> float:
-        return (t - origin).total_seconds() / 3600
 
-    marks = [hours(s.due_at) for s in f.stages if s.due_at]
-    marks += [hours(lv.deadline) for lv in wr.levels if lv.deadline]
-    times = [hours(d.reached_at) for d in wr.divisions if d.reached_at]
-    times += [hours(d.first_attempt_at) for d in wr.divisions if d.first_attempt_at]
-    lo = math.floor(min([*marks, *times, 0.0]) - 0.25)
-    hi = math.ceil(max([*times, 0.0]) + 0.25)
-
-    def x(h: float) -> float:
-        return ML + pw * (h - lo) / (hi - lo)
-
-    def y(share: float) -> float:
-        return MT + ph * (1 - share)
-
+def _grid(fr: _Frame) -> list[str]:
+    """Share lines every 25 %, hour labels every 1 (or 2) hours."""
+    out = []
     for k in range(5):
-        yy = y(k / 4)
+        yy = fr.y(k / 4)
         out.append(f'<line x1="{ML}" y1="{yy:.1f}" x2="{W - MR}" y2="{yy:.1f}" stroke="#e3e6ee"/>')
         out.append(f'<text x="{ML - 6}" y="{yy + 4:.1f}" text-anchor="end">{k * 25}%</text>')
-    step = 1 if hi - lo <= 12 else 2
-    h = lo
-    while h <= hi:
-        out.append(f'<text x="{x(h):.1f}" y="{MT + ph + 14}" text-anchor="middle">{h:g}</text>')
+    step = 1 if fr.hi - fr.lo <= 12 else 2
+    h = fr.lo
+    while h <= fr.hi:
+        out.append(
+            f'<text x="{fr.x(h):.1f}" y="{MT + fr.ph + 14}" text-anchor="middle">{h:g}</text>'
+        )
         h += step
+    return out
+
+
+def _timetable_marks(wr: WarningReport, fr: _Frame) -> list[str]:
+    """Each stage's 631 time (dashed), each level's deadline (a tick) and the onset (red)."""
+    f, ph = wr.facts, fr.ph
+    out = []
     for n, s in enumerate(f.stages):
         if s.due_at is None:
             continue
-        xx = x(hours(s.due_at))
+        xx = fr.x(fr.hours(s.due_at))
         c = COLOURS.get(s.level, "#777")
         out.append(
             f'<line class="due" data-level="{s.level}" x1="{xx:.1f}" y1="{MT}" x2="{xx:.1f}" '
@@ -355,7 +388,7 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
     for lv in wr.levels:
         if lv.deadline is None:
             continue
-        xx = x(hours(lv.deadline))
+        xx = fr.x(fr.hours(lv.deadline))
         c = COLOURS.get(lv.level, "#777")
         out.append(
             f'<line class="deadline" data-level="{lv.level}" x1="{xx:.1f}" y1="{MT + ph}" '
@@ -364,42 +397,41 @@ def reach_timeline(wr: WarningReport, tz: ZoneInfo) -> str:
             f"{LEVEL_ZH.get(lv.level, lv.level)}时限</text>"
         )
     if f.onset is not None:
-        xx = x(0.0)
+        xx = fr.x(0.0)
         out.append(
             f'<line class="onset" x1="{xx:.1f}" y1="{MT}" x2="{xx:.1f}" y2="{MT + ph}" '
             'stroke="#c0172a" stroke-width="2"/>'
             f'<text x="{xx + 3:.1f}" y="{MT + 10 + 12 * len(f.stages)}" fill="#c0172a">'
             "发生 onset</text>"
         )
+    return out
+
+
+def _reach_lines(wr: WarningReport, fr: _Frame) -> list[str]:
+    """Per level, a step line: the share of its divisions reached, from its first attempt."""
+    out = []
     for lv in wr.levels:
         mine = [d for d in wr.divisions if d.level == lv.level]
-        reached = sorted(hours(d.reached_at) for d in mine if d.reached_at)
+        reached = sorted(fr.hours(d.reached_at) for d in mine if d.reached_at)
         if not lv.divisions:
             continue
-        firsts = [hours(d.first_attempt_at) for d in mine if d.first_attempt_at]
+        firsts = [fr.hours(d.first_attempt_at) for d in mine if d.first_attempt_at]
         start = min(firsts) if firsts else None
         if start is None and not reached:
             continue
-        pts = [(x(start if start is not None else reached[0]), y(0))]
+        pts = [(fr.x(start if start is not None else reached[0]), fr.y(0))]
         for i, t in enumerate(reached):
-            pts.append((x(t), pts[-1][1]))
-            pts.append((x(t), y((i + 1) / lv.divisions)))
-        end = max(hi, reached[-1] if reached else hi)
-        pts.append((x(end), pts[-1][1]))
+            pts.append((fr.x(t), pts[-1][1]))
+            pts.append((fr.x(t), fr.y((i + 1) / lv.divisions)))
+        end = max(fr.hi, reached[-1] if reached else fr.hi)
+        pts.append((fr.x(end), pts[-1][1]))
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
         out.append(
             f'<polyline class="reach" data-level="{lv.level}" data-reached="{len(reached)}" '
             f'data-divisions="{lv.divisions}" points="{path}" fill="none" '
             f'stroke="{COLOURS.get(lv.level, "#777")}" stroke-width="2"/>'
         )
-    out.append(
-        f'<line x1="{ML}" y1="{MT + ph}" x2="{W - MR}" y2="{MT + ph}" stroke="#556"/>'
-        f'<text x="{ML + pw / 2}" y="{H - 6}" text-anchor="middle">'
-        f"{'相对发生时间（小时）hours to onset' if f.onset else '相对首个事件（小时）'}</text>"
-    )
-    out.append(_legend([lv.level for lv in wr.levels], ML + 8))
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 __all__ = ["SOURCE_ZH", "ack_histogram", "reach_timeline", "render_html"]

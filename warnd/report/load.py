@@ -144,17 +144,27 @@ def read_drill(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
-        raise InputError(f"cannot read drill report: {exc.strerror}", source=str(path)) from None
+        raise InputError(
+            f"无法读取演练报告 (cannot read drill report): {exc.strerror}", source=str(path)
+        ) from None
     except json.JSONDecodeError as exc:
         raise InputError(
-            f"not a drill report (invalid JSON: {exc.msg})", source=str(path), line=exc.lineno
+            f"不是演练报告：JSON 无效 (not a drill report, invalid JSON: {exc.msg})",
+            source=str(path),
+            line=exc.lineno,
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
-        raise InputError("not a drill report: no events list", source=str(path), field="events")
+        raise InputError(
+            "不是演练报告：没有 events 列表 (not a drill report: no events list)",
+            source=str(path),
+            field="events",
+        )
     for i, e in enumerate(data["events"]):
         if not isinstance(e, dict) or not {"at", "type", "warning"} <= e.keys():
             raise InputError(
-                "event without at/type/warning", source=str(path), field=f"events[{i}]"
+                "事件缺少 at/type/warning (event without at/type/warning)",
+                source=str(path),
+                field=f"events[{i}]",
             )
     return data
 

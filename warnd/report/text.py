@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from warnd.chain import rungs
 from warnd.report import (
     LEVEL_ZH,
-    RUNG_ZH,
     DivisionOutcome,
     LevelSummary,
     Report,
+    WarningReport,
     channel_rates,
-    hm,
     iso,
     minutes,
     percentile,
@@ -23,6 +23,7 @@ from warnd.report import (
     title,
     when,
 )
+from warnd.views import display
 
 # ---- JSON ---------------------------------------------------------------------------------
 
@@ -168,132 +169,143 @@ def render_csv(report: Report) -> str:
         if wr.skipped:
             w.writerow(["未调度 skipped", wr.skipped])
         w.writerow([])
-        w.writerow(["【各级叫应 levels】"])
-        w.writerow(
-            [
-                "预警 warning",
-                "层级 level",
-                "631时间 due",
-                "631时限 deadline",
-                "区划 divisions",
-                "已叫应 reached",
-                "按时叫应 in time",
-                "A角人数 persons",
-                "A角应答 acknowledged",
-                "应答率 ack rate",
-                "中位用时(分) p50 min",
-                "90%用时(分) p90 min",
-                "呼叫 attempts",
-                "重拨 redials",
-                "升级B角 to backup",
-                "升级上级 to superior",
-                "升级值班室 to duty",
-                "未叫醒 not woken",
-            ]
-        )
-        for lv in wr.levels:
-            w.writerow(
-                [
-                    f.key,
-                    lv.level,
-                    iso(lv.due_at, tz) or "",
-                    iso(lv.deadline, tz) or "",
-                    lv.divisions,
-                    lv.reached,
-                    lv.in_time,
-                    lv.persons,
-                    lv.persons_acknowledged,
-                    rate(lv.ack_rate),
-                    minutes(percentile(lv.ack_seconds, 50)),
-                    minutes(percentile(lv.ack_seconds, 90)),
-                    lv.attempts,
-                    lv.redials,
-                    lv.escalations.get("backup", 0),
-                    lv.escalations.get("superior", 0),
-                    lv.escalations.get("duty", 0),
-                    lv.not_woken,
-                ]
-            )
-        w.writerow([])
-        w.writerow(["【渠道 channels】"])
-        w.writerow(
-            [
-                "预警 warning",
-                "渠道 channel",
-                "消息 messages",
-                "成功 sent",
-                "失败 failed",
-                "其他 other",
-                "成功率 success",
-            ]
-        )
-        for c, n, s, fl, o in channel_rates(wr.channels):
-            w.writerow([f.key, c, n, s, fl, o, rate(s / n if n else None)])
-        w.writerow([])
-        w.writerow(["【未应答 unanswered】"])
-        w.writerow(
-            [
-                "预警 warning",
-                "层级 level",
-                "区划代码 code",
-                "区划名称 name",
-                "环节 rung",
-                "角色 rank",
-                "联系人 contact_id",
-                "姓名 name",
-                "电话 phone",
-                "呼叫次数 attempts",
-                "区划已叫应 division reached",
-            ]
-        )
-        for u in wr.unanswered:
-            w.writerow(
-                [
-                    f.key,
-                    u.level,
-                    u.code,
-                    u.division_name,
-                    u.rung,
-                    u.rank,
-                    u.contact_id,
-                    u.name or "",
-                    u.phone,
-                    u.attempts,
-                    "是" if u.division_reached else "否",
-                ]
-            )
-        w.writerow([])
-        w.writerow(["【区划 divisions】"])
-        w.writerow(CSV_DIVISION_HEADER)
-        silent: dict[str, list[str]] = {}
-        for u in wr.unanswered:
-            silent.setdefault(u.code, []).append(f"{u.name or u.contact_id} {u.phone}".strip())
-        for d in wr.divisions:
-            before = d.before_onset
-            w.writerow(
-                [
-                    f.key,
-                    "是" if f.drill else "否",
-                    d.level,
-                    d.code,
-                    d.name,
-                    iso(d.deadline, tz) or "",
-                    iso(d.first_attempt_at, tz) or "",
-                    iso(d.reached_at, tz) or "",
-                    {True: "是", False: "否", None: ""}[d.in_time],
-                    "" if before is None else int(before.total_seconds() // 60),
-                    d.reached_by or "",
-                    d.reached_rung or "",
-                    d.reached_source or "",
-                    d.attempts,
-                    d.redials,
-                    " ".join(d.escalations),
-                    iso(d.not_woken_at, tz) or "",
-                    "; ".join(silent.get(d.code, [])),
-                ]
-            )
-        w.writerow([])
+        for section in (_csv_levels, _csv_channels, _csv_unanswered, _csv_divisions):
+            section(w, wr, tz)
+            w.writerow([])
     return buf.getvalue()
+
+
+def _csv_levels(w: Any, wr: WarningReport, tz: ZoneInfo) -> None:
+    ladder = rungs.escalations()
+    w.writerow(["【各级叫应 levels】"])
+    w.writerow(
+        [
+            "预警 warning",
+            "层级 level",
+            "631时间 due",
+            "631时限 deadline",
+            "区划 divisions",
+            "已叫应 reached",
+            "按时叫应 in time",
+            "A角人数 persons",
+            "A角应答 acknowledged",
+            "应答率 ack rate",
+            "中位用时(分) p50 min",
+            "90%用时(分) p90 min",
+            "呼叫 attempts",
+            "重拨 redials",
+            *(r.column for r in ladder),
+            "未叫醒 not woken",
+        ]
+    )
+    for lv in wr.levels:
+        w.writerow(
+            [
+                wr.facts.key,
+                lv.level,
+                iso(lv.due_at, tz) or "",
+                iso(lv.deadline, tz) or "",
+                lv.divisions,
+                lv.reached,
+                lv.in_time,
+                lv.persons,
+                lv.persons_acknowledged,
+                rate(lv.ack_rate),
+                minutes(percentile(lv.ack_seconds, 50)),
+                minutes(percentile(lv.ack_seconds, 90)),
+                lv.attempts,
+                lv.redials,
+                *(lv.escalations.get(r.name, 0) for r in ladder),
+                lv.not_woken,
+            ]
+        )
+
+
+def _csv_channels(w: Any, wr: WarningReport, tz: ZoneInfo) -> None:
+    del tz
+    w.writerow(["【渠道 channels】"])
+    w.writerow(
+        [
+            "预警 warning",
+            "渠道 channel",
+            "消息 messages",
+            "成功 sent",
+            "失败 failed",
+            "其他 other",
+            "成功率 success",
+        ]
+    )
+    for c, n, s, fl, o in channel_rates(wr.channels):
+        w.writerow([wr.facts.key, c, n, s, fl, o, rate(s / n if n else None)])
+
+
+def _csv_unanswered(w: Any, wr: WarningReport, tz: ZoneInfo) -> None:
+    del tz
+    w.writerow(["【未应答 unanswered】"])
+    w.writerow(
+        [
+            "预警 warning",
+            "层级 level",
+            "区划代码 code",
+            "区划名称 name",
+            "环节 rung",
+            "角色 rank",
+            "联系人 contact_id",
+            "姓名 name",
+            "电话 phone",
+            "呼叫次数 attempts",
+            "区划已叫应 division reached",
+        ]
+    )
+    for u in wr.unanswered:
+        w.writerow(
+            [
+                wr.facts.key,
+                u.level,
+                u.code,
+                u.division_name,
+                u.rung,
+                u.rank,
+                u.contact_id,
+                u.name or "",
+                u.phone,
+                u.attempts,
+                "是" if u.division_reached else "否",
+            ]
+        )
+
+
+def _csv_divisions(w: Any, wr: WarningReport, tz: ZoneInfo) -> None:
+    f = wr.facts
+    w.writerow(["【区划 divisions】"])
+    w.writerow(CSV_DIVISION_HEADER)
+    silent: dict[str, list[str]] = {}
+    for u in wr.unanswered:
+        silent.setdefault(u.code, []).append(f"{u.name or u.contact_id} {u.phone}".strip())
+    for d in wr.divisions:
+        before = d.before_onset
+        w.writerow(
+            [
+                f.key,
+                "是" if f.drill else "否",
+                d.level,
+                d.code,
+                d.name,
+                iso(d.deadline, tz) or "",
+                iso(d.first_attempt_at, tz) or "",
+                iso(d.reached_at, tz) or "",
+                {True: "是", False: "否", None: ""}[d.in_time],
+                "" if before is None else int(before.total_seconds() // 60),
+                d.reached_by or "",
+                d.reached_rung or "",
+                d.reached_source or "",
+                d.attempts,
+                d.redials,
+                " ".join(d.escalations),
+                iso(d.not_woken_at, tz) or "",
+                "; ".join(silent.get(d.code, [])),
+            ]
+        )
 
 
 # ---- terminal -----------------------------------------------------------------------------
@@ -313,12 +325,7 @@ def _p50_p90(secs: Sequence[float]) -> str:
 
 def render_terminal(report: Report, console: Any, *, limit: int = 40) -> None:
     """The report for a terminal (rich): levels, time to acknowledge, channels, silent posts."""
-    from rich import box
-    from rich.table import Table
     from rich.text import Text
-
-    def table(title: str) -> Table:
-        return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
 
     tz = report.tz
     for wr in report.warnings:
@@ -338,86 +345,118 @@ def render_terminal(report: Report, console: Any, *, limit: int = 40) -> None:
         )
         if wr.skipped:
             console.print(f"[yellow]未调度 skipped: {wr.skipped}[/]")
-        t = table("各级叫应 per level")
-        for h in (
-            "层级",
-            "631时间",
-            "时限",
-            "按时/区划",
-            "已叫应",
-            "A角应答率",
-            "中位/90%分钟",
-            "重拨",
-            "升级B/上/值",
-            "未叫醒",
-        ):
-            t.add_column(h, justify="left" if h == "层级" else "right", no_wrap=True)
-        for lv in wr.levels:
-            esc = lv.escalations
-            late = lv.in_time < lv.divisions
-            t.add_row(
-                LEVEL_ZH.get(lv.level, lv.level),
-                when(lv.due_at, tz),
-                when(lv.deadline, tz),
-                Text(f"{lv.in_time}/{lv.divisions}", style="red" if late else "green"),
-                str(lv.reached),
-                f"{rate(lv.ack_rate)} ({lv.persons_acknowledged}/{lv.persons})",
-                _p50_p90(lv.ack_seconds),
-                str(lv.redials),
-                f"{esc.get('backup', 0)}/{esc.get('superior', 0)}/{esc.get('duty', 0)}",
-                Text(str(lv.not_woken), style="red" if lv.not_woken else ""),
-            )
-        console.print(t)
-        secs = wr.ack_seconds
-        if secs:
-            counts = histogram(secs)
-            top = max(counts) or 1
-            console.print("应答用时分布 time to acknowledge (每格1分钟 per minute):")
-            for i, n in enumerate(counts):
-                if n:
-                    label = f"{i:>2}-{i + 1:<2}分" if i < len(counts) - 1 else f"{i:>2}+ 分 "
-                    console.print(f"  {label} {'█' * max(1, round(n * 40 / top))} {n}")
+        console.print(_terminal_levels(wr, tz))
+        _terminal_histogram(wr, console)
         if wr.channels:
-            ct = table("渠道 channels")
-            for h in ("渠道", "消息", "成功", "失败", "其他", "成功率"):
-                ct.add_column(h, justify="left" if h == "渠道" else "right")
-            for c, n, s, fl, o in channel_rates(wr.channels):
-                ct.add_row(c, str(n), str(s), str(fl), str(o), rate(s / n if n else None))
-            console.print(ct)
-        late_divs = [d for d in wr.divisions if d.in_time is False or d.reached_at is None]
-        if late_divs:
-            lt = table(f"未按时叫应的区划 divisions not reached in time ({len(late_divs)})")
-            for h in ("层级", "区划", "时限", "叫应时间", "距发生", "升级", "未叫醒"):
-                lt.add_column(h)
-            for d in late_divs[:limit]:
-                lt.add_row(
-                    LEVEL_ZH.get(d.level, d.level),
-                    f"{d.name} {d.code}",
-                    when(d.deadline, tz),
-                    when(d.reached_at, tz),
-                    hm(d.before_onset),
-                    " ".join(RUNG_ZH.get(r, r) for r in d.escalations),
-                    when(d.not_woken_at, tz),
-                    style="red" if d.reached_at is None else "yellow",
-                )
-            console.print(lt)
-            if len(late_divs) > limit:
-                console.print(f"… 另有 {len(late_divs) - limit} 个（--format csv 查看全部）")
-        if wr.unanswered:
-            ut = table(f"未应答人员 persons who never answered ({len(wr.unanswered)})")
-            for h in ("层级", "区划", "环节", "姓名/联系人", "电话", "呼叫次数", "区划已叫应"):
-                ut.add_column(h)
-            for u in wr.unanswered[:limit]:
-                ut.add_row(
-                    LEVEL_ZH.get(u.level, u.level),
-                    f"{u.division_name} {u.code}",
-                    RUNG_ZH.get(u.rung, u.rung),
-                    u.name or u.contact_id,
-                    u.phone,
-                    str(u.attempts),
-                    "是" if u.division_reached else "[red]否[/]",
-                )
-            console.print(ut)
-            if len(wr.unanswered) > limit:
-                console.print(f"… 另有 {len(wr.unanswered) - limit} 人（--format csv 查看全部）")
+            console.print(_terminal_channels(wr))
+        _terminal_late(wr, tz, console, limit)
+        _terminal_unanswered(wr, console, limit)
         console.print()
+
+
+def _table(title: str) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+
+
+def _terminal_levels(wr: WarningReport, tz: ZoneInfo) -> Any:
+    from rich.text import Text
+
+    ladder = rungs.escalations()
+    t = _table("各级叫应 per level")
+    for h in (
+        "层级",
+        "631时间",
+        "时限",
+        "按时/区划",
+        "已叫应",
+        "A角应答率",
+        "中位/90%分钟",
+        "重拨",
+        "升级" + "/".join(r.abbr for r in ladder),
+        "未叫醒",
+    ):
+        t.add_column(h, justify="left" if h == "层级" else "right", no_wrap=True)
+    for lv in wr.levels:
+        late = lv.in_time < lv.divisions
+        t.add_row(
+            LEVEL_ZH.get(lv.level, lv.level),
+            when(lv.due_at, tz),
+            when(lv.deadline, tz),
+            Text(f"{lv.in_time}/{lv.divisions}", style="red" if late else "green"),
+            str(lv.reached),
+            f"{rate(lv.ack_rate)} ({lv.persons_acknowledged}/{lv.persons})",
+            _p50_p90(lv.ack_seconds),
+            str(lv.redials),
+            "/".join(str(lv.escalations.get(r.name, 0)) for r in ladder),
+            Text(str(lv.not_woken), style="red" if lv.not_woken else ""),
+        )
+    return t
+
+
+def _terminal_histogram(wr: WarningReport, console: Any) -> None:
+    secs = wr.ack_seconds
+    if not secs:
+        return
+    counts = histogram(secs)
+    top = max(counts) or 1
+    console.print("应答用时分布 time to acknowledge (每格1分钟 per minute):")
+    for i, n in enumerate(counts):
+        if n:
+            label = f"{i:>2}-{i + 1:<2}分" if i < len(counts) - 1 else f"{i:>2}+ 分 "
+            console.print(f"  {label} {'█' * max(1, round(n * 40 / top))} {n}")
+
+
+def _terminal_channels(wr: WarningReport) -> Any:
+    ct = _table("渠道 channels")
+    for h in ("渠道", "消息", "成功", "失败", "其他", "成功率"):
+        ct.add_column(h, justify="left" if h == "渠道" else "right")
+    for c, n, s, fl, o in channel_rates(wr.channels):
+        ct.add_row(c, str(n), str(s), str(fl), str(o), rate(s / n if n else None))
+    return ct
+
+
+def _terminal_late(wr: WarningReport, tz: ZoneInfo, console: Any, limit: int) -> None:
+    late_divs = [d for d in wr.divisions if d.in_time is False or d.reached_at is None]
+    if not late_divs:
+        return
+    lt = _table(f"未按时叫应的区划 divisions not reached in time ({len(late_divs)})")
+    for h in ("层级", "区划", "时限", "叫应时间", "距发生", "升级", "未叫醒"):
+        lt.add_column(h)
+    for d in late_divs[:limit]:
+        lt.add_row(
+            LEVEL_ZH.get(d.level, d.level),
+            f"{d.name} {d.code}",
+            when(d.deadline, tz),
+            when(d.reached_at, tz),
+            display.before_onset(d.before_onset),
+            " ".join(rungs.zh(r) for r in d.escalations),
+            when(d.not_woken_at, tz),
+            style="red" if d.reached_at is None else "yellow",
+        )
+    console.print(lt)
+    if len(late_divs) > limit:
+        console.print(f"… 另有 {len(late_divs) - limit} 个（--format csv 查看全部）")
+
+
+def _terminal_unanswered(wr: WarningReport, console: Any, limit: int) -> None:
+    if not wr.unanswered:
+        return
+    ut = _table(f"未应答人员 persons who never answered ({len(wr.unanswered)})")
+    for h in ("层级", "区划", "环节", "姓名/联系人", "电话", "呼叫次数", "区划已叫应"):
+        ut.add_column(h)
+    for u in wr.unanswered[:limit]:
+        ut.add_row(
+            LEVEL_ZH.get(u.level, u.level),
+            f"{u.division_name} {u.code}",
+            rungs.zh(u.rung),
+            u.name or u.contact_id,
+            display.phone(u.phone) if u.phone else "",
+            str(u.attempts),
+            "是" if u.division_reached else "[red]否[/]",
+        )
+    console.print(ut)
+    if len(wr.unanswered) > limit:
+        console.print(f"… 另有 {len(wr.unanswered) - limit} 人（--format csv 查看全部）")

@@ -53,7 +53,9 @@ def async_url(url: str) -> str:
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
     if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return url
-    raise StoreError(f"store.url must be sqlite:///PATH or postgresql://...: {url!r}")
+    raise StoreError(
+        f"数据库地址不对 (store.url must be sqlite:///PATH or postgresql://...): {url!r}"
+    )
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -112,7 +114,8 @@ class Store:
                 raise StoreError("store.url: an in-memory SQLite store is not supported")
             if not create and not migrate and not path.exists():
                 raise StoreError(
-                    f"no store at {path}: run `warnd serve` or `warnd db upgrade` first"
+                    f"数据库不存在 (no store at {path}: run `warnd serve` or `warnd db upgrade`"
+                    " first)"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             if daemon:
@@ -314,15 +317,17 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
             if at == head:
                 return
             if empty and not (create or migrate):
-                raise StoreError("the store is empty: run `warnd db upgrade` first")
+                raise StoreError("数据库是空的 (the store is empty: run `warnd db upgrade` first)")
             if not empty and at is not None and not schema.is_ancestor(at):
                 raise StoreError(
-                    f"store schema {at} is newer than this warnd ({head}): upgrade warnd"
+                    f"数据库结构比本程序新 (store schema {at} is newer than this warnd ({head}):"
+                    " upgrade warnd)"
                 )
             if not empty and not migrate:
                 raise StoreError(
-                    f"store schema {at or 'unversioned'} is older than this warnd ({head}):"
-                    " run `warnd db upgrade --config PATH` (stop every instance first)"
+                    f"数据库结构需要升级 (store schema {at or 'unversioned'} is older than this"
+                    f" warnd ({head}): run `warnd db upgrade --config PATH`, stop every instance"
+                    " first)"
                 )
             await conn.run_sync(schema.upgrade)
     finally:

@@ -86,6 +86,39 @@ async def officer_calls(
     return [(int(i), st) for i, st in rows]
 
 
+class OfficerPlace(NamedTuple):
+    """What an officer's record says of its call's place, and of the call's first answer."""
+
+    code: str
+    name: str
+    level: str
+    open_entry: bool  # on the not-woken list and not resolved yet
+    rung: str
+    state: str
+    contact_id: str
+    first_at: datetime | None  # the call's first recorded answer (at, source, by)
+    first_source: str | None
+    first_by: str | None
+
+
+async def officer_place(tx: Tx, call_id: int) -> OfficerPlace:
+    (r,) = await tx.rows(
+        "SELECT d.code, d.name, d.level, d.unreached_at, d.resolved_at, c.rung, c.state,"
+        ' c.contact_id, c.acked_at, c.ack_source FROM "call" c'
+        " JOIN division d ON d.id = c.division_id WHERE c.id = ?",
+        call_id,
+    )
+    first = await tx.rows(
+        'SELECT received_at, source, "by" FROM ack WHERE call_id = ? ORDER BY id LIMIT 1',
+        call_id,
+    )
+    at, source, by = first[0] if first else (r[8], r[9], None)
+    open_entry = r[3] is not None and r[4] is None
+    return OfficerPlace(
+        r[0], r[1], r[2], open_entry, r[5], r[6], r[7], tx.ts(at), source, by
+    )  # fmt: skip
+
+
 # ---- reads outside the writer (the hooks' lookups) ----------------------------------------
 
 

@@ -40,6 +40,43 @@ async def referenced_warning(tx: Tx, refs: Sequence[tuple[str, str]]) -> Warning
     return None
 
 
+async def copies_near(
+    tx: Tx,
+    *,
+    sender: str,
+    msg_type: str,
+    drill: bool,
+    since: datetime,
+    sent_from: datetime,
+    sent_to: datetime,
+) -> list[tuple[str, str, datetime, str | None, WarningRec]]:
+    """Messages of other senders issued between ``sent_from`` and ``sent_to``, of warnings
+    updated since ``since``: (sender, identifier, sent, severity, their warning). The warning
+    table is small; the message table holds every raw document, so it is reached by
+    ``message.warning_id`` (cross-source dedup, warnd.cap.dedup)."""
+    rows = await tx.rows(
+        "SELECT m.sender, m.identifier, m.sent_utc, m.severity, m.warning_id FROM message m"
+        ' WHERE m.warning_id IN (SELECT id FROM "warning" WHERE updated_at >= ? AND drill = ?)'
+        " AND m.msg_type = ? AND m.sender <> ? AND m.sent_utc >= ? AND m.sent_utc <= ?",
+        tx.bts(since),
+        drill,
+        msg_type,
+        sender,
+        tx.bts(sent_from),
+        tx.bts(sent_to),
+    )
+    if not rows:
+        return []
+    ids = sorted({int(r[4]) for r in rows})
+    found = {
+        w.id: w
+        for w in (
+            _warning(tx, r) for r in await tx.rows_in(_WARNING_SQL + " WHERE id IN {ids}", ids)
+        )
+    }
+    return [(r[0], r[1], tx.ts(r[2]), r[3], found[int(r[4])]) for r in rows]
+
+
 async def insert_message(
     tx: Tx,
     *,

@@ -69,6 +69,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.transactions = 0  # committed, for the benchmarks
+        #: told the outcome of every transaction (None: committed), e.g. /healthz's write watch
+        self.observer: Callable[[BaseException | None], None] | None = None
 
     # ---- producers ----------------------------------------------------------------------
 
@@ -143,12 +145,14 @@ class Writer:
         try:
             result = await self._transact(fn)
         except BaseException as exc:
+            self._observe(exc)
             if not fut.done():
                 fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         self.transactions += 1
+        self._observe(None)
         if not fut.done():
             fut.set_result(result)
 
@@ -163,6 +167,7 @@ class Writer:
         try:
             results = await self._transact(all_of)
         except Exception as exc:
+            self._observe(exc)
             if sum(len(q.items) for _h, q in taken) == 1:
                 for _h, q in taken:
                     for f in q.futures:
@@ -175,10 +180,15 @@ class Writer:
                     await self._run_job(_single(handler, item), f)
             return
         self.transactions += 1
+        self._observe(None)
         for futures, out in results:
             for f, r in zip(futures, out, strict=True):
                 if not f.done():
                     f.set_result(r)
+
+    def _observe(self, error: BaseException | None) -> None:
+        if self.observer is not None:
+            self.observer(error)
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from warnd.chain import rungs
 from warnd.deadline import deadlines
+from warnd.division import DIRECTORY_LEVELS
 
-LEVEL_ORDER: tuple[str, ...] = ("county", "township", "village")
-RUNG_ORDER: tuple[str, ...] = ("stage", "backup", "superior", "duty")
-#: the rank of the person a call at each rung goes to (contracts §1/§3)
-RANK_OF_RUNG: dict[str, str] = {"stage": "A", "backup": "B", "superior": "A", "duty": "duty"}
+#: the levels in the order every listing shows them (the directory's, widest first)
+LEVEL_ORDER: tuple[str, ...] = DIRECTORY_LEVELS
 
 
 class Timestamps:
@@ -247,12 +247,17 @@ class NotWoken:
 # ---- rules --------------------------------------------------------------------------------
 
 
-def escalations_of(rungs: Iterable[str], not_woken: bool) -> tuple[str, ...]:
-    """The ladder rungs a division has been moved to, in ladder order."""
-    seen = set(rungs) - {"stage"}
-    if not_woken:
-        seen.add("duty")
-    return tuple(r for r in RUNG_ORDER if r in seen)
+def escalations_of(called: Iterable[str], not_woken: bool) -> tuple[str, ...]:
+    """The rungs a division has been moved to (it has calls at ``called``), in table order.
+
+    A division on the not-woken list has reached a rung that lists it (``warnd.chain.rungs``:
+    ``not_woken``), even when that rung had nobody to call.
+    """
+    seen = set(called) - {rungs.STAGE}
+    listing = [r.name for r in rungs.table() if r.not_woken]
+    if not_woken and listing and not seen.intersection(listing):
+        seen.add(listing[0])
+    return tuple(r.name for r in rungs.table() if r.name in seen)
 
 
 def level_key(level: str) -> int:

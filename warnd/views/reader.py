@@ -76,15 +76,47 @@ def bind(sql: str, params: Params | None, slot: Callable[[int], str]) -> tuple[s
 
 
 class SQLiteReader:
-    """A read-only ``sqlite3`` connection; queries run directly (a command, not a server)."""
+    """A read-only ``sqlite3`` connection; queries run directly (a command, not a server).
+
+    Duty officers who are not the daemon's user read the store through group permissions
+    (docs/deployment.md): the database and, while the daemon runs, its ``-wal`` and ``-shm``
+    files are group-readable, and SQLite reads a WAL database read-only through them. When the
+    daemon is down and closed the store cleanly there is no ``-wal`` and no ``-shm``, and a
+    reader that may not create files in the state folder cannot open it in WAL mode; then
+    everything is in the main file and nothing writes it, so it is read as an immutable
+    snapshot — until a ``-wal`` appears again (the daemon is back), when the next query
+    reopens normally.
+    """
 
     is_sqlite = True
 
     def __init__(self, path: Path) -> None:
-        uri = f"file:{quote(str(path))}?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        self._path = path
+        self.snapshot = False  # read as an immutable file (daemon down, folder not writable)
+        self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self._path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self.snapshot = False
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            if self._wal().exists():
+                raise  # the daemon's files are there: a real error, not the case above
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        self.snapshot = True
+        return conn
+
+    def _wal(self) -> Path:
+        return self._path.with_name(self._path.name + "-wal")
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        if self.snapshot and self._wal().exists():  # the daemon is back: read what it writes
+            self._conn.close()
+            self._conn = self._open()
         text, args = bind(sql, params, lambda _n: "?")
         return self._conn.execute(text, args).fetchall()
 
@@ -152,7 +184,9 @@ async def open_reader(url: str) -> Reader:
     dsn = postgres_dsn(url)
     if path is not None:
         if str(path) in ("", ":memory:") or not path.exists():
-            raise StoreError(f"no store at {path}: run `warnd serve` or `warnd db upgrade` first")
+            raise StoreError(
+                f"数据库不存在 (no store at {path}: run `warnd serve` or `warnd db upgrade` first)"
+            )
         reader = SQLiteReader(path)
         has_version = (
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
@@ -164,7 +198,9 @@ async def open_reader(url: str) -> Reader:
             " WHERE schemaname = current_schema() AND tablename = 'alembic_version'"
         )
     else:
-        raise StoreError(f"store.url must be sqlite:///PATH or postgresql://...: {url!r}")
+        raise StoreError(
+            f"数据库地址不对 (store.url must be sqlite:///PATH or postgresql://...): {url!r}"
+        )
     try:
         at = None
         if (await reader.fetch(has_version))[0][0]:

@@ -14,11 +14,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from warnd.chain import rungs
 from warnd.errors import InputError
 from warnd.views import (
     LEVEL_ORDER,
-    RANK_OF_RUNG,
-    RUNG_ORDER,
     Counts,
     Detail,
     DivisionView,
@@ -147,7 +146,8 @@ async def warnings(
     """Warnings with per-level progress, newest first.
 
     By default those a duty officer still watches: active and not expired, or with a call still
-    open or a not-woken entry still unresolved. ``include_all``: every warning ever ingested.
+    open or a not-woken entry still unresolved (a drill replay that has ended is over: not
+    shown). ``include_all``: every warning ever ingested.
     """
     s = source(where)
     ts = Timestamps()
@@ -164,7 +164,7 @@ async def warnings(
         ws = [
             w
             for w in ws
-            if w.id in busy
+            if (w.id in busy and w.state != "ended")  # a finished drill replay is over
             or (w.state == "active" and (w.expires_at is None or w.expires_at > now))
         ]
     out = await _with_progress(s, ws, now, ts)
@@ -291,18 +291,27 @@ async def detail(
             {"w": w.id},
         )
     }
+    people, called = _persons(crows, officer, ts)
+    out, dropped = _divisions(drows, people, called, w, pending, ts)
+    return Detail(w, out, total - dropped)
+
+
+def _persons(
+    crows: Sequence[Any], officer: Mapping[int, tuple[Any, Any]], ts: Timestamps
+) -> tuple[dict[int, dict[tuple[str, str], PersonView]], dict[int, set[str]]]:
+    """Per division: each person at each rung (their calls folded), and the rungs called."""
     people: dict[int, dict[tuple[str, str], PersonView]] = {}
-    rungs: dict[int, set[str]] = {}
+    called: dict[int, set[str]] = {}
     for r in crows:
         did, cid, rung = r[1], r[2], r[4]
-        rungs.setdefault(did, set()).add(rung)
+        called.setdefault(did, set()).add(rung)
         mine = people.setdefault(did, {})
         prev = mine.get((cid, rung))
         by, note = officer.get(r[0], (None, None))
         mine[(cid, rung)] = PersonView(  # calls come in id order: the latest round wins
             cid,
             rung,
-            RANK_OF_RUNG.get(rung, "?"),
+            rungs.rank_of(rung),
             r[3],
             r[6] + (prev.attempts if prev else 0),
             r[8],
@@ -316,14 +325,27 @@ async def detail(
             by,
             note,
         )
+    return people, called
+
+
+def _divisions(
+    drows: Sequence[Any],
+    people: Mapping[int, Mapping[tuple[str, str], PersonView]],
+    called: Mapping[int, set[str]],
+    w: WarningView,
+    pending: bool,
+    ts: Timestamps,
+) -> tuple[tuple[DivisionView, ...], int]:
+    """The divisions' views, in the order read, and how many ``pending`` left out."""
     dl = {lv.level: (lv.stage.deadline if lv.stage else None) for lv in w.levels}
     out = []
+    dropped = 0
     for r in drows:
-        persons = sorted(people.get(r[0], {}).values(), key=lambda p: RUNG_ORDER.index(p.rung))
+        persons = sorted(people.get(r[0], {}).values(), key=lambda p: rungs.order(p.rung))
         if pending:
             persons = [p for p in persons if p.pending]
             if not persons:
-                total -= 1
+                dropped += 1
                 continue
         not_woken_at = ts(r[8])
         out.append(
@@ -341,8 +363,8 @@ async def detail(
                 r[11],
                 bool(r[12]),
                 dl.get(r[3]),
-                escalations_of(rungs.get(r[0], ()), not_woken_at is not None),
+                escalations_of(called.get(r[0], ()), not_woken_at is not None),
                 tuple(persons),
             )
         )
-    return Detail(w, tuple(out), total)
+    return tuple(out), dropped

@@ -4,22 +4,53 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from warnd.views import RANK_OF_RUNG, RUNG_ORDER, NotWoken, Timestamps, ToCall
+from warnd.chain import rungs
+from warnd.views import NotWoken, Timestamps, ToCall
 from warnd.views.reader import Source, source
 
 if TYPE_CHECKING:
     from warnd.store import Store
 
 
-async def not_woken(
+def _where(include_all: bool, county: str | None) -> tuple[str, dict[str, Any]]:
+    """The entries' filter: unresolved ones of active warnings unless ``include_all``."""
+    where = " WHERE d.unreached_at IS NOT NULL"
+    params: dict[str, Any] = {}
+    if not include_all:
+        where += " AND d.resolved_at IS NULL AND w.state = 'active'"
+    if county:
+        where += " AND d.code LIKE :county"
+        if not county.isdigit():
+            raise ValueError(f"a division code is digits: {county!r}")
+        params["county"] = county + "%"
+    return where, params
+
+
+async def not_woken_counts(
     store: Source | Store, *, include_all: bool = False, county: str | None = None
+) -> tuple[int, int]:
+    """How many entries ``not_woken`` lists: (real, drill)."""
+    where, params = _where(include_all, county)
+    q = "SELECT w.drill, count(*) FROM division d JOIN warning w ON w.id = d.warning_id"
+    rows = await source(store).fetch(q + where + " GROUP BY w.drill", params)
+    by = {bool(r[0]): int(r[1]) for r in rows}
+    return by.get(False, 0), by.get(True, 0)
+
+
+async def not_woken(
+    store: Source | Store,
+    *,
+    include_all: bool = False,
+    county: str | None = None,
+    limit: int | None = None,
 ) -> list[NotWoken]:
     """Entries oldest first, real ones before drills, each with the numbers to call.
 
     The numbers are those the ladder rang for the division — its A and B, the superior's A, the
     county duty office — as kept with each call. By default only unresolved entries of active
     warnings; ``include_all`` adds resolved ones and those of lifted warnings. ``county``: only
-    divisions whose code starts with it (a county duty office's own list).
+    divisions whose code starts with it (a county duty office's own list). ``limit``: only the
+    first entries (``not_woken_counts`` says how many there are).
     """
     ts = Timestamps()
     q = (
@@ -27,19 +58,15 @@ async def not_woken(
         " d.unreached_at, d.reached_at, d.reached_by, d.reached_source, d.resolved_at,"
         " d.resolved_by, d.resolved_note"
         " FROM division d JOIN warning w ON w.id = d.warning_id"
-        " WHERE d.unreached_at IS NOT NULL"
     )
-    params: dict[str, Any] = {}
-    if not include_all:
-        q += " AND d.resolved_at IS NULL AND w.state = 'active'"
-    if county:
-        q += " AND d.code LIKE :county"
-        if not county.isdigit():
-            raise ValueError(f"a division code is digits: {county!r}")
-        params["county"] = county + "%"
+    where, params = _where(include_all, county)
+    q += where + " ORDER BY w.drill, d.unreached_at, d.id"
+    if limit is not None:
+        q += " LIMIT :limit"
+        params["limit"] = limit
     calls: dict[int, list[Any]] = {}
     s = source(store)
-    rows = await s.fetch(q + " ORDER BY d.unreached_at, d.id", params)
+    rows = await s.fetch(q, params)
     ids = [int(r[0]) for r in rows]
     cq = (
         "SELECT division_id, contact_id, rung, phone, state, acked_at FROM call"
@@ -52,9 +79,7 @@ async def not_woken(
     for r in rows:
         people: dict[tuple[str, str], ToCall] = {}
         for c in calls.get(int(r[0]), []):  # the latest round of a person at a rung wins
-            people[(c[1], c[2])] = ToCall(
-                c[1], c[2], RANK_OF_RUNG.get(c[2], "?"), c[3], c[4], ts(c[5])
-            )
+            people[(c[1], c[2])] = ToCall(c[1], c[2], rungs.rank_of(c[2]), c[3], c[4], ts(c[5]))
         since = ts(r[8])
         assert since is not None
         out.append(
@@ -73,8 +98,7 @@ async def not_woken(
                 ts(r[12]),
                 r[13],
                 r[14],
-                tuple(sorted(people.values(), key=lambda p: RUNG_ORDER.index(p.rung))),
+                tuple(sorted(people.values(), key=lambda p: rungs.order(p.rung))),
             )
         )
-    out.sort(key=lambda e: (e.drill, e.since))
     return out
