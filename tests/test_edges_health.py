@@ -162,10 +162,10 @@ async def test_a_hung_send_is_a_503(h: Harness) -> None:
     await h.daemon.wake()  # the sender claims the 7 calls and hangs on them
     deadline = time.monotonic() + 10
     limit = timedelta(seconds=2 * h.daemon.dispatcher.deadline_s)
-    while h.daemon.sender is None or h.daemon.sender.held(timedelta(0))[0] < 7:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
     try:
+        while h.daemon.sender is None or h.daemon.sender.holding < 7:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
         h.clock.set(T0 + limit)  # a long send, within twice its deadline: not yet a finding
         assert (await healthz(h))[0] == 200
         h.clock.set(T0 + limit + S)  # held longer than any send may take: stuck

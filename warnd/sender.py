@@ -77,6 +77,11 @@ class Sender:
         self._busy = 0
         self._held: dict[str, datetime] = {}  # handed to the dispatcher, no outcome yet: since
 
+    @property
+    def holding(self) -> int:
+        """Messages handed to the dispatcher and without an outcome yet."""
+        return len(self._held)
+
     def held(self, limit: timedelta) -> tuple[int, datetime | None]:
         """Messages without an outcome for longer than ``limit``, and the oldest hand-over."""
         now = self.engine.ctx.now()
