@@ -133,6 +133,7 @@ class Daemon:
             spawn=self._background_task,
         )
         self.store.on_reclaim = self._send_soon
+        self.store.on_work = self._wake_soon
         app = make_app(
             self.engine,
             cfg.hooks.secret(),

@@ -120,6 +120,7 @@ async def fire_stage(ctx: Context, tx: Tx, stage: StageRec, now: datetime) -> in
     )  # fmt: skip
     chain.mark_started(tx, [existing[d.code] for d in divisions if d.code in existing], now)
     chain.end_stage(tx, stage.id, "fired", now, [d.code for d in divisions])
+    tx.announce()  # instances sharing the store start these divisions with us
     log.info(
         "stage_fired",
         warning=w.key,

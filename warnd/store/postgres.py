@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import re
@@ -106,6 +107,10 @@ class PostgresTx(Tx):
         self._conn = conn
         self._tr: Any = None
         self.inserted: dict[str, int] = {}  # rows per table, for the planner's statistics
+        self._announce = False
+
+    def announce(self) -> None:
+        self._announce = True
 
     async def _begin(self) -> None:
         if self._tr is None:
@@ -173,6 +178,8 @@ class PostgresTx(Tx):
     async def _commit(self, writes: list[Write], first: int, n: int) -> None:
         if writes:
             await self._write(writes, first, n)
+        if self._announce and self._tr is not None:
+            await self._conn.execute(f"NOTIFY {WAKE}")  # delivered when this commits
         if self._tr is not None:
             tr, self._tr = self._tr, None
             await tr.commit()
@@ -201,6 +208,9 @@ def _count(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+#: the channel on which instances tell each other that work is due (a stage's divisions)
+WAKE = "warnd_wake"
+
 #: rows inserted into a table since its last ANALYZE that call for a new one
 ANALYZE_AFTER = 5_000
 
@@ -223,6 +233,7 @@ class PostgresBackend:
         self.reader: Any = None
         self._grown: dict[str, int] = {}
         self._analyses: dict[str, asyncio.Task[None]] = {}
+        self._listener: Any = None
 
     async def open(self) -> None:
         asyncpg: Any = importlib.import_module("asyncpg")  # untyped; imported on use only
@@ -234,7 +245,20 @@ class PostgresBackend:
             self.dsn, min_size=1, max_size=4, server_settings={"application_name": "warnd-reader"}
         )
 
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another instance announces due work (its own connection:
+        it must stay idle to receive notifications)."""
+        asyncpg: Any = importlib.import_module("asyncpg")
+        self._listener = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "warnd-listener"}
+        )
+        await self._listener.add_listener(WAKE, lambda *_args: callback())
+
     async def close(self) -> None:
+        if getattr(self, "_listener", None) is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
         for task in list(self._analyses.values()):
             task.cancel()
         await asyncio.gather(*self._analyses.values(), return_exceptions=True)

@@ -102,6 +102,10 @@ class Tx:
         if rows:
             self._writes.append(Write("many", "", (), rows, sql))
 
+    def announce(self) -> None:
+        """Tell the other instances sharing the store, once this commits, that work is due
+        (PostgreSQL: ``NOTIFY``); nothing on a store with one daemon."""
+
     def seq(self) -> int:
         """The next number of the history's order (see the module doc); local here."""
         n = self._seq_next
