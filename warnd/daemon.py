@@ -148,6 +148,7 @@ class Daemon:
             spawn=self._background_task,
         )
         self.store.on_reclaim = self._send_soon
+        self.store.on_work = self._wake_soon
         if cfg.wall is not None:  # the duty room's status wall (warnd.wall; docs/operations.md)
             from warnd.wall.app import daemon_routes
 

@@ -47,8 +47,11 @@ class Job:
     events: list[ladder.Event] = field(default_factory=list)
 
 
-async def run_jobs(ctx: Context, tx: Tx, jobs: list[Job], now: datetime) -> int:
-    """Step every job's division through the ladder and persist the outcome. Returns attempts."""
+async def run_jobs(
+    ctx: Context, tx: Tx, jobs: list[Job], now: datetime, started: frozenset[int] = frozenset()
+) -> int:
+    """Step every job's division through the ladder and persist the outcome. Returns attempts.
+    ``started``: divisions whose stage's start these jobs are (they leave that queue)."""
     with gc_paused():
         merged: dict[int, list[ladder.Event]] = defaultdict(list)
         for job in jobs:
@@ -67,7 +70,7 @@ async def run_jobs(ctx: Context, tx: Tx, jobs: list[Job], now: datetime) -> int:
                 state, out = step(state, ev, now, rules, people)
                 commands.extend(out)
             batch.append(Stepped(row, calls, state, commands))
-        return await carry_out(ctx, tx, batch, warnings, now)
+        return await carry_out(ctx, tx, batch, warnings, now, started)
 
 
 async def _each(ctx: Context, job: Callable[[Tx], Awaitable[int | None]]) -> int:
@@ -117,6 +120,7 @@ async def fire_stage(ctx: Context, tx: Tx, stage: StageRec, now: datetime) -> in
     )  # fmt: skip
     chain.mark_started(tx, [existing[d.code] for d in divisions if d.code in existing], now)
     chain.end_stage(tx, stage.id, "fired", now, [d.code for d in divisions])
+    tx.announce()  # instances sharing the store start these divisions with us
     log.info(  # division_level: "level" is the log line's own (info, warning...)
         "stage_fired",
         warning=w.key,
@@ -147,8 +151,7 @@ async def start_due_divisions(ctx: Context, now: datetime) -> int:
         ids = await chain.due_starts(tx, now, START_BATCH)
         if not ids:
             return None
-        chain.mark_started(tx, ids, None)
-        await run_jobs(ctx, tx, [Job(i, [ladder.Start()]) for i in ids], now)
+        await run_jobs(ctx, tx, [Job(i, [ladder.Start()]) for i in ids], now, frozenset(ids))
         return len(ids)
 
     return await _each(ctx, one)

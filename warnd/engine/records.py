@@ -109,8 +109,10 @@ async def carry_out(
     batch: list[Stepped],
     warnings: dict[int, WarningRec],
     now: datetime,
+    started: frozenset[int] = frozenset(),
 ) -> int:
-    """Write a stepped batch: saved states, new calls, attempts, events. Returns attempts."""
+    """Write a stepped batch: saved states, new calls, attempts, events. Returns attempts.
+    ``started``: divisions whose stage's start this batch did."""
     made = await _new_calls(ctx, tx, batch)
     rows = Rows()
     links = ctx.public_url.rstrip("/") if ctx.public_url else None
@@ -122,7 +124,7 @@ async def carry_out(
         if wf is None:
             wf = wfacts[w.id] = facts(w)
         _division(ctx, tx, s, w, wf, made, links, now, rows, said)
-    chain.save_divisions(tx, [(s.row, s.state) for s in batch])
+    chain.save_divisions(tx, [(s.row, s.state) for s in batch], started)
     chain.save_calls(tx, rows.call_updates, rows.call_inserts)
     chain.insert_attempts(tx, rows.attempts)
     chain.insert_events(tx, rows.events)

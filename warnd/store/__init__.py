@@ -89,6 +89,7 @@ class Store:
         self._lock_conn: Any = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.on_reclaim: Any = None  # called after messages of a dead instance were queued
+        self.on_work: Any = None  # called when another instance announced due work
 
     @classmethod
     async def open(
@@ -136,6 +137,7 @@ class Store:
         store._lock_fd = lock_fd
         if daemon and isinstance(backend, PostgresBackend):
             await store._start_heartbeat(heartbeat_s)
+            await backend.listen(store._announced)
         return store
 
     # ---- what this process holds (SQLite) -------------------------------------------------
@@ -217,6 +219,10 @@ class Store:
             return True
         await conn.close()
         return False
+
+    def _announced(self) -> None:
+        if self.on_work is not None:
+            self.on_work()
 
     async def _start_heartbeat(self, every_s: float) -> None:
         from warnd.store import outbox

@@ -80,14 +80,22 @@ async def load_divisions(
     return out
 
 
-def save_divisions(tx: Tx, changes: Sequence[tuple[DivisionRow, DivisionState]]) -> None:
-    """Write the ladder fields of divisions whose state changed."""
-    rows = []
+def save_divisions(
+    tx: Tx,
+    changes: Sequence[tuple[DivisionRow, DivisionState]],
+    started: frozenset[int] = frozenset(),
+) -> None:
+    """Write the ladder fields of divisions whose state changed; those ``started`` (their
+    stage's start done) also leave the queue of divisions to start, in the same row update."""
+    rows, done = [], []
     for row, state in changes:
         values = tuple(state[2:10])  # DIV_FIELDS
-        if values != row.values:
+        if row.id in started:
+            done.append((*values, None, row.id))
+        elif values != row.values:
             rows.append((*values, row.id))
     tx.update("division", DIV_FIELDS, rows)
+    tx.update("division", (*DIV_FIELDS, "start_due"), done)
 
 
 def save_calls(tx: Tx, updates: list[Row], inserts: list[Row]) -> None:
@@ -134,10 +142,7 @@ async def division_codes(tx: Tx, warning_id: int) -> dict[str, int]:
 
 def mark_started(tx: Tx, division_ids: Sequence[int], start: datetime | None) -> None:
     """Divisions whose stage fired (``start``) or that were started (None)."""
-    tx.many(
-        "UPDATE division SET start_due = ? WHERE id = ?",
-        [(tx.bts(start), i) for i in division_ids],
-    )
+    tx.update("division", ("start_due",), [(start, i) for i in division_ids])
 
 
 async def open_codes(tx: Tx, contact_ids: Sequence[str]) -> dict[str, set[str]]:

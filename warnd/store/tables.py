@@ -9,7 +9,9 @@ notice is its ``outbox`` row, an answer its ``ack`` row; only what has no row of
 (``escalate``, ``unreached``, ``skip``) is an ``event`` row. ``seq`` orders the three among
 themselves at one instant (``warnd.views.history`` reads them back as one list). The hot tables
 carry few indexes, partial where only some rows are looked up: a province-wide tick writes
-~100,000 rows to each (docs/performance.md).
+~100,000 rows to each (docs/performance.md). For the same reason they declare no foreign keys:
+the engine writes a row only after (or with) the rows it refers to and never deletes any, and
+on PostgreSQL the per-row checks of ``COPY`` were a third of a fan-out.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class Division(SQLModel, table=True):
         Index("ix_division_start", "start_due", **_where("start_due IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id")
+    warning_id: int
     code: str
     name: str
     level: str
@@ -176,8 +178,8 @@ class Call(SQLModel, table=True):
         Index("ix_call_token", "token", unique=True, **_where("token IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id")
-    division_id: int = Field(foreign_key="division.id")
+    warning_id: int
+    division_id: int
     key: str  # "<round>:<rung>:<contact_id>", the core's name for the call
     contact_id: str
     phone: str  # kept: a redial still reaches the person if the directory is reloaded
@@ -209,8 +211,8 @@ class Outbox(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "due_at", "seq", **_where("state = 'pending'")),)
     id: str = Field(primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id")
-    call_id: int | None = Field(default=None, foreign_key="call.id")
+    warning_id: int
+    call_id: int | None = None
     message_id: int | None = None  # the CAP message an update/lift notice answers
     contact_id: str
     to: str
@@ -241,9 +243,9 @@ class Ack(SQLModel, table=True):
         Index("ix_ack_officer", "warning_id", **_where("source = 'officer'")),
     )
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int = Field(foreign_key="warning.id")
-    call_id: int | None = Field(default=None, foreign_key="call.id")
-    division_id: int | None = Field(default=None, foreign_key="division.id")
+    warning_id: int
+    call_id: int | None = None
+    division_id: int | None = None
     outbox_id: str | None = None
     contact_id: str | None = None
     source: str  # ivr|sms|link|officer|simulated
@@ -268,7 +270,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_warning_at", "warning_id", "at"),)
     id: int | None = Field(default=None, primary_key=True)
-    warning_id: int | None = Field(default=None, foreign_key="warning.id")
+    warning_id: int | None = None
     at: datetime | None = _ts(nullable=False)
     type: str
     contact_id: str | None = None

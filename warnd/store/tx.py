@@ -1,16 +1,18 @@
 """One write transaction, whatever the backend: the primitives the store's operations use.
 
-The engine never sees SQL: it calls the named operations of ``warnd.store.ops`` on a ``Tx``
-handed to it by the single writer (``warnd.store.writer``). Those operations are written once,
-in plain SQL with ``?`` parameters and ``{ids}`` for one list of ids; each backend
-(``warnd.store.sqlite``, ``warnd.store.postgres``) runs them its own way and binds values its
-own way (SQLite keeps timestamps as UTC text and JSON as text; PostgreSQL takes them natively
-through asyncpg). Writes are buffered and issued in bulk when the transaction next reads or
-commits (on SQLite: one hop to the writer thread for all of them).
+The engine never sees SQL: it calls the named operations of ``warnd.store.chain``, ``intake``,
+``answers`` and ``outbox`` on a ``Tx`` handed to it by the single writer
+(``warnd.store.writer``). Those operations are written once, in plain SQL with ``?``
+parameters and ``{ids}`` for one list of ids; each backend (``warnd.store.sqlite``,
+``warnd.store.postgres``) runs them its own way and binds values its own way (SQLite keeps
+timestamps as UTC text and JSON as text; PostgreSQL takes them natively through asyncpg).
+Writes are buffered and issued in bulk (one ``executemany``; ``COPY`` or ``unnest``) when the
+transaction next reads or commits.
 
-``seq`` orders the history's three sources (outbox, ack, event rows) at one instant: rows are
-built with a number from ``Tx.seq()``, local to the transaction, in the order the chain made
-them; the backend maps those onto the store's own sequence when the rows are written.
+``seq`` orders the history's three sources (outbox, ack, event rows) at one instant, in the
+order the chain made them: SQLite hands out the store's own numbers (``SQLiteTx.seq``);
+PostgreSQL numbers rows locally and maps them onto blocks of its sequence when they are
+written.
 """
 
 from __future__ import annotations
@@ -100,8 +102,12 @@ class Tx:
         if rows:
             self._writes.append(Write("many", "", (), rows, sql))
 
+    def announce(self) -> None:
+        """Tell the other instances sharing the store, once this commits, that work is due
+        (PostgreSQL: ``NOTIFY``); nothing on a store with one daemon."""
+
     def seq(self) -> int:
-        """The next number of the history's order in this transaction (see the module doc)."""
+        """The next number of the history's order (see the module doc); local here."""
         n = self._seq_next
         self._seq_next = n + 1
         return n
