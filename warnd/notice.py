@@ -74,6 +74,44 @@ def call_text(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BundleItem:
+    """One call of a bundled message (contracts §8): its warning, place, rung and attempt."""
+
+    w: WarningFacts
+    division_name: str
+    rung: str
+    attempt: int
+    on_behalf_of: str | None = None
+
+
+def bundle_text(
+    items: list[BundleItem], *, reply_code: str | None, link: str | None, tz: ZoneInfo
+) -> str:
+    """One message for a person's attempts on several warnings: each warning (headline, place,
+    onset), and how to answer once for all of them."""
+    lines = []
+    for i, it in enumerate(items, 1):
+        w = it.w
+        at = _when(w.reference_at, tz)
+        when = {"onset": f"预计{at}开始", "effective": f"{at}起生效"}.get(
+            w.reference_kind, f"{at}发布"
+        )
+        spec = rungs.find(it.rung)
+        tag = spec.tag if spec is not None else ""
+        who = spec.behalf_text(it.on_behalf_of) if spec is not None and it.on_behalf_of else ""
+        redial = f"（第{it.attempt}次）" if it.attempt > 1 else ""
+        lines.append(f"{i}.{tag}{redial}{w.headline}，区域：{it.division_name}，{when}{who}")
+    n = len(items)
+    answer = f"请按1一次确认全部{n}条"
+    if reply_code:
+        answer = f"请回复1或{reply_code}一次确认全部{n}条"
+    if link:
+        answer += f"，或打开 {link} 确认"
+    drill = any(it.w.drill for it in items)
+    return f"{_mark(drill)}【预警叫应·合并{n}条】" + "；".join(lines) + f"。{answer}。"
+
+
 def update_text(w: WarningFacts, *, tz: ZoneInfo) -> str:
     when = _when(w.reference_at, tz)
     return f"{_mark(w.drill)}【预警更新】{w.headline}。最新预计{when}开始，请按最新预警做好防范。"

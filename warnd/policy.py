@@ -68,6 +68,9 @@ class AckPolicy:
 
     window: timedelta = timedelta(minutes=5)
     attempts: int = 3
+    #: contracts §8: a person's attempts on several warnings due within this span go out as
+    #: one message (0: off)
+    bundle: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +338,10 @@ class _Loader:
             for i, stage in enumerate(stages):
                 if stage.level in (s.level for s in stages[:i]):
                     raise self.error(f"stages[{i}].level", "同一级别两次 twice", stage.level)
-        ack = self.table(doc, "ack", ("window", "attempts"))
+        ack = self.table(doc, "ack", ("window", "attempts", "bundle"))
         window = self.duration(ack, "window", "ack.", default.ack.window)
         attempts = self.integer(ack, "attempts", "ack.", default.ack.attempts, 20)
+        bundle = self.bundle(ack, window)
         escalation = self.table(doc, "escalation", ("ladder",))
         raw_ladder = escalation.get("ladder", list(default.ladder))
         ladder = self.choices(raw_ladder, rungs.ladder_names(), "escalation.ladder")
@@ -347,7 +351,26 @@ class _Loader:
         if severity.lower() not in by_lower:
             message = f"应为 must be one of {', '.join(SEVERITIES)}"
             raise self.error("trigger.min_severity", message, severity)
-        return Policy(stages, AckPolicy(window, attempts), ladder, by_lower[severity.lower()])
+        return Policy(
+            stages, AckPolicy(window, attempts, bundle), ladder, by_lower[severity.lower()]
+        )
+
+    def bundle(self, ack: _Table, window: timedelta) -> timedelta:
+        """``ack.bundle``: "0s" (off) or a span shorter than the window (contracts §8)."""
+        if "bundle" not in ack:
+            return timedelta(0)
+        raw = ack["bundle"]
+        try:
+            span = parse_duration(raw)
+        except ValueError as exc:
+            raise self.error("ack.bundle", "时长 " + str(exc).split(":")[0], raw) from None
+        if span >= window:
+            message = (
+                "须短于应答窗口 must be shorter than ack.window"
+                f" ({window.total_seconds():g}s): a bundled attempt would pass its own next one"
+            )
+            raise self.error("ack.bundle", message, raw)
+        return span
 
     def stage(self, raw: dict[str, Any], prefix: str) -> StagePolicy:
         self.keys(raw, ("level", "lead"), prefix)

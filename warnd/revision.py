@@ -7,4 +7,4 @@ path, which must start fast) both check a store against it.
 from __future__ import annotations
 
 #: the newest migration in warnd/migrations/versions (tests/test_schema.py keeps this honest)
-HEAD = "0003"
+HEAD = "0004"

@@ -170,7 +170,23 @@ class Stop:
     """Cancelled: every active call of the division ends, nothing more is started."""
 
 
-Event = Start | CallDue | Acked | Stop
+@dataclass(frozen=True, slots=True)
+class Early:
+    """Bundling (contracts §8): the call's next attempt, due by ``until``, is made now."""
+
+    key: str
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StartOne:
+    """Bundling (contracts §8): the division's stage is about to fire; one of its persons is
+    called now. The stage, when it fires, calls everyone else and not this person again."""
+
+    contact_id: str
+
+
+Event = Start | CallDue | Acked | Stop | Early | StartOne
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -212,7 +228,45 @@ def step(
         div = _acked(div, event, now, out)
     elif isinstance(event, Stop):
         div = div._replace(stopped=True, calls=_end_calls(div.calls, _every, now))
+    elif isinstance(event, Early):
+        call = div.call(event.key)
+        if (
+            call is not None
+            and call.active
+            and call.attempts_made < rules.attempts
+            and call.next_due_at is not None
+            and call.next_due_at <= event.until
+        ):
+            div = _attempt(div, event.key, now, rules, out)
+    elif isinstance(event, StartOne):
+        div = _start_one(div, event.contact_id, now, rules, people, out)
     return div, out
+
+
+def _early(div: DivisionState) -> bool:
+    """Calls started ahead of the stage (``StartOne``), the stage not fired yet."""
+    return div.round > 0 and div.rung == STAGE and div.rung_started_at is None
+
+
+def _start_one(
+    div: DivisionState,
+    contact_id: str,
+    now: datetime,
+    rules: Rules,
+    people: People,
+    out: list[Command],
+) -> DivisionState:
+    if div.stopped or not (div.round == 0 or _early(div)):
+        return div  # the stage has started (or is stopped): it calls this person itself
+    if contact_id not in people.for_rung(div.code, STAGE):
+        return div
+    rnd = div.round or 1
+    key = f"{rnd}:{STAGE}:{contact_id}"
+    if div.call(key) is not None:
+        return div
+    call = CallState(key, contact_id, STAGE, rnd, now)
+    div = div._replace(round=rnd, rung=STAGE, calls=(*div.calls, call))
+    return _attempt(div, key, now, rules, out)
 
 
 def next_due(div: DivisionState) -> datetime | None:
@@ -226,6 +280,9 @@ def _start_round(
 ) -> DivisionState:
     if div.stopped:
         return div
+    if _early(div):
+        # The stage fires where some of its persons were called ahead (bundling): the rest now.
+        return _enter_rung(div, 0, now, rules, people, out)
     # A new round supersedes what is still running of the last one.
     calls = _end_calls(div.calls, _every, now)
     div = DivisionState(
@@ -257,6 +314,12 @@ def _enter_rung(
     while index < len(rungs):
         rung = rungs[index]
         persons = people.for_rung(div.code, rung)
+        if rung == STAGE and div.calls and _early(div):
+            called = {c.contact_id for c in div.calls if c.round == div.round and c.rung == rung}
+            if called & set(persons):
+                persons = tuple(p for p in persons if p not in called)
+                if not persons:  # everyone was called ahead: the stage has started
+                    return div._replace(rung=rung, rung_started_at=now)
         if rung != STAGE:
             not_woken = rung_row(rung).not_woken
             if persons or not_woken:
@@ -343,8 +406,8 @@ def _call_due(
 def _maybe_escalate(
     div: DivisionState, now: datetime, rules: Rules, people: People, out: list[Command]
 ) -> DivisionState:
-    if div.reached or div.stopped or div.rung == ENDED:
-        return div
+    if div.reached or div.stopped or div.rung == ENDED or div.rung_started_at is None:
+        return div  # (no start: calls made ahead of a stage that has not fired)
     rnd, rung = div.round, div.rung
     for c in div.calls:
         if c.state == "active" and c.round == rnd and c.rung == rung:

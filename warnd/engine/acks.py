@@ -70,7 +70,38 @@ CLOSED = AckResult(False, "呼叫已结束 (call no longer open)")
 
 
 async def apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[AckResult]:
-    """Apply answers in order, in bulk; the results, in the same order."""
+    """Apply answers in order, in bulk; the results, in the same order. An answer to a bundled
+    message answers every call it carried (contracts §8)."""
+    if not ctx.policy.ack.bundle or not any(r.message_id for r in requests):
+        return await _apply(ctx, tx, requests)
+    expanded, lead = await _with_mates(tx, requests)
+    results = await _apply(ctx, tx, expanded)
+    out: list[AckResult] = []
+    for i, first in enumerate(lead):
+        end = lead[i + 1] if i + 1 < len(lead) else len(expanded)
+        mine = results[first:end]
+        out.append(next((x for x in mine if x.ok and not x.duplicate), mine[0]))
+    return out
+
+
+async def _with_mates(tx: Tx, requests: Sequence[AckRequest]) -> tuple[list[AckRequest], list[int]]:
+    """Each answer followed by one for every other attempt of its message; where each starts."""
+    mids = [message_id_of(r.message_id) for r in requests if r.message_id]
+    mates = await answers.bundle_mates(tx, mids)
+    expanded: list[AckRequest] = []
+    lead: list[int] = []
+    for r in requests:
+        lead.append(len(expanded))
+        expanded.append(r)
+        if not r.message_id:
+            continue
+        for m in mates.get(message_id_of(r.message_id), ()):
+            key = f"{r.dedupe_key}+{m}" if r.dedupe_key else None
+            expanded.append(replace(r, message_id=m, dedupe_key=key))
+    return expanded, lead
+
+
+async def _apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[AckResult]:
     mids = [message_id_of(r.message_id) if r.message_id else None for r in requests]
     by_message = await answers.calls_of_attempts(tx, [m for m in mids if m])
     direct = [r.call_id for r in requests if r.message_id is None and r.call_id is not None]

@@ -18,6 +18,7 @@ from typing import TypeVar
 import structlog
 
 from warnd.chain import ladder
+from warnd.engine import bundles
 from warnd.engine.context import Context
 from warnd.engine.gcpause import gc_paused
 from warnd.engine.records import Stepped, carry_out, event_row
@@ -70,6 +71,8 @@ async def run_jobs(
                 state, out = step(state, ev, now, rules, people)
                 commands.extend(out)
             batch.append(Stepped(row, calls, state, commands))
+        if ctx.policy.ack.bundle:  # contracts §8
+            await bundles.gather(ctx, tx, batch, warnings, now)
         return await carry_out(ctx, tx, batch, warnings, now, started)
 
 

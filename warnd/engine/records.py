@@ -101,6 +101,8 @@ class Rows:
     events: list[Row] = field(default_factory=list)
     call_updates: list[Row] = field(default_factory=list)
     call_inserts: list[Row] = field(default_factory=list)
+    #: bundling on (contracts §8): per attempt row, what a bundled message says of it
+    parts: list[Any] | None = None
 
 
 async def carry_out(
@@ -114,7 +116,8 @@ async def carry_out(
     """Write a stepped batch: saved states, new calls, attempts, events. Returns attempts.
     ``started``: divisions whose stage's start this batch did."""
     made = await _new_calls(ctx, tx, batch)
-    rows = Rows()
+    bundling = bool(ctx.policy.ack.bundle)
+    rows = Rows(parts=[] if bundling else None)
     links = ctx.public_url.rstrip("/") if ctx.public_url else None
     wfacts: dict[int, WarningFacts] = {}
     said = log.bind()  # one bound logger for the batch, not one per line
@@ -126,7 +129,13 @@ async def carry_out(
         _division(ctx, tx, s, w, wf, made, links, now, rows, said)
     chain.save_divisions(tx, [(s.row, s.state) for s in batch], started)
     chain.save_calls(tx, rows.call_updates, rows.call_inserts)
+    if bundling:
+        from warnd.engine.bundles import combine  # (bundles imports this module)
+
+        bundled = combine(ctx, rows)
     chain.insert_attempts(tx, rows.attempts)
+    if bundling:
+        chain.mark_bundled(tx, bundled)
     chain.insert_events(tx, rows.events)
     return len(rows.attempts)
 
@@ -202,6 +211,8 @@ def _division(
                 )
             )  # fmt: skip
             last[cmd.call_key] = mid
+            if rows.parts is not None:
+                rows.parts.append((wf, row.name, cmd, code, token, links))
         elif type(cmd) is ladder.Record and cmd.type not in _OWN_ROWS:
             rows.events.append(
                 (w.id, now, cmd.type, cmd.contact_id, row.code, row.level, dict(cmd.data), seq())

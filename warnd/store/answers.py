@@ -32,6 +32,21 @@ async def calls_of_attempts(tx: Tx, message_ids: Sequence[str]) -> dict[str, Cal
     return {r[0]: CallRef(*r[1:]) for r in rows}
 
 
+async def bundle_mates(tx: Tx, message_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The other attempts sent in the same message as each of ``message_ids`` (contracts §8),
+    in the order they were made."""
+    rows = await tx.rows_in(
+        "SELECT a.id, b.id FROM outbox a JOIN outbox b ON b.bundle = a.bundle AND b.id <> a.id"
+        " WHERE a.bundle IS NOT NULL AND a.id IN {ids} ORDER BY b.seq",
+        sorted(set(message_ids)),
+        type_="text",
+    )
+    out: dict[str, list[str]] = {}
+    for a, b in rows:
+        out.setdefault(a, []).append(b)
+    return out
+
+
 async def calls(tx: Tx, call_ids: Sequence[int]) -> dict[int, CallRef]:
     rows = await tx.rows_in(
         'SELECT id, warning_id, division_id, key, contact_id, rung FROM "call" WHERE id IN {ids}',

@@ -50,13 +50,15 @@ def lock_clause(tx: Tx, *, skip: bool = False, of: str | None = None) -> str:
 
 
 async def load_divisions(
-    tx: Tx, division_ids: Iterable[int]
+    tx: Tx, division_ids: Iterable[int], *, skip: bool = False
 ) -> dict[int, tuple[DivisionRow, list[CallRow]]]:
     """Division rows and their calls (in creation order), by division id, locked for this
-    transaction where the backend locks rows."""
+    transaction where the backend locks rows (``skip``: those locked elsewhere are left out)."""
     ids = sorted(set(division_ids))
     ts, flag = tx.ts, tx.flag
-    divs = await tx.rows_in(_DIV_SQL + lock_clause(tx), ids)
+    divs = await tx.rows_in(_DIV_SQL + lock_clause(tx, skip=skip), ids)
+    if skip:
+        ids = [int(d[0]) for d in divs]
     calls: dict[int, list[CallRow]] = defaultdict(list)
     for c in await tx.rows_in(_CALL_SQL, ids):
         calls[c[1]].append(
@@ -117,6 +119,43 @@ def call_changes(old: CallRow, new: CallState, last_message: str | None) -> Row 
 def insert_attempts(tx: Tx, rows: list[Row]) -> None:
     """Rows in ``OUTBOX_INSERT`` order (``seq`` from ``tx.seq()``)."""
     tx.insert("outbox", OUTBOX_INSERT, rows)
+
+
+def mark_bundled(tx: Tx, rows: list[Row]) -> None:
+    """``(bundle, id)``: attempt rows sent as one message (contracts §8)."""
+    tx.update("outbox", ("bundle",), rows)
+
+
+async def waiting_calls(
+    tx: Tx, contact_ids: Sequence[str], until: datetime, attempts: int
+) -> list[tuple[int, str, str, int, datetime, bool]]:
+    """(division id, key, person, warning id, next due, drill) of these persons' running calls
+    whose next attempt is due by ``until`` (bundling, contracts §8)."""
+    if not contact_ids:
+        return []
+    rows = await tx.rows_in(
+        "SELECT c.division_id, c.key, c.contact_id, c.warning_id, c.next_due_at, w.drill"
+        ' FROM "call" c JOIN "warning" w ON w.id = c.warning_id'
+        " WHERE c.state = 'active' AND c.next_due_at <= ? AND c.attempts_made < ?"
+        " AND c.contact_id IN {ids} ORDER BY c.next_due_at, c.id",
+        list(contact_ids),
+        tx.bts(until),
+        attempts,
+        type_="text",
+    )
+    return [(int(r[0]), r[1], r[2], int(r[3]), tx.ts(r[4]), tx.flag(r[5])) for r in rows]
+
+
+async def stages_due_by(tx: Tx, until: datetime) -> list[tuple[int, int, str, datetime]]:
+    """(stage id, warning id, level, due) of the active warnings' stages not fired yet and due
+    by ``until`` (bundling, contracts §8)."""
+    rows = await tx.rows(
+        'SELECT s.id, s.warning_id, s.level, s.due_at FROM stage s JOIN "warning" w'
+        " ON w.id = s.warning_id WHERE s.state = 'pending' AND w.state = 'active'"
+        " AND s.due_at <= ? ORDER BY s.due_at, s.id",
+        tx.bts(until),
+    )
+    return [(int(r[0]), int(r[1]), r[2], tx.ts(r[3])) for r in rows]
 
 
 def insert_events(tx: Tx, rows: list[Row]) -> None:

@@ -30,7 +30,7 @@ RETRY_AFTER = timedelta(seconds=20)
 #: what a taken message needs: the row, its warning's key, its call's state and reply code
 _DUE = (
     'SELECT o.id, o."to", o.purpose, o.text, w.key, o.contact_id, o.drill, o.attempt, o.rung,'
-    " c.reply_code, c.token, o.call_id, o.tries, c.state, c.attempts_made"
+    " c.reply_code, c.token, o.call_id, o.tries, c.state, c.attempts_made, o.bundle"
     ' FROM outbox o JOIN "warning" w ON w.id = o.warning_id'
     ' LEFT OUTER JOIN "call" c ON c.id = o.call_id'
 )
@@ -38,8 +38,9 @@ DUE_SQLITE = _DUE + " WHERE o.state = 'pending' AND o.due_at <= ? ORDER BY o.due
 
 
 def stale(r: Row) -> bool:
-    """A call attempt whose call was answered, cancelled, or overtaken by the next attempt."""
-    return r[2] == "call" and (r[13] != "active" or (r[7] or 0) < (r[14] or 0))
+    """A call attempt whose call was answered, cancelled, or overtaken by the next attempt
+    (a bundled message carries other calls too: it goes out, contracts §8)."""
+    return r[2] == "call" and (r[13] != "active" or (r[7] or 0) < (r[14] or 0)) and r[15] is None
 
 
 async def take(store: Any, now: datetime, limit: int, instance: str) -> list[Row]:

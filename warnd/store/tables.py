@@ -205,11 +205,14 @@ class Outbox(SQLModel, table=True):
     The row is the message's queue entry and its own record: its id is the idempotency key the
     gateway sees (contracts §5); ``at`` (when it was made) and ``seq`` place it in the history.
     Two indexes: the id, and the messages still to send in queueing order (partial: sent ones
-    leave it).
+    leave it); a third, partial, holds only bundled attempts (contracts §8).
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "due_at", "seq", **_where("state = 'pending'")),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "due_at", "seq", **_where("state = 'pending'")),
+        Index("ix_outbox_bundle", "bundle", **_where("bundle IS NOT NULL")),
+    )
     id: str = Field(primary_key=True)
     warning_id: int
     call_id: int | None = None
@@ -222,7 +225,7 @@ class Outbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime | None = _ts(nullable=False)  # made (the history's time); never changes
     due_at: datetime | None = _ts(nullable=False)  # next try
-    state: str = "pending"  # pending|sending|sent|failed|cancelled
+    state: str = "pending"  # pending|sending|sent|failed|cancelled|bundled (sent with its lead)
     tries: int = 0
     channel: str | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
@@ -230,6 +233,9 @@ class Outbox(SQLModel, table=True):
     sent_at: datetime | None = _ts()
     drill: bool = False
     seq: int | None = Field(default=None, sa_column=Column(BigInteger))  # NULL: before 0003
+    #: contracts §8: the id of the message that carried this attempt with others (the lead's
+    #: own id on the lead); NULL: a message of its own
+    bundle: str | None = None
 
 
 class Ack(SQLModel, table=True):

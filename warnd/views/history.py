@@ -35,7 +35,8 @@ FROM (
   FROM event e JOIN warning w ON w.id = e.warning_id {event_where}
   UNION ALL
   SELECT o.at, o.seq, 'o', o.purpose, w.key, o.contact_id, d.code, d.level,
-         o.attempt, o.rung, m.severity, CAST(NULL AS boolean), CAST(NULL AS json)
+         o.attempt, o.rung, COALESCE(m.severity, o.bundle), CAST(NULL AS boolean),
+         CAST(NULL AS json)
   FROM outbox o JOIN warning w ON w.id = o.warning_id
   LEFT JOIN call c ON c.id = o.call_id
   LEFT JOIN division d ON d.id = c.division_id
@@ -127,6 +128,8 @@ def _event(
         if kind == "call":
             item["attempt"] = int(attempt)
             item["rung"] = rung
+            if extra is not None:  # sent in one message with other calls (contracts §8)
+                item["bundle"] = extra
         elif kind == "update":
             item["severity"] = extra
     elif src == "a":
