@@ -22,10 +22,11 @@ from typing import NamedTuple
 
 
 class Made(NamedTuple):
-    """An attempt made at *t*: to whom, on which warning."""
+    """An attempt made at *t*: to whom, on which warning, which attempt of its call."""
 
     contact_id: str
     warning: int
+    attempt: int = 1
 
 
 class Waiting(NamedTuple):
@@ -58,16 +59,20 @@ def pull(
 
 
 def groups(made: Sequence[Made]) -> list[list[int]]:
-    """Indexes of the attempts that go out as one message, in order (the first: the lead).
+    """Indexes of the attempts that go out as one message (the first: the lead, the message
+    sent), groups in order of their first attempt.
 
     A person's attempts at one instant form one group when they span two warnings or more;
-    a person whose attempts are all on one warning gets no group (each its own message)."""
+    a person whose attempts are all on one warning gets no group (each its own message). The
+    lead is the attempt with the lowest number (a call's first attempt, when there is one),
+    the earliest made among equals; the others follow in the order they were made."""
     by_person: dict[str, list[int]] = {}
     for i, m in enumerate(made):
         by_person.setdefault(m.contact_id, []).append(i)
     out = []
     for idx in by_person.values():
         if len(idx) > 1 and len({made[i].warning for i in idx}) > 1:
-            out.append(idx)
-    out.sort(key=lambda g: g[0])
+            lead = min(idx, key=lambda i: (made[i].attempt, i))
+            out.append([lead, *(i for i in idx if i != lead)])
+    out.sort(key=lambda g: min(g))
     return out

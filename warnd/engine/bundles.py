@@ -148,7 +148,7 @@ def combine(ctx: Context, rows: Rows) -> list[Row]:
     parts = rows.parts
     assert parts is not None
     attempts = rows.attempts
-    made = [bundle.Made(_person(r[4], bool(r[14])), r[1]) for r in attempts]
+    made = [bundle.Made(_person(r[4], bool(r[14])), r[1], r[7]) for r in attempts]
     out: list[Row] = []
     for group in bundle.groups(made):
         lead = group[0]

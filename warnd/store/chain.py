@@ -122,8 +122,9 @@ def insert_attempts(tx: Tx, rows: list[Row]) -> None:
 
 
 def mark_bundled(tx: Tx, rows: list[Row]) -> None:
-    """``(bundle, id)``: attempt rows sent as one message (contracts §8)."""
-    tx.update("outbox", ("bundle",), rows)
+    """``(bundle, id)``: attempt rows sent as one message (contracts §8). A statement per row,
+    not ``tx.update``: the rows of a history table's bulk writes end with their ``seq``."""
+    tx.many("UPDATE outbox SET bundle = ? WHERE id = ?", rows)
 
 
 async def waiting_calls(

@@ -117,11 +117,12 @@ async def divisions_of(tx: Tx, warning_id: int) -> list[tuple[int, str, bool]]:
 
 async def notified(tx: Tx, warning_id: int) -> list[tuple[str, str]]:
     """(contact_id, number) of everyone a call of this warning went (or is going) to, in order
-    of their first attempt. A scan of the outbox: an Update or a Cancel is rare, and an index
+    of their first attempt (one carried by another warning's message, ``bundled``, went too).
+    A scan of the outbox: an Update or a Cancel is rare, and an index
     by warning would be written for every attempt of a fan-out."""
     rows = await tx.rows(
         "SELECT contact_id, \"to\" FROM outbox WHERE warning_id = ? AND purpose = 'call'"
-        " AND state IN ('sent', 'sending', 'pending') ORDER BY at, seq, id",
+        " AND state IN ('sent', 'sending', 'pending', 'bundled') ORDER BY at, seq, id",
         warning_id,
     )
     seen: dict[str, str] = {}
@@ -131,9 +132,10 @@ async def notified(tx: Tx, warning_id: int) -> list[tuple[str, str]]:
 
 
 async def cancel_queued_calls(tx: Tx, warning_id: int) -> int:
-    """Call attempts of a lifted warning not sent yet: they never will be."""
+    """Call attempts of a lifted warning not sent yet: they never will be (but a bundled
+    message goes out: it carries other warnings' calls, contracts §8)."""
     return await tx.execute(
         "UPDATE outbox SET state = 'cancelled' WHERE state = 'pending' AND purpose = 'call'"
-        " AND warning_id = ?",
+        " AND warning_id = ? AND bundle IS NULL",
         warning_id,
     )

@@ -1,0 +1,163 @@
+"""``drill simulate`` with bundling (contracts §8): a person's attempts on several warnings due
+together go out as one message; each call keeps its own ``notify`` event (all of one message
+carry the same ``bundle`` id), its own ``ack``, and its own ladder."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from factory import cap_xml
+from test_drill import SENT, Scenario, at, of
+
+from warnd.policy import AckPolicy, Policy
+
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+W = 5 * M
+IDS = (
+    "43312241600000_20250614080000",
+    "43312241600000_20250614080001",
+    "43312241600000_20250614080002",
+)
+VILLAGE_A, VILLAGE_B = "c-433122100200-a", "c-433122100200-b"
+TOWNSHIP_A, COUNTY_A = "c-433122100-a", "c-433122-a"
+
+
+def bundled(span: timedelta = 2 * M) -> Policy:
+    p = Policy.default()
+    return replace(p, ack=AckPolicy(p.ack.window, p.ack.attempts, span))
+
+
+def messages(report: dict[str, Any]) -> dict[tuple[datetime, str], list[dict[str, Any]]]:
+    """The notify events per (time, person): what one message would carry."""
+    out: dict[tuple[datetime, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in of(report, "notify"):
+        out[(at(e), e["contact_id"])].append(e)
+    return out
+
+
+def three_warnings(sc: Scenario) -> None:
+    """W1 fires every stage at once; W2's and W3's village stages are due 1 and 2 minutes
+    later (their county and township stages fire at once too)."""
+    sc.message(cap_xml(IDS[0], SENT, headline="暴雨橙色预警"))
+    sc.message(cap_xml(IDS[1], SENT, onset=SENT + H + M, headline="山洪灾害气象风险预警"))
+    sc.message(cap_xml(IDS[2], SENT, onset=SENT + H + 2 * M, headline="地质灾害气象风险预警"))
+
+
+@pytest.fixture
+def sc(tmp_path: Path) -> Scenario:
+    return Scenario(tmp_path)
+
+
+async def test_two_warnings_at_once_one_message_per_round_and_one_answer_for_both(
+    sc: Scenario,
+) -> None:
+    sc.message(cap_xml(IDS[0], SENT))
+    sc.message(cap_xml(IDS[1], SENT, headline="山洪灾害气象风险预警"))
+    sc.responders = {COUNTY_A: "1m", TOWNSHIP_A: "2m", VILLAGE_A: "3m"}
+    r = await sc.run(bundled())
+    for (_t, _who), msg in messages(r).items():
+        assert {e["warning"] for e in msg} == set(IDS[:2])
+        assert len({e.get("bundle") for e in msg}) == 1 and msg[0].get("bundle")
+    # one answer per person acknowledged both calls, each with its own ack event
+    acks = of(r, "ack")
+    assert sorted((e["contact_id"], e["warning"]) for e in acks) == sorted(
+        (c, w) for c in (COUNTY_A, TOWNSHIP_A, VILLAGE_A) for w in IDS[:2]
+    )
+    assert {at(e) - SENT for e in acks if e["contact_id"] == VILLAGE_A} == {3 * M}
+    assert of(r, "escalate") == []
+    assert r["summary"]["attempts"] == 6 and r["summary"]["acknowledgements"] == 6
+
+
+async def test_a_later_warning_bundles_the_redials_due_in_the_window(sc: Scenario) -> None:
+    sc.message(cap_xml(IDS[0], SENT))
+    sc.message(cap_xml(IDS[1], SENT + M, headline="山洪灾害气象风险预警"))
+    r = await sc.run(bundled())
+    village = sorted(
+        (at(e) - SENT, e["warning"], e["attempt"], e.get("bundle") is not None)
+        for e in of(r, "notify", contact_id=VILLAGE_A)
+    )
+    # the first attempts went out on their own (nothing else was due within 2 minutes); W2's
+    # second attempt, due at 6m, went with W1's at 5m, and from then on they fall due together
+    assert village == [
+        (0 * M, IDS[0], 1, False),
+        (1 * M, IDS[1], 1, False),
+        (5 * M, IDS[0], 2, True),
+        (5 * M, IDS[1], 2, True),
+        (10 * M, IDS[0], 3, True),
+        (10 * M, IDS[1], 3, True),
+    ]
+    # each call failed one window after its last attempt and escalated on its own ladder, to
+    # the same backup at the same instant: one message
+    esc = of(r, "escalate", rung="backup", level="village")
+    assert sorted((at(e) - SENT, e["warning"]) for e in esc) == [(15 * M, IDS[0]), (15 * M, IDS[1])]
+    backup = of(r, "notify", contact_id=VILLAGE_B, attempt=1)
+    assert len(backup) == 2 and len({e["bundle"] for e in backup}) == 1
+    assert {at(e) - SENT for e in backup} == {15 * M}
+
+
+async def test_three_warnings_stage_due_in_the_window_starts_with_the_others(
+    sc: Scenario,
+) -> None:
+    three_warnings(sc)
+    sc.responders = {VILLAGE_A: "1m"}
+    r = await sc.run(bundled())
+    first = of(r, "notify", contact_id=VILLAGE_A)
+    # W2's and W3's village stages (due at 1m and 2m) called the village's A person at 0 with
+    # W1: one message, three calls; the stages called nobody again when they fired
+    assert sorted((at(e) - SENT, e["warning"]) for e in first) == [(0 * M, w) for w in IDS]
+    assert len({e["bundle"] for e in first}) == 1
+    acks = of(r, "ack", contact_id=VILLAGE_A)
+    assert sorted(e["warning"] for e in acks) == sorted(IDS)
+    assert {at(e) - SENT for e in acks} == {M}
+    # the village was reached on every warning: no escalation there
+    assert of(r, "escalate", level="village") == []
+
+
+async def test_three_warnings_nobody_answers_one_message_per_round_escalation_per_call(
+    sc: Scenario,
+) -> None:
+    three_warnings(sc)
+    r = await sc.run(bundled())
+    msgs = messages(r)
+    for (_t, _who), msg in msgs.items():
+        assert {e["warning"] for e in msg} == set(IDS)  # every round: one message
+        assert len({e["bundle"] for e in msg}) == 1
+    village = sorted({t - SENT for (t, who) in msgs if who == VILLAGE_A})
+    assert village == [0 * M, 5 * M, 10 * M]
+    # every call escalated on its own ladder: backup, superior, duty, per warning and division
+    for rung in ("backup", "superior", "duty"):
+        esc = of(r, "escalate", rung=rung, level="village")
+        assert sorted(e["warning"] for e in esc) == sorted(IDS)
+        assert len({at(e) for e in esc}) == 1
+    assert {e["warning"] for e in of(r, "unreached", level="village")} == set(IDS)
+    # bundle ids name one message each: as many as (time, person) pairs
+    assert len({e["bundle"] for e in of(r, "notify")}) == len(msgs)
+
+
+async def test_bundle_off_is_unchanged(sc: Scenario) -> None:
+    three_warnings(sc)
+    sc.responders = {VILLAGE_A: "1m"}
+    r = await sc.run()
+    assert all("bundle" not in e for e in r["events"])
+    first = sorted((at(e) - SENT, e["warning"]) for e in of(r, "notify", contact_id=VILLAGE_A))
+    assert first == [(0 * M, IDS[0]), (M, IDS[1]), (2 * M, IDS[2])]
+    # one answer acknowledges one call: the responder answered each of its own calls
+    acks = of(r, "ack", contact_id=VILLAGE_A)
+    assert sorted((at(e) - SENT, e["warning"]) for e in acks) == [
+        (M, IDS[0]),
+        (2 * M, IDS[1]),
+        (3 * M, IDS[2]),
+    ]
+
+
+async def test_drill_and_real_warnings_never_share_a_message(sc: Scenario) -> None:
+    sc.message(cap_xml(IDS[0], SENT))
+    sc.message(cap_xml(IDS[1], SENT, status="Exercise"))
+    r = await sc.run(bundled())
+    assert all("bundle" not in e for e in of(r, "notify"))
