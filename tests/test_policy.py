@@ -269,6 +269,9 @@ BAD = [
     ('[ack]\nwindow = "0s"', "ack.window"),
     ('[ack]\nwindow = "5 minutes"', "ack.window"),
     ("[ack]\nattemps = 3", "ack.attemps"),
+    ('[ack]\nbundle = "2 minutes"', "ack.bundle"),
+    ("[ack]\nbundle = 120", "ack.bundle"),
+    ('[ack]\nbundle = "5m"', "ack.bundle"),  # not shorter than the (default) window
     ('[escalation]\nladder = "backup"', "escalation.ladder"),
     ('[escalation]\nladder = ["backup", "boss"]', "escalation.ladder[1]"),
     ('[escalation]\nladder = ["duty", "duty"]', "escalation.ladder[1]"),
@@ -424,6 +427,18 @@ def test_a_heartbeat_whose_two_beats_outlast_the_window_is_refused(tmp_path: Pat
     ok = load_config(write(tmp_path, '[store]\nheartbeat = "30s"\n[ack]\nwindow = "60s"\n'))
     assert ok.store_heartbeat == timedelta(seconds=30)
     assert load_config(write(tmp_path, "")).store_heartbeat is None  # derived from the window
+
+
+def test_bundle_is_off_by_default_and_shorter_than_the_window(tmp_path: Path) -> None:
+    """``[ack] bundle`` (contracts §8): "0s" is off, the default; a span must be shorter than
+    the window (a bundled attempt would otherwise pass its own next one)."""
+    assert load_config(write(tmp_path, "")).policy.ack.bundle == timedelta(0)
+    off = load_config(write(tmp_path, '[ack]\nbundle = "0s"\n'))
+    assert off.policy.ack.bundle == timedelta(0)
+    on = load_config(write(tmp_path, '[ack]\nwindow = "5m"\nbundle = "2m"\n'))
+    assert on.policy.ack.bundle == timedelta(minutes=2)
+    err = config_error(tmp_path, '[ack]\nwindow = "60s"\nbundle = "1m"\n')
+    assert err.field == "ack.bundle" and "ack.window" in str(err)
 
 
 # ---- the edges: secrets, demo mode, listener limits, the monitor listener, feed allow-lists -----
