@@ -233,3 +233,20 @@ def test_a_failing_audit_says_exactly_what_to_change_and_that_change_passes(
     for window, attempts, code in (("4m", 3, 0), ("5m", 2, 0), ("4m59s", 3, 0), ("5m", 3, 1)):
         cfg = policy_toml(tmp_path, window, attempts, ladder)
         assert invoke(str(folder), "--config", str(cfg)).exit_code == code, (window, attempts)
+
+
+def test_bundling_is_named_and_leaves_the_worst_case_as_it_is(tmp_path: Path) -> None:
+    """``[ack] bundle`` (contracts §8) only ever brings an attempt forward: the audit says so
+    and its figures do not change."""
+    folder = write_contacts(tmp_path / "contacts", county_rows(townships=1, villages=1))
+    plain = policy_toml(tmp_path, "5m", 3, '["backup"]')
+    before = json.loads(invoke(str(folder), "--config", str(plain), "--json").stdout)
+    assert "bundle" not in before["policy"]
+    text = plain.read_text(encoding="utf-8").replace(
+        "attempts = 3\n", 'attempts = 3\nbundle = "2m"\n'
+    )
+    plain.write_text(text, encoding="utf-8")
+    after = json.loads(invoke(str(folder), "--config", str(plain), "--json").stdout)
+    assert after["policy"]["bundle"] == "2m"
+    assert after["posts"] == before["posts"] and after["counts"] == before["counts"]
+    assert "合并发送 bundle = 2m" in invoke(str(folder), "--config", str(plain), "--all").stdout

@@ -161,3 +161,36 @@ async def test_drill_and_real_warnings_never_share_a_message(sc: Scenario) -> No
     sc.message(cap_xml(IDS[1], SENT, status="Exercise"))
     r = await sc.run(bundled())
     assert all("bundle" not in e for e in of(r, "notify"))
+
+
+def test_cli_drill_report_and_status_mark_the_bundled_attempts(tmp_path: Path) -> None:
+    """``drill simulate`` under a config with ``[ack] bundle``; ``warnd report`` of its file
+    counts the bundled attempts (JSON ``bundled``; a line on the terminal)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from warnd.cli import main
+
+    sc = Scenario(tmp_path)
+    three_warnings(sc)
+    (tmp_path / "r.csv").write_text(f"contact_id,ack_after\n{VILLAGE_A},1m\n", encoding="utf-8")
+    cfg = tmp_path / "warnd.toml"
+    cfg.write_text('[ack]\nwindow = "5m"\nbundle = "2m"\n', encoding="utf-8")
+    out = tmp_path / "drill.json"
+    args = ["drill", "simulate", "--feed", str(sc.feed), "--contacts", str(tmp_path / "contacts")]
+    args += ["--responders", str(tmp_path / "r.csv"), "--report", str(out), "--config", str(cfg)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    events = json.loads(out.read_text(encoding="utf-8"))["events"]
+    assert {e["type"] for e in events if "bundle" in e} == {"notify"}
+    rep = CliRunner().invoke(
+        main, ["report", str(out), "--contacts", str(tmp_path / "contacts"), "--json"]
+    )
+    assert rep.exit_code == 0, rep.output
+    village = [
+        lv for lv in json.loads(rep.output)["warnings"][0]["levels"] if lv["level"] == "village"
+    ]
+    assert village[0]["bundled"] >= 1
+    term = CliRunner().invoke(main, ["report", str(out), "--contacts", str(tmp_path / "contacts")])
+    assert term.exit_code == 0 and "合并发送" in term.output

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from factory import cap_xml
@@ -206,3 +207,39 @@ async def test_bundle_off_sends_each_call_on_its_own(rig: Rig) -> None:
     res = await engine.ack_ivr(sent[0].id, "1")
     assert res.ok
     assert sorted(c.state for c in await calls_of(rig, sent[0].contact)) == ["acked", "active"]
+
+
+async def test_status_marks_the_bundled_attempts(rig: Rig) -> None:
+    """``warnd status <warning>``: a person whose last attempt went out in one message with
+    other warnings' is marked 合并 (JSON ``bundled``)."""
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from warnd.cli import main
+
+    def cli(*args: str) -> object:  # the command runs its own event loop
+        return asyncio.to_thread(CliRunner().invoke, main, list(args))
+
+    engine = rig.engine
+    assert engine is not None
+    await two_warnings(engine)
+    await rig.send_all()
+    cfg = rig.tmp / "warnd.toml"
+    cfg.write_text(
+        f'[store]\nurl = "{rig.url}"\n[contacts]\npath = "{rig.tmp / "contacts"}"\n'
+        '[ack]\nbundle = "2m"\n',
+        encoding="utf-8",
+    )
+    clock = rig.tmp / "clock"
+    clock.write_text((T0 + M).isoformat(), encoding="utf-8")
+    await rig.close()
+    rig.store = None
+    args = ["status", W2, "--config", str(cfg), "--clock-file", str(clock)]
+    res: Any = await cli(*args, "--json")
+    assert res.exit_code == 0, res.output
+    people = [p for d in json.loads(res.output)["divisions"] for p in d["persons"]]
+    assert people and all(p["bundled"] for p in people)
+    term: Any = await cli(*args)
+    assert term.exit_code == 0 and "合并" in term.output

@@ -174,6 +174,13 @@ def audit_cmd(path: Path | None, show_all: bool, as_json: bool, config_path: str
 
 
 def _policy_json(policy: Policy) -> dict[str, Any]:
+    out = _policy_fields(policy)
+    if policy.ack.bundle:  # contracts §8 (absent when off)
+        out["bundle"] = format_duration(policy.ack.bundle)
+    return out
+
+
+def _policy_fields(policy: Policy) -> dict[str, Any]:
     return {
         "window": format_duration(policy.ack.window),
         "attempts": policy.ack.attempts,
@@ -237,6 +244,12 @@ def _print_audit(
         + "。",
         highlight=False,
     )
+    if policy.ack.bundle:  # contracts §8: bundling only ever brings an attempt forward
+        console.print(
+            f"合并发送 bundle = {format_duration(policy.ack.bundle)}：同一人多条预警的呼叫"
+            "最多提前这么久合并为一条消息，从不推迟，最坏叫应时长不变。",
+            highlight=False,
+        )
     parts = [
         f"{audit_mod.LEVEL_ZH[lv]} {tally[lv]['posts'] - tally[lv]['failed']}/{tally[lv]['posts']}"
         for lv in ("county", "township", "village")

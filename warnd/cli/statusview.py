@@ -154,6 +154,7 @@ def _person_json(p: views.PersonView, f: Fmt) -> dict[str, Any]:
         "last_attempt_at": f.iso(p.last_attempt_at),
         "last_channel": p.last_channel,
         "last_delivery": p.last_delivery,
+        "bundled": p.bundled,
         "next_attempt_at": f.iso(p.next_due_at),
         "acknowledged_at": f.iso(p.acknowledged_at),
         "ack_source": p.ack_source,
@@ -348,6 +349,8 @@ def _answer(p: views.PersonView, f: Fmt) -> str:
 
 def _last(p: views.PersonView, f: Fmt) -> str:
     last = f.t(p.last_attempt_at)
+    if p.bundled:  # contracts §8: one message with other warnings' calls
+        last += " 合并"
     if p.last_channel:
         return f"{last} {p.last_channel}"
     return f"{last} 发送失败" if p.last_delivery == "failed" else last

@@ -79,6 +79,8 @@ class DivisionOutcome:
     not_woken_at: datetime | None
     resolved_by: str | None = None
     onset: datetime | None = None
+    #: attempts that went out in one message with other warnings' (contracts §8)
+    bundled: int = 0
 
     @property
     def in_time(self) -> bool | None:
@@ -128,6 +130,7 @@ class LevelSummary:
     escalations: Mapping[str, int]
     not_woken: int
     ack_seconds: tuple[float, ...]  # every acknowledgement on behalf of the level
+    bundled: int = 0  # attempts sent in one message with other warnings' (contracts §8)
 
     @property
     def ack_rate(self) -> float | None:
@@ -255,6 +258,7 @@ def build(
 class _Div:
     __slots__ = (
         "attempts",
+        "bundled",
         "code",
         "escalations",
         "first",
@@ -268,7 +272,7 @@ class _Div:
         self.code, self.level = code, level
         self.first: datetime | None = None
         self.reached: tuple[datetime, str | None, str | None, str | None] | None = None
-        self.attempts = self.redials = 0
+        self.attempts = self.redials = self.bundled = 0
         self.escalations: list[str] = []
         self.not_woken: datetime | None = None
 
@@ -310,6 +314,8 @@ class _Acc:
             rung, cid, n = e.get("rung") or STAGE, e["contact_id"], int(e.get("attempt") or 1)
             k = (d.code, rung, cid)
             d.attempts += 1
+            if e.get("bundle"):
+                d.bundled += 1
             if n == 1:
                 self.starts[k] = at
                 if d.first is None and rung == STAGE:
@@ -398,6 +404,7 @@ class _Acc:
                         not_woken_at=d.not_woken,
                         resolved_by=resolved.get(d.code),
                         onset=onset,
+                        bundled=d.bundled,
                     )
                     for d in self.divs.values()
                 ),
@@ -461,6 +468,7 @@ class _Acc:
                     escalations=esc,
                     not_woken=sum(1 for d in ds if d.not_woken_at is not None),
                     ack_seconds=tuple(sorted(self.ack_seconds.get(lv, ()))),
+                    bundled=sum(d.bundled for d in ds),
                 )
             )
         return tuple(levels)

@@ -81,6 +81,13 @@ def to_json(report: Report) -> dict[str, Any]:
 
 def _level_json(lv: LevelSummary, tz: ZoneInfo) -> dict[str, Any]:
     secs = lv.ack_seconds
+    out = _level_fields(lv, tz, secs)
+    if lv.bundled:  # contracts §8 (absent when nothing was bundled)
+        out["bundled"] = lv.bundled
+    return out
+
+
+def _level_fields(lv: LevelSummary, tz: ZoneInfo, secs: tuple[float, ...]) -> dict[str, Any]:
     return {
         "level": lv.level,
         "due": iso(lv.due_at, tz),
@@ -105,6 +112,13 @@ def _level_json(lv: LevelSummary, tz: ZoneInfo) -> dict[str, Any]:
 
 
 def _division_json(d: DivisionOutcome, tz: ZoneInfo) -> dict[str, Any]:
+    out = _division_fields(d, tz)
+    if d.bundled:  # contracts §8 (absent when nothing was bundled)
+        out["bundled"] = d.bundled
+    return out
+
+
+def _division_fields(d: DivisionOutcome, tz: ZoneInfo) -> dict[str, Any]:
     before = d.before_onset
     return {
         "code": d.code,
@@ -346,6 +360,9 @@ def render_terminal(report: Report, console: Any, *, limit: int = 40) -> None:
         if wr.skipped:
             console.print(f"[yellow]未调度 skipped: {wr.skipped}[/]")
         console.print(_terminal_levels(wr, tz))
+        bundled = sum(lv.bundled for lv in wr.levels)
+        if bundled:  # contracts §8
+            console.print(f"合并发送 bundled: {bundled} 次呼叫与其他预警合并为一条消息发出")
         _terminal_histogram(wr, console)
         if wr.channels:
             console.print(_terminal_channels(wr))

@@ -157,6 +157,8 @@ class PersonView(NamedTuple):
     ack_by: str | None = None
     ack_note: str | None = None
     name: str | None = None
+    #: its last attempt went out in one message with other warnings' (contracts §8)
+    bundled: bool = False
 
     @property
     def acknowledged(self) -> bool:

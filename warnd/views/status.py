@@ -212,8 +212,8 @@ _DIVISION_COLS = (
 )
 _CALL_SQL = (
     "SELECT c.id, c.division_id, c.contact_id, c.phone, c.rung, c.start_at, c.attempts_made,"
-    " c.next_due_at, c.state, c.acked_at, c.ack_source, o.due_at, o.sent_at, o.channel, o.state"
-    " FROM call c LEFT JOIN outbox o ON o.id = c.last_message"
+    " c.next_due_at, c.state, c.acked_at, c.ack_source, o.due_at, o.sent_at, o.channel, o.state,"
+    " o.bundle FROM call c LEFT JOIN outbox o ON o.id = c.last_message"
 )
 _LEVEL_RANK = "CASE d.level " + " ".join(
     f"WHEN '{lv}' THEN {i}" for i, lv in enumerate(LEVEL_ORDER)
@@ -324,6 +324,8 @@ def _persons(
             r[10],
             by,
             note,
+            None,
+            r[15] is not None,
         )
     return people, called
 
