@@ -243,3 +243,21 @@ async def test_status_marks_the_bundled_attempts(rig: Rig) -> None:
     assert people and all(p["bundled"] for p in people)
     term: Any = await cli(*args)
     assert term.exit_code == 0 and "合并" in term.output
+
+
+async def test_lift_notices_due_together_go_as_one_message_and_calls_apart(rig: Rig) -> None:
+    engine = rig.engine
+    assert engine is not None
+    await two_warnings(engine)
+    await rig.send_all()
+    sender = "433122_Meteorological_Observatory"
+    for w in (W1, W2):
+        await ingest(engine, cap_xml(w + "c", T0, msg_type="Cancel", references=[(sender, w, T0)]))
+    sent = await rig.send_all()
+    assert sorted(m.contact for m in sent) == ["c-433122-a", "c-433122100-a", VILLAGE_A]
+    assert all(m.purpose == "lift" and "预警通知·合并2条" in m.text for m in sent)
+    lifts = [r for r in await outbox(rig) if r.purpose == "lift"]
+    assert sorted(r.state for r in lifts) == ["bundled"] * 3 + ["sent"] * 3
+    leads = {m.id: m.text for m in sent}
+    for r in lifts:  # the lead's row keeps the joined text: a retry sends the same
+        assert r.bundle in leads and (r.id not in leads or r.text == leads[r.id])

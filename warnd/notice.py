@@ -99,7 +99,9 @@ def bundle_text(
         )
         spec = rungs.find(it.rung)
         tag = spec.tag if spec is not None else ""
-        who = spec.behalf_text(it.on_behalf_of) if spec is not None and it.on_behalf_of else ""
+        who = ""
+        if spec is not None and it.on_behalf_of:
+            who = "，" + spec.behalf_text(it.on_behalf_of).rstrip("。")
         redial = f"（第{it.attempt}次）" if it.attempt > 1 else ""
         lines.append(f"{i}.{tag}{redial}{w.headline}，区域：{it.division_name}，{when}{who}")
     n = len(items)
@@ -110,6 +112,11 @@ def bundle_text(
         answer += f"，或打开 {link} 确认"
     drill = any(it.w.drill for it in items)
     return f"{_mark(drill)}【预警叫应·合并{n}条】" + "；".join(lines) + f"。{answer}。"
+
+
+def notices_text(texts: list[str]) -> str:
+    """Update and lift notices to one person on several warnings, as one message (§8)."""
+    return f"【预警通知·合并{len(texts)}条】" + "".join(f"{i}.{t}" for i, t in enumerate(texts, 1))
 
 
 def update_text(w: WarningFacts, *, tz: ZoneInfo) -> str:

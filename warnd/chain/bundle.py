@@ -25,7 +25,7 @@ class Made(NamedTuple):
     """An attempt made at *t*: to whom, on which warning, which attempt of its call."""
 
     contact_id: str
-    warning: int
+    warning: int | str  # its id (or key)
     attempt: int = 1
 
 
@@ -46,7 +46,7 @@ def pull(
     (attempts on the same warning keep their own times). Order kept; none when ``span`` is 0."""
     if span <= timedelta(0):
         return []
-    mine: dict[str, set[int]] = {}
+    mine: dict[str, set[int | str]] = {}
     for m in made:
         mine.setdefault(m.contact_id, set()).add(m.warning)
     until = now + span
@@ -71,7 +71,7 @@ def groups(made: Sequence[Made]) -> list[list[int]]:
         by_person.setdefault(m.contact_id, []).append(i)
     out = []
     for idx in by_person.values():
-        if len(idx) > 1 and len({made[i].warning for i in idx}) > 1:
+        if len(idx) > 1 and len({made[i].warning for i in idx}) > 1:  # two warnings or more
             lead = min(idx, key=lambda i: (made[i].attempt, i))
             out.append([lead, *(i for i in idx if i != lead)])
     out.sort(key=lambda g: min(g))

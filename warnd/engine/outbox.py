@@ -91,7 +91,51 @@ async def claim(ctx: Context, now: datetime, limit: int) -> list[Attempt]:
         for a in stale:
             a.outcome, a.error = "cancelled", NO_LONGER_OPEN
         await record(ctx, stale)
+    if ctx.policy.ack.bundle and len(fresh) > 1:
+        fresh = await _bundle_notices(ctx, fresh)
     return fresh
+
+
+_NOTICES = ("update", "lift")
+
+
+async def _bundle_notices(ctx: Context, taken: list[Attempt]) -> list[Attempt]:
+    """Update and lift notices due together to one person on several warnings: one message
+    (contracts §8). The lead's row takes the joined text (a retry sends the same); the others
+    are kept ``bundled`` under its id. Calls are never touched here."""
+    from warnd.chain import bundle
+    from warnd.notice import notices_text
+
+    notices = [a for a in taken if a.purpose in _NOTICES]
+    if len(notices) < 2:
+        return taken
+    made = [bundle.Made(a.contact + ("\x00drill" if a.drill else ""), a.warning) for a in notices]
+    leads: list[tuple[str, str, str]] = []
+    riders: list[tuple[str, str]] = []
+    gone: set[str] = set()
+    for group in bundle.groups(made):
+        lead = notices[group[0]]
+        lead.text = notices_text([notices[i].text for i in group])
+        leads.append((lead.text, lead.id, lead.id))
+        for i in group[1:]:
+            riders.append((lead.id, notices[i].id))
+            gone.add(notices[i].id)
+    if not leads:
+        return taken
+
+    async def job(tx: Tx) -> None:
+        tx.many("UPDATE outbox SET text = ?, bundle = ? WHERE id = ?", leads)
+        tx.many(
+            "UPDATE outbox SET state = 'bundled', bundle = ?, claimed_by = NULL"
+            f" WHERE id = ? AND {store_outbox.LIVE}",
+            riders,
+        )
+
+    try:
+        await ctx.store.writer.run(job)
+    finally:
+        ctx.store.release(sorted(gone))
+    return [a for a in taken if a.id not in gone]
 
 
 def _handler(ctx: Context) -> Any:

@@ -82,7 +82,7 @@ async def claim_postgres(tx: Tx, now: datetime, limit: int, instance: str) -> li
     )
 
 
-_LIVE = "state IN ('pending', 'sending')"
+_LIVE = LIVE = "state IN ('pending', 'sending')"
 
 
 def record(
