@@ -261,3 +261,22 @@ async def test_lift_notices_due_together_go_as_one_message_and_calls_apart(rig: 
     leads = {m.id: m.text for m in sent}
     for r in lifts:  # the lead's row keeps the joined text: a retry sends the same
         assert r.bundle in leads and (r.id not in leads or r.text == leads[r.id])
+
+
+async def test_divisions_started_in_other_batches_start_with_the_persons_first_call(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A province's stage starts in batches: a person's division of the other warning, queued
+    for a later batch, starts with the batch that calls that person (one message)."""
+    from warnd.engine import calls
+
+    monkeypatch.setattr(calls, "START_BATCH", 1)
+    engine = rig.engine
+    assert engine is not None
+    await two_warnings(engine)
+    sent = await rig.send_all()
+    assert sorted(m.contact for m in sent) == ["c-433122-a", "c-433122100-a", VILLAGE_A]
+    assert all("一次确认全部2条" in m.text for m in sent)
+    async with engine.ctx.store.read() as s:
+        queued = (await s.execute(select(Division.start_due))).scalars().all()
+    assert queued == [None] * 6  # every division started once

@@ -5,9 +5,11 @@ Only with ``[ack] bundle`` > 0; with "0s" nothing here runs. In a batch of stepp
 
 - ``gather``: the persons the batch makes attempts to have their other attempts due within
   ``[now, now + bundle]`` on other warnings brought forward (``bundle.pull``): running calls'
-  next attempts (``ladder.Early``), and their first attempt of a stage that has not fired yet
-  (``ladder.StartOne``; the division is written now, the stage starts the rest of it when it
-  fires). Divisions another instance is stepping are left alone (``SKIP LOCKED``).
+  next attempts (``ladder.Early``), divisions of a fired stage where they are A persons that
+  wait for another batch to start them (started with this one), and their first attempt of a
+  stage that has not fired yet (``ladder.StartOne``; the division is written now, the stage
+  starts the rest of it when it fires). Divisions another instance is stepping are left
+  alone (``SKIP LOCKED``).
 - ``combine``: a person's attempts of the batch on two warnings or more (``bundle.groups``)
   become one message: the first row (the lead) is sent with a text naming every warning, the
   others are kept as ``bundled`` rows (each its own history record); all carry the lead's id
@@ -45,8 +47,9 @@ async def gather(
     batch: list[Stepped],
     warnings: dict[int, WarningRec],
     now: datetime,
-) -> None:
-    """Bring forward, into ``batch``, the attempts its persons have due within the span."""
+) -> set[int]:
+    """Bring forward, into ``batch``, the attempts its persons have due within the span.
+    Returns the divisions whose start (their stage fired) this brought into the batch."""
     from warnd.engine.records import Stepped
 
     span = ctx.policy.ack.bundle
@@ -59,7 +62,7 @@ async def gather(
                 made.append(bundle.Made(_person(cmd.contact_id, w.drill), w.id))
                 contacts.add(cmd.contact_id)
     if not made:
-        return
+        return set()
     until = now + span
     rules, people = ctx.rules, ctx.people
     waiting: list[bundle.Waiting] = [
@@ -68,7 +71,7 @@ async def gather(
             tx, sorted(contacts), until, rules.attempts
         )
     ]
-    stages = await chain.stages_due_by(tx, until)
+    stages = await chain.stages_due_by(tx, now, until)
     if stages:
         more = {wid for _i, wid, _l, _d in stages if wid not in warnings}
         warnings.update(await chain.warnings_by_id(tx, more))
@@ -81,15 +84,33 @@ async def gather(
                     if p in contacts:
                         here = ("stage", d, p)
                         waiting.append(bundle.Waiting(_person(p, w.drill), wid, due, here))
+    # divisions of fired stages still waiting to start (another batch's): where a person of
+    # this batch is an A person, the whole division starts now, with this batch
+    posts: dict[str, list[str]] = defaultdict(list)
+    for c in contacts:
+        contact = ctx.directory.contact(c)
+        if contact is not None and contact.rank == "A":
+            posts[contact.division_code].append(c)
+    in_batch_ids = {s.row.id for s in batch}
+    if posts:
+        for did, wid, code, due, drill in await chain.queued_starts(tx, sorted(posts), now):
+            if did not in in_batch_ids:
+                for c in posts[code]:
+                    waiting.append(bundle.Waiting(_person(c, drill), wid, due, ("start", did)))
     pulled = bundle.pull(made, waiting, now, span)
     if not pulled:
-        return
+        return set()
+    starts: set[int] = set()
     events: dict[int, list[ladder.Event]] = defaultdict(list)
     ahead: dict[int, dict[str, tuple[Any, list[str]]]] = defaultdict(dict)
     for wt in pulled:
         ref: Any = wt.ref
         if ref[0] == "call":
             events[int(ref[1])].append(ladder.Early(ref[2], until))
+        elif ref[0] == "start":
+            if ref[1] not in starts:
+                starts.add(ref[1])
+                events[ref[1]].append(ladder.Start())
         else:
             _k, place, contact = ref
             entry = ahead[wt.warning].setdefault(place.code, (place, []))
@@ -132,6 +153,7 @@ async def gather(
                 row, calls = loaded[did]
                 s = Stepped(row, calls, to_state(row, calls), [])
             else:
+                starts.discard(did)
                 continue  # another instance is stepping it: its attempt keeps its own time
             batch.append(s)
             in_batch[did] = s
@@ -140,6 +162,7 @@ async def gather(
             state, out = step(state, ev, now, rules, people)
             s.commands.extend(out)
         s.state = state
+    return starts
 
 
 def combine(ctx: Context, rows: Rows) -> list[Row]:

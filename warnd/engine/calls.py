@@ -72,7 +72,9 @@ async def run_jobs(
                 commands.extend(out)
             batch.append(Stepped(row, calls, state, commands))
         if ctx.policy.ack.bundle:  # contracts §8
-            await bundles.gather(ctx, tx, batch, warnings, now)
+            more = await bundles.gather(ctx, tx, batch, warnings, now)
+            if more:
+                started = started | more
         return await carry_out(ctx, tx, batch, warnings, now, started)
 
 

@@ -147,16 +147,38 @@ async def waiting_calls(
     return [(int(r[0]), r[1], r[2], int(r[3]), tx.ts(r[4]), tx.flag(r[5])) for r in rows]
 
 
-async def stages_due_by(tx: Tx, until: datetime) -> list[tuple[int, int, str, datetime]]:
+async def stages_due_by(
+    tx: Tx, now: datetime, until: datetime
+) -> list[tuple[int, int, str, datetime]]:
     """(stage id, warning id, level, due) of the active warnings' stages not fired yet and due
-    by ``until`` (bundling, contracts §8)."""
+    after ``now`` (those due by now are fired first, in the same tick), by ``until``
+    (bundling, contracts §8)."""
     rows = await tx.rows(
         'SELECT s.id, s.warning_id, s.level, s.due_at FROM stage s JOIN "warning" w'
         " ON w.id = s.warning_id WHERE s.state = 'pending' AND w.state = 'active'"
-        " AND s.due_at <= ? ORDER BY s.due_at, s.id",
+        " AND s.due_at > ? AND s.due_at <= ? ORDER BY s.due_at, s.id",
+        tx.bts(now),
         tx.bts(until),
     )
     return [(int(r[0]), int(r[1]), r[2], tx.ts(r[3])) for r in rows]
+
+
+async def queued_starts(
+    tx: Tx, codes: Sequence[str], now: datetime
+) -> list[tuple[int, int, str, datetime, bool]]:
+    """(division id, warning id, code, start due, drill) of the divisions of these codes whose
+    stage has fired and that wait to be started (bundling, contracts §8)."""
+    if not codes:
+        return []
+    rows = await tx.rows_in(
+        'SELECT d.id, d.warning_id, d.code, d.start_due, w.drill FROM division d JOIN "warning" w'
+        " ON w.id = d.warning_id WHERE d.start_due IS NOT NULL AND d.start_due <= ?"
+        " AND d.code IN {ids} ORDER BY d.start_due, d.id",
+        list(codes),
+        tx.bts(now),
+        type_="text",
+    )
+    return [(int(r[0]), int(r[1]), r[2], tx.ts(r[3]), tx.flag(r[4])) for r in rows]
 
 
 def insert_events(tx: Tx, rows: list[Row]) -> None:
