@@ -280,3 +280,23 @@ async def test_divisions_started_in_other_batches_start_with_the_persons_first_c
     async with engine.ctx.store.read() as s:
         queued = (await s.execute(select(Division.start_due))).scalars().all()
     assert queued == [None] * 6  # every division started once
+
+
+async def test_escalations_from_calls_in_other_batches_go_to_the_backup_together(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due calls are stepped in batches; with bundling one person's calls due together share a
+    batch, so that their divisions escalate together: one message to the backup."""
+    from warnd.engine import calls
+
+    engine = rig.engine
+    assert engine is not None
+    await two_warnings(engine)
+    await rig.send_all()
+    monkeypatch.setattr(calls, "BATCH", 2)
+    for _ in range(3):
+        rig.clock.advance(5 * M)
+        await engine.tick()
+        sent = await rig.send_all()
+    assert sorted(m.contact for m in sent) == ["c-433122-b", "c-433122100-b", "c-433122100200-b"]
+    assert all("一次确认全部2条" in m.text for m in sent)

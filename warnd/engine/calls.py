@@ -166,7 +166,7 @@ async def advance_due_calls(ctx: Context, now: datetime) -> int:
     """Redial, fail and escalate every call whose timer has come, a batch per transaction."""
 
     async def one(tx: Tx) -> int | None:
-        due = await chain.due_calls(tx, now, BATCH)
+        due = await chain.due_calls(tx, now, BATCH, by_person=bool(ctx.policy.ack.bundle))
         if not due:
             return None
         with gc_paused():  # the batch's jobs are as short-lived as what run_jobs makes

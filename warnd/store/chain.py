@@ -338,12 +338,17 @@ async def due_starts(tx: Tx, now: datetime, limit: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-async def due_calls(tx: Tx, now: datetime, limit: int) -> list[tuple[int, int, str]]:
+async def due_calls(
+    tx: Tx, now: datetime, limit: int, *, by_person: bool = False
+) -> list[tuple[int, int, str]]:
     """(call id, division id, key) of the calls whose timer has come, earliest first. On
-    PostgreSQL only those of divisions nobody else is stepping (locked here)."""
+    PostgreSQL only those of divisions nobody else is stepping (locked here). ``by_person``
+    (bundling, contracts §8): one person's calls due at one time in the same batch, so that
+    what they lead to (escalations to the same backup) is made together."""
     due = await tx.rows(
         "SELECT id, division_id, key FROM \"call\" WHERE state = 'active' AND next_due_at <= ?"
-        " ORDER BY next_due_at, id LIMIT ?",
+        + (" ORDER BY next_due_at, contact_id, id" if by_person else " ORDER BY next_due_at, id")
+        + " LIMIT ?",
         tx.bts(now),
         limit,
     )
