@@ -154,3 +154,14 @@ def test_start_one_after_a_stop_or_a_real_start_does_nothing() -> None:
     stopped, _ = run(DivisionState("v1", "village"), Stop(), T)
     _div, out = run(stopped, StartOne("a1"), T, FULL)
     assert out == []
+
+
+def test_an_early_call_failed_before_its_stage_escalates_when_the_stage_fires() -> None:
+    """An update put the stage off past the early call's end: the stage finds nobody else to
+    call and the division moves on at once."""
+    div, _ = run(DivisionState("v1", "village"), StartOne("a1"), T)
+    key = div.calls[0].key
+    for k in (1, 2, 3):
+        div, _ = run(div, CallDue(key), T + k * 5 * M)
+    div, out = run(div, Start(), T + 20 * M)
+    assert sends(out) == [("b1", 1, "backup")] and div.rung == "backup"

@@ -18,6 +18,10 @@ Rules, in the contract's words:
   each rung does is a row of ``warnd.chain.rungs``. A rung with nobody to call is skipped at
   once (a rung that lists the division on the not-woken list still lists it). After the last
   rung the ladder ends.
+- Bundling (contracts §8, the rule itself in ``warnd.chain.bundle``) brings attempts forward
+  with two events: ``Early`` makes a running call's next attempt now (the next one is timed
+  from it), ``StartOne`` calls one A person of a division whose stage has not fired yet (the
+  stage, when it fires, calls the others; a call made ahead escalates only once it has).
 """
 
 from __future__ import annotations
@@ -319,7 +323,10 @@ def _enter_rung(
             if called & set(persons):
                 persons = tuple(p for p in persons if p not in called)
                 if not persons:  # everyone was called ahead: the stage has started
-                    return div._replace(rung=rung, rung_started_at=now)
+                    div = div._replace(rung=rung, rung_started_at=now)
+                    # (an early call that already failed — its stage put off by an update —
+                    # moves the division on now)
+                    return _maybe_escalate(div, now, rules, people, out)
         if rung != STAGE:
             not_woken = rung_row(rung).not_woken
             if persons or not_woken:

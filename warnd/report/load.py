@@ -64,7 +64,9 @@ async def from_store(
         "SELECT channel, state, count(*) FROM outbox WHERE warning_id = :w GROUP BY channel, state",
         {"w": wid},
     ):
-        channels.setdefault(channel or "-", {})[state] = int(n)
+        # attempts carried by another warning's message (contracts §8) are no channel's
+        name = channel or ("合并 bundled" if state == "bundled" else "-")
+        channels.setdefault(name, {})[state] = int(n)
     events = await history.events(s, tz, [wid])
     total = len(events)
     if progress is not None:
