@@ -194,3 +194,16 @@ def test_cli_drill_report_and_status_mark_the_bundled_attempts(tmp_path: Path) -
     assert village[0]["bundled"] >= 1
     term = CliRunner().invoke(main, ["report", str(out), "--contacts", str(tmp_path / "contacts")])
     assert term.exit_code == 0 and "合并发送" in term.output
+
+
+async def test_update_notices_go_together_and_keep_their_severity(sc: Scenario) -> None:
+    sender = "433122_Meteorological_Observatory"
+    sc.message(cap_xml(IDS[0], SENT))
+    sc.message(cap_xml(IDS[1], SENT, headline="山洪灾害气象风险预警"))
+    for i, w in enumerate(IDS[:2]):
+        sc.message(cap_xml(f"{w}u{i}", SENT + M, msg_type="Update", references=[(sender, w, SENT)]))
+    sc.responders = {COUNTY_A: "3m", TOWNSHIP_A: "3m", VILLAGE_A: "3m"}
+    r = await sc.run(bundled())
+    updates = of(r, "update")
+    assert len(updates) == 6 and {e["severity"] for e in updates} == {"Severe"}
+    assert all("bundle" not in e for e in updates)

@@ -35,8 +35,8 @@ FROM (
   FROM event e JOIN warning w ON w.id = e.warning_id {event_where}
   UNION ALL
   SELECT o.at, o.seq, 'o', o.purpose, w.key, o.contact_id, d.code, d.level,
-         o.attempt, o.rung, COALESCE(m.severity, o.bundle), CAST(NULL AS boolean),
-         CAST(NULL AS json)
+         o.attempt, o.rung, CASE WHEN o.purpose = 'call' THEN o.bundle ELSE m.severity END,
+         CAST(NULL AS boolean), CAST(NULL AS json)
   FROM outbox o JOIN warning w ON w.id = o.warning_id
   LEFT JOIN call c ON c.id = o.call_id
   LEFT JOIN division d ON d.id = c.division_id
