@@ -36,6 +36,7 @@ from warnd.chain.ladder import (
 )
 from warnd.channels.groups import heading
 from warnd.directory import Directory, load
+from warnd.engine.people import DirectoryPeople, not_woken, on_behalf
 from warnd.errors import ConfigError
 from warnd.notice import WarningFacts, call_text
 from warnd.policy import Policy, load_config
@@ -176,15 +177,12 @@ def test_config_and_contacts_accept_the_new_rungs_only_from_the_table(tmp_path: 
 def climb(d: Directory, ladder: tuple[str, ...]) -> tuple[DivisionState, list[Any]]:
     """The village where nobody answers, from its stage call to the end of ``ladder``."""
 
-    class People:
-        def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
-            return rungs.for_rung(d, code, rung)
-
+    people = DirectoryPeople(d)  # the engine's view of the directory
     rules = Rules(window=timedelta(minutes=5), attempts=1, ladder=ladder)
-    div, cmds = step(DivisionState(VILLAGE, "village"), Start(), T0, rules, People())
+    div, cmds = step(DivisionState(VILLAGE, "village"), Start(), T0, rules, people)
     while (due := next_due(div)) is not None:
         for call in [c for c in div.calls if c.active and c.next_due_at == due]:
-            div, out = step(div, CallDue(call.key), due, rules, People())
+            div, out = step(div, CallDue(call.key), due, rules, people)
             cmds += out
     return div, cmds
 
@@ -227,6 +225,10 @@ def test_a_rung_added_to_the_table_is_handled_everywhere(wider: None, tmp_path: 
         ("unreached", "township_office"),
         ("escalate", "duty"),
     ]
+
+    # the engine names the village in the office's message; an officer's ack there resolves it
+    assert [r for r in LADDER if on_behalf(r)] == ["superior", "township_office", "duty"]
+    assert [r for r in LADDER if not_woken(r)] == ["township_office", "duty"]
 
     # texts: the message heading, the on-behalf sentence, the duty-group post
     facts = WarningFacts("W", "暴雨橙色预警", "Severe", T0, "onset", False)
