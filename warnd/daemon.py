@@ -18,10 +18,10 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from warnd import directory as directory_mod
-from warnd import listener, metrics
+from warnd import listener, metrics, vendors
 from warnd.ack import make_app
 from warnd.alarms import FeedAlarms, duty_sender
-from warnd.channels import Observer, WithRoutes, build_channel
+from warnd.channels import Observer, build_channel
 from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
@@ -122,6 +122,7 @@ class Daemon:
             limiters,
             deadline_s=max(5.0, min(60.0, window / 2)),
             link_base=cfg.listen.public_url,
+            on_sent=vendors.remember_sent(self.engine),
         )
         feed_configs = by_priority(cfg.feeds)
         scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
@@ -133,12 +134,7 @@ class Daemon:
         )
         assert cfg.hooks is not None
         # vendor callbacks (warnd.vendors) of the channels that have them
-        vendor_routes = [
-            route
-            for ch in channels.values()
-            if isinstance(ch, WithRoutes)
-            for route in ch.routes(self.engine)
-        ]
+        vendor_routes = vendors.channel_routes(self.engine, channels.values())
         self._groups = [ch for ch in channels.values() if isinstance(ch, Observer)]
         self.sender = Sender(
             self.engine,

@@ -20,12 +20,12 @@ record from claim to store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
 from warnd import logs
-from warnd.channels import Channel, Outbound
+from warnd.channels import Channel, Outbound, Sent
 from warnd.channels.delivery import DeliveryResult, deliver
 from warnd.channels.ratelimit import Limiter
 from warnd.directory import Directory
@@ -37,6 +37,9 @@ log = structlog.get_logger("warnd.dispatch")
 DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
 _FALLBACKS = logs.LimitedLog(log, burst=20, per=10.0)  # per route: a province of refusals
 
+#: records a provider's reference for a message it took (route message id, what it said)
+OnSent = Callable[[str, Sent], Awaitable[None]]
+
 
 class Dispatcher:
     def __init__(
@@ -46,8 +49,11 @@ class Dispatcher:
         *,
         deadline_s: float = 60.0,
         link_base: str | None = None,
+        on_sent: OnSent | None = None,
     ) -> None:
         self.channels = dict(channels)
+        #: the daemon records provider references here (warnd.vendors.remember_sent)
+        self.on_sent = on_sent
         self.limiters = dict(limiters)
         self.deadline_s = deadline_s
         self.link_base = link_base.rstrip("/") if link_base else None
@@ -124,6 +130,8 @@ class Dispatcher:
                 channel, out, limiter=self.limiters[channel.name], deadline_s=self.deadline_s
             )
             if result.ok:
+                if result.sent is not None and self.on_sent is not None:
+                    await self.on_sent(out.id, result.sent)
                 return msg.sent(channel.name, kind)
             errors.append(f"{channel.name}/{kind}: {result.error}")
             permanent = permanent and result.permanent

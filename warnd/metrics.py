@@ -9,13 +9,15 @@ every instance sharing a database reports the same truth.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from warnd.store import Store
+if TYPE_CHECKING:
+    from warnd.store import Store  # the store's tables are read only when /metrics asks
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from warnd import phone
+from warnd.channels import Sent, WithRoutes
 from warnd.engine import receipts
 from warnd.engine.receipts import ReceiptIn
 from warnd.signature import mask_phone
@@ -336,3 +337,38 @@ def tencent_routes(engine: Engine, *, channel: str, token: str) -> list[web.Rout
         web.post(f"{base}/sms-status", make(sms_status)),
         web.post(f"{base}/sms-reply", make(sms_reply)),
     ]
+
+
+# ---- what the daemon wires to the channels --------------------------------------------------
+
+_ROUTES: dict[str, Callable[..., list[web.RouteDef]]] = {
+    "aliyun": aliyun_routes,
+    "tencent": tencent_routes,
+}
+
+
+def channel_routes(engine: Engine, channels: Iterable[object]) -> list[web.RouteDef]:
+    """The callback routes of every channel whose provider calls back (``WithRoutes`` with a
+    callback token): the channels name their provider, the routes live here."""
+    out: list[web.RouteDef] = []
+    for ch in channels:
+        where = ch.callbacks() if isinstance(ch, WithRoutes) else None
+        if where is not None:
+            out += _ROUTES[where.provider](engine, channel=where.channel, token=where.token)
+    return out
+
+
+def remember_sent(engine: Engine) -> Callable[[str, Sent], Awaitable[None]]:
+    """The dispatcher's ``on_sent``: a provider's reference for a message it took (Tencent's
+    CallId) stored as a ``submitted`` receipt, so its callbacks find the message."""
+
+    async def remember(message_id: str, sent: Sent) -> None:
+        try:
+            await receipts.record(
+                engine.ctx,
+                [ReceiptIn(sent.provider, "submitted", outbox_id=message_id, ref=sent.ref)],
+            )
+        except Exception:  # the call is out: a missing record only weakens callback matching
+            log.exception("callid_not_recorded", provider=sent.provider, message=message_id)
+
+    return remember

@@ -21,17 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar, runtime_checkable
 
 from warnd.channels.config import DEFAULT_KINDS, KINDS, ChannelConfig, parse_rate
 from warnd.clock import Clock
 from warnd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from warnd.directory import Directory
-    from warnd.engine import Engine
     from warnd.policy import _Loader
 
 PURPOSES = ("call", "update", "lift")
@@ -71,14 +68,24 @@ class Outbound:
         return out
 
 
+class Sent(NamedTuple):
+    """What a provider said when it took a message: its own reference for it (a CallId),
+    which its callbacks name the message by. The dispatcher hands it to whoever records it
+    (the daemon: a ``submitted`` receipt, warnd.vendors); a channel records nothing itself."""
+
+    provider: str  # the receipts' provider name ("tencent")
+    ref: str
+
+
 class Channel(Protocol):
     """What the dispatcher needs from a channel."""
 
     name: str
     kinds: frozenset[str]
 
-    async def send(self, msg: Outbound) -> None:
-        """Hand one message over; raise TransientError / PermanentError on failure."""
+    async def send(self, msg: Outbound) -> Sent | None:
+        """Hand one message over; raise TransientError / PermanentError on failure. Returns
+        the provider's reference when its callbacks need one to find the message, else None."""
         ...
 
     async def aclose(self) -> None:
@@ -119,12 +126,22 @@ class Seen(Protocol):
     def rung(self) -> str | None: ...
 
 
+class Callbacks(NamedTuple):
+    """Where a channel's provider calls back: warnd.vendors serves ``provider``'s callback
+    routes under ``/hooks/vendor/<channel>/<token>``."""
+
+    provider: str
+    channel: str
+    token: str
+
+
 @runtime_checkable
 class WithRoutes(Protocol):
-    """A channel whose provider calls back (receipts, key presses, replies) on its own routes."""
+    """A channel whose provider calls back (receipts, key presses, replies) on routes of its
+    own; the daemon asks warnd.vendors for them (a channel imports no engine or vendor code)."""
 
-    def routes(self, engine: Engine) -> list[web.RouteDef]:
-        """The routes to add to the hooks listener (none: an empty list)."""
+    def callbacks(self) -> Callbacks | None:
+        """Its callback routes' provider, channel name and secret token (None: no callbacks)."""
         ...
 
 

@@ -18,19 +18,14 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import quote
 
-from warnd.channels import Outbound, register, unknown_options
+from warnd.channels import Outbound, Sent, register, unknown_options
 from warnd.channels import cloud as c
 from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock
 from warnd.errors import PermanentError, TransientError
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from warnd.engine import Engine
 
 SMS_ENDPOINT = "https://dysmsapi.aliyuncs.com"
 VOICE_ENDPOINT = "https://dyvmsapi.aliyuncs.com"
@@ -167,18 +162,18 @@ def signed_body(
 
 def classify(status: int, code: str, message: str) -> TransientError | PermanentError:
     """An error answer as the exception ``deliver`` acts on."""
-    text = f"HTTP {status} {code}: {message}".strip()
-    if code in TRANSIENT or (code not in PERMANENT and status >= 500):
-        return TransientError(text, status=status)
-    return PermanentError(text, status=status)
+    return c.classify(status, code, message, transient=code in TRANSIENT, permanent=PERMANENT)
 
 
 # ---- the channel ----------------------------------------------------------------------------
 
 
 @register("aliyun")
-class AliyunChannel:
+class AliyunChannel(c.CloudChannel):
     """SendSms, IvrCall and SingleCallByTts over one signed-RPC client."""
+
+    provider = "aliyun"
+    defaults = ("cn-hangzhou", SMS_ENDPOINT, VOICE_ENDPOINT)
 
     def __init__(
         self,
@@ -189,17 +184,9 @@ class AliyunChannel:
         token: str | None,
         clock: Clock,
     ) -> None:
-        o = cfg.options
-        self.name = cfg.name
-        self.kinds = frozenset(cfg.kinds)
-        self._clock = clock
+        super().__init__(cfg, token=token, clock=clock)
         self._key_id = access_key_id
         self._secret = secret
-        self._token = token
-        self.region = c.text_option(cfg, "region", "cn-hangzhou")
-        base = c.url_option(cfg, "endpoint", "") if "endpoint" in o else None
-        self.sms_endpoint = base or c.url_option(cfg, "sms_endpoint", SMS_ENDPOINT)
-        self.voice_endpoint = base or c.url_option(cfg, "voice_endpoint", VOICE_ENDPOINT)
         self.sign_name = c.maybe_text(cfg, "sms_sign_name")
         self.sms_template = c.maybe_text(cfg, "sms_template")
         self.sms_notice_template = c.maybe_text(cfg, "sms_notice_template") or self.sms_template
@@ -212,33 +199,25 @@ class AliyunChannel:
         self.tts_code = c.maybe_text(cfg, "tts_code")
         self.tts_params = c.params_map(cfg, "tts_params", _DEFAULT_PARAMS)
         self.play_times = c.int_option(cfg, "play_times", 2, 1, 3)
-        self._http = c.Http(cfg.name, c.timeout_option(cfg))
 
     @classmethod
     def check(cls, cfg: ChannelConfig) -> None:
         unknown_options(cfg, _OPTIONS)
-        c.voice_sms_kinds(cfg, "aliyun")
+        c.check_common(cfg, cls.defaults)
         c.id_option(cfg, "access_key_id")
         c.secret_option(cfg, "access_key_secret")
-        c.secret_option(cfg, "callback_token", required=False)
         if "sms" in cfg.kinds:
             c.text_option(cfg, "sms_sign_name")
             c.text_option(cfg, "sms_template")
         if "voice" in cfg.kinds:
             for key in ("called_show_number", "ivr_start_code", "ivr_confirm_code"):
                 c.text_option(cfg, key)
-        c.text_option(cfg, "region", "cn-hangzhou")
-        for key, default in (("sms_endpoint", SMS_ENDPOINT), ("voice_endpoint", VOICE_ENDPOINT)):
-            c.url_option(cfg, key, default)
-        if "endpoint" in cfg.options:
-            c.url_option(cfg, "endpoint", "")
         for key in ("sms_params", "ivr_params", "tts_params"):
             c.params_map(cfg, key, _DEFAULT_PARAMS)
         for key in ("sms_notice_template", "tts_code"):
             c.maybe_text(cfg, key)
         c.int_option(cfg, "ivr_timeout_ms", 0, 0, 60000)
         c.int_option(cfg, "play_times", 2, 1, 3)
-        c.timeout_option(cfg)
 
     @classmethod
     def from_config(cls, cfg: ChannelConfig, *, clock: Clock) -> Self:
@@ -249,14 +228,6 @@ class AliyunChannel:
             token=c.callback_token(cfg),
             clock=clock,
         )
-
-    def routes(self, engine: Engine) -> list[web.RouteDef]:
-        """The callback URLs (HTTP batch push) of this channel; none without a callback token."""
-        if self._token is None:
-            return []
-        from warnd.vendors import aliyun_routes
-
-        return aliyun_routes(engine, channel=self.name, token=self._token)
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -315,7 +286,8 @@ class AliyunChannel:
         values = {name: c.field_value(msg, src, voice=voice) for name, src in mapping.items()}
         return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
-    async def send(self, msg: Outbound) -> None:
+    async def send(self, msg: Outbound) -> Sent | None:
+        """None when accepted: the receipts name the message by our id (``OutId``)."""
         endpoint, action, params = self.request(msg)
         body = signed_body(
             action,
@@ -335,13 +307,6 @@ class AliyunChannel:
         answer: dict[str, Any] = c.json_object(text)
         code = str(answer.get("Code") or "")
         if status == 200 and code == "OK":
-            return
+            return None
         message = str(answer.get("Message") or c.short(text))
-        raise _named(self.name, action, classify(status, code or f"HTTP{status}", message))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-def _named(name: str, action: str, exc: TransientError | PermanentError) -> Exception:
-    return type(exc)(f"{name}: {action}: {exc}", status=exc.status)
+        raise c.named(self.name, action, classify(status, code or f"HTTP{status}", message))

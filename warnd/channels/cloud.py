@@ -1,4 +1,5 @@
-"""What the provider channels share: option checks, secrets, one HTTP client, template values.
+"""What the provider channels share: option checks, secrets, one HTTP client, template values,
+error classes and the channel's common half (``CloudChannel``: endpoints, callbacks, closing).
 
 Cloud providers only send texts from templates registered (and reviewed) in their console, so a
 channel maps warnd's message onto the template's variables: ``sms_params = {content = "text"}``
@@ -13,13 +14,14 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
-from warnd.channels import Outbound
+from warnd.channels import Callbacks, Outbound
 from warnd.channels.config import ChannelConfig
-from warnd.errors import ConfigError, TransientError
+from warnd.clock import Clock
+from warnd.errors import ConfigError, PermanentError, TransientError
 from warnd.exposure import read_secret
 from warnd.notice import DRILL_MARK
 
@@ -271,3 +273,66 @@ def json_object(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# ---- what the provider channels (aliyun, tencent) have in common ---------------------------
+
+
+def classify(
+    status: int, code: str, message: str, *, transient: bool, permanent: frozenset[str]
+) -> TransientError | PermanentError:
+    """An error answer as the exception ``deliver`` acts on: transient when the provider's code
+    says so (``transient``), or for a 5xx whose code is not known to be permanent."""
+    text = f"HTTP {status} {code}: {message}".strip()
+    if transient or (code not in permanent and status >= 500):
+        return TransientError(text, status=status)
+    return PermanentError(text, status=status)
+
+
+def named(name: str, action: str, exc: TransientError | PermanentError) -> Exception:
+    """The same error, its message prefixed with the channel and the provider's action."""
+    return type(exc)(f"{name}: {action}: {exc}", status=exc.status)
+
+
+def check_common(cfg: ChannelConfig, defaults: tuple[str, str, str]) -> None:
+    """The options every provider channel has: kinds, callback token, region, endpoints,
+    timeout. ``defaults``: (region, SMS endpoint, voice endpoint)."""
+    region, sms, voice = defaults
+    voice_sms_kinds(cfg, cfg.type)
+    secret_option(cfg, "callback_token", required=False)
+    text_option(cfg, "region", region)
+    for key, default in (("sms_endpoint", sms), ("voice_endpoint", voice)):
+        url_option(cfg, key, default)
+    if "endpoint" in cfg.options:
+        url_option(cfg, "endpoint", "")
+    timeout_option(cfg)
+
+
+class CloudChannel:
+    """The half of a provider channel that is not its API: name, kinds, region, endpoints
+    (``endpoint`` overrides both), one HTTP client, its callbacks (warnd.vendors serves them).
+    A subclass sets ``provider`` and ``defaults`` (region, SMS endpoint, voice endpoint)."""
+
+    provider: ClassVar[str]
+    defaults: ClassVar[tuple[str, str, str]]
+
+    def __init__(self, cfg: ChannelConfig, *, token: str | None, clock: Clock) -> None:
+        region, sms, voice = self.defaults
+        self.name = cfg.name
+        self.kinds = frozenset(cfg.kinds)
+        self._clock = clock
+        self._token = token
+        self.region = text_option(cfg, "region", region)
+        base = url_option(cfg, "endpoint", "") if "endpoint" in cfg.options else None
+        self.sms_endpoint = base or url_option(cfg, "sms_endpoint", sms)
+        self.voice_endpoint = base or url_option(cfg, "voice_endpoint", voice)
+        self._http = Http(cfg.name, timeout_option(cfg))
+
+    def callbacks(self) -> Callbacks | None:
+        """Where the provider calls back (None: no ``callback_token``, no callbacks)."""
+        if self._token is None:
+            return None
+        return Callbacks(self.provider, self.name, self._token)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

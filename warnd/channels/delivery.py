@@ -25,7 +25,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from warnd import logs, metrics
-from warnd.channels import Channel, Outbound
+from warnd.channels import Channel, Outbound, Sent
 from warnd.channels.ratelimit import Limiter, Sleep
 from warnd.errors import DeliveryError, PermanentError, TransientError
 
@@ -56,6 +56,7 @@ class DeliveryResult:
     tries: int
     error: str | None
     status: int | None = None
+    sent: Sent | None = None  # the provider's reference, when its channel returned one
 
 
 _DELIVERED = DeliveryResult(ok=True, permanent=False, tries=1, error=None)  # frozen: shared
@@ -84,8 +85,8 @@ async def deliver(
     tries = 1
     try:  # the common case, without building a retry loop for every message
         async with limiter.slot():
-            await channel.send(msg)
-        return _DELIVERED
+            sent = await channel.send(msg)
+        return _DELIVERED if sent is None else DeliveryResult(True, False, 1, None, sent=sent)
     except TransientError as exc:
         wait = backoff.wait(1, rng)
         if backoff.max_tries <= 1 or now() - start + wait > deadline_s:
@@ -121,13 +122,13 @@ async def deliver(
             with attempt:
                 tries += 1
                 async with limiter.slot():
-                    await channel.send(msg)
+                    sent = await channel.send(msg)
     except DeliveryError as exc:
         return _failed(channel, msg, exc, tries)
     except Exception as exc:  # a bug in one channel must not stop the dispatcher
         _log.exception("channel crashed", channel=channel.name, id=msg.id)
         return DeliveryResult(False, True, tries, f"{type(exc).__name__}: {exc}")
-    return DeliveryResult(ok=True, permanent=False, tries=tries, error=None)
+    return DeliveryResult(ok=True, permanent=False, tries=tries, error=None, sent=sent)
 
 
 def _retrying(channel: Channel, msg: Outbound, exc: DeliveryError, tries: int, wait: float) -> None:

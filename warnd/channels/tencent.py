@@ -3,8 +3,9 @@
 Requests are API 3.0 calls signed with TC3-HMAC-SHA256 (canonical request → string to sign →
 derived keys, as in Tencent's "签名方法 v3"; tests check the documented worked example). A voice
 attempt reads the TTS template out; the provider reports the outcome and key presses to the
-voice callback URL under its own ``callid`` only, so the channel records each accepted call as
-a ``submitted`` receipt (ref = CallId) and warnd.vendors matches the callbacks through it.
+voice callback URL under its own ``callid`` only, so ``send`` returns each accepted call's CallId
+(``Sent``); the daemon records it as a ``submitted`` receipt and warnd.vendors matches the
+callbacks through it.
 """
 
 from __future__ import annotations
@@ -14,23 +15,14 @@ import hmac
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
-import structlog
-
-from warnd.channels import Outbound, register, unknown_options
+from warnd.channels import Outbound, Sent, register, unknown_options
 from warnd.channels import cloud as c
 from warnd.channels.config import ChannelConfig
 from warnd.clock import Clock
 from warnd.errors import PermanentError, TransientError
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from warnd.engine import Engine
-
-log = structlog.get_logger("warnd.channels.tencent")
 
 SMS_ENDPOINT = "https://sms.tencentcloudapi.com"
 VOICE_ENDPOINT = "https://vms.tencentcloudapi.com"
@@ -189,19 +181,19 @@ def signed_headers(
 
 
 def classify(status: int, code: str, message: str) -> TransientError | PermanentError:
-    text = f"HTTP {status} {code}: {message}".strip()
     transient = code in TRANSIENT or code.startswith("RequestLimitExceeded")
-    if transient or (code not in PERMANENT and status >= 500):
-        return TransientError(text, status=status)
-    return PermanentError(text, status=status)
+    return c.classify(status, code, message, transient=transient, permanent=PERMANENT)
 
 
 # ---- the channel ----------------------------------------------------------------------------
 
 
 @register("tencent")
-class TencentChannel:
+class TencentChannel(c.CloudChannel):
     """SendSms and SendTtsVoice over one TC3-signed client."""
+
+    provider = "tencent"
+    defaults = ("ap-guangzhou", SMS_ENDPOINT, VOICE_ENDPOINT)
 
     def __init__(
         self,
@@ -212,18 +204,9 @@ class TencentChannel:
         token: str | None,
         clock: Clock,
     ) -> None:
-        o = cfg.options
-        self.name = cfg.name
-        self.kinds = frozenset(cfg.kinds)
-        self._clock = clock
+        super().__init__(cfg, token=token, clock=clock)
         self._secret_id = secret_id
         self._secret_key = secret_key
-        self._token = token
-        self._engine: Engine | None = None
-        self.region = c.text_option(cfg, "region", "ap-guangzhou")
-        base = c.url_option(cfg, "endpoint", "") if "endpoint" in o else None
-        self.sms_endpoint = base or c.url_option(cfg, "sms_endpoint", SMS_ENDPOINT)
-        self.voice_endpoint = base or c.url_option(cfg, "voice_endpoint", VOICE_ENDPOINT)
         self.sms_app = c.maybe_text(cfg, "sms_sdk_app_id")
         self.sign_name = c.maybe_text(cfg, "sms_sign_name")
         self.sms_template = c.maybe_text(cfg, "sms_template_id")
@@ -236,32 +219,24 @@ class TencentChannel:
         )
         self.voice_params = c.params_list(cfg, "voice_params", ("text",))
         self.play_times = c.int_option(cfg, "play_times", 2, 1, 3)
-        self._http = c.Http(cfg.name, c.timeout_option(cfg))
 
     @classmethod
     def check(cls, cfg: ChannelConfig) -> None:
         unknown_options(cfg, _OPTIONS)
-        c.voice_sms_kinds(cfg, "tencent")
+        c.check_common(cfg, cls.defaults)
         c.id_option(cfg, "secret_id")
         c.secret_option(cfg, "secret_key")
-        c.secret_option(cfg, "callback_token", required=False)
         if "sms" in cfg.kinds:
             for key in ("sms_sdk_app_id", "sms_sign_name", "sms_template_id"):
                 c.text_option(cfg, key)
         if "voice" in cfg.kinds:
             for key in ("voice_sdk_app_id", "voice_template_id"):
                 c.text_option(cfg, key)
-        c.text_option(cfg, "region", "ap-guangzhou")
-        for key, default in (("sms_endpoint", SMS_ENDPOINT), ("voice_endpoint", VOICE_ENDPOINT)):
-            c.url_option(cfg, key, default)
-        if "endpoint" in cfg.options:
-            c.url_option(cfg, "endpoint", "")
         for key in ("sms_params", "voice_params"):
             c.params_list(cfg, key, ("text",))
         for key in ("sms_notice_template_id", "voice_notice_template_id"):
             c.maybe_text(cfg, key)
         c.int_option(cfg, "play_times", 2, 1, 3)
-        c.timeout_option(cfg)
 
     @classmethod
     def from_config(cls, cfg: ChannelConfig, *, clock: Clock) -> Self:
@@ -272,15 +247,6 @@ class TencentChannel:
             token=c.callback_token(cfg),
             clock=clock,
         )
-
-    def routes(self, engine: Engine) -> list[web.RouteDef]:
-        """The callback URLs of this channel (and the engine for recording CallIds)."""
-        self._engine = engine
-        if self._token is None:
-            return []
-        from warnd.vendors import tencent_routes
-
-        return tencent_routes(engine, channel=self.name, token=self._token)
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -312,7 +278,8 @@ class TencentChannel:
         }
         return self.voice_endpoint, "vms", "SendTtsVoice", VOICE_VERSION, body
 
-    async def send(self, msg: Outbound) -> None:
+    async def send(self, msg: Outbound) -> Sent | None:
+        """A voice call returns its CallId (the voice callbacks name the call by it only)."""
         endpoint, service, action, version, body = self.request(msg)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = signed_headers(
@@ -331,42 +298,21 @@ class TencentChannel:
         )
         response = c.json_object(text).get("Response")
         if not isinstance(response, dict):
-            raise _named(self.name, action, classify(status, f"HTTP{status}", c.short(text)))
+            raise c.named(self.name, action, classify(status, f"HTTP{status}", c.short(text)))
         error = response.get("Error")
         if isinstance(error, dict):
             code, message = str(error.get("Code") or ""), str(error.get("Message") or "")
-            raise _named(self.name, action, classify(status, code, message))
+            raise c.named(self.name, action, classify(status, code, message))
         if action == "SendSms":
             statuses = response.get("SendStatusSet") or [{}]
             first = statuses[0] if isinstance(statuses[0], dict) else {}
             code = str(first.get("Code") or "")
             if code != "Ok":
                 message = str(first.get("Message") or "no SendStatusSet")
-                raise _named(self.name, action, classify(status, code or "Missing", message))
-            return
+                raise c.named(self.name, action, classify(status, code or "Missing", message))
+            return None
         call = response.get("SendStatus")
         call_id = call.get("CallId") if isinstance(call, dict) else None
         if not call_id:
-            raise _named(self.name, action, classify(status, "Missing", "no SendStatus.CallId"))
-        await self._remember(msg, str(call_id))
-
-    async def _remember(self, msg: Outbound, call_id: str) -> None:
-        """Record the CallId: the voice callbacks name the call by it, not by our id."""
-        if self._engine is None:
-            return
-        from warnd.engine.receipts import ReceiptIn, record
-
-        try:
-            await record(
-                self._engine.ctx,
-                [ReceiptIn("tencent", "submitted", outbox_id=msg.id, ref=call_id)],
-            )
-        except Exception:  # the call is out: a missing record only weakens callback matching
-            log.exception("callid_not_recorded", channel=self.name, message=msg.id)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-def _named(name: str, action: str, exc: TransientError | PermanentError) -> Exception:
-    return type(exc)(f"{name}: {action}: {exc}", status=exc.status)
+            raise c.named(self.name, action, classify(status, "Missing", "no SendStatus.CallId"))
+        return Sent(self.provider, str(call_id))
