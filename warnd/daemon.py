@@ -21,7 +21,7 @@ from warnd import directory as directory_mod
 from warnd import listener, metrics, vendors
 from warnd.ack import make_app
 from warnd.alarms import FeedAlarms, duty_sender
-from warnd.channels import Observer, build_channel
+from warnd.channels import Channel, Observer, build_channel
 from warnd.channels.ratelimit import Limiter
 from warnd.clock import Clock, SystemClock, wall_now
 from warnd.dispatch import Dispatcher
@@ -81,12 +81,42 @@ class Daemon:
         self.sender: Sender | None = None
         self.started_at: datetime | None = None
         self._groups: list[Any] = []  # channels with ``observe``: duty-group digests
+        self._limiters: dict[str, Limiter] = {}  # per channel: the sender's and the alarms'
 
     # ---- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open the store, build the engine, the sender, the feeds and the listeners, start the
+        timers, then pick up every overdue row left by the last run."""
         cfg = self.config
         cfg.require_daemon()
+        directory = self._first_directory()
+        await self._open_engine(directory)
+        channels = self._build_sending()
+        feed_configs = self._build_feeds(channels)
+        await self._listen(self._hooks_app(channels))
+        self.started_at = self.clock.now()
+        if self.use_scheduler:
+            self._start_scheduler(feed_configs)
+        assert self.engine is not None
+        log.info(
+            "daemon_started",
+            listen=f"{cfg.listen.host}:{self.bound_port}",
+            monitor=f"{cfg.monitor.host}:{self.monitor_port}",
+            demo=cfg.demo,
+            instance=self.engine.ctx.instance,  # ``outbox.claimed_by`` on PostgreSQL
+            store=cfg.store_url.split("@")[-1],
+            contacts=len(directory),
+            feeds=[f.name for f in self.feeds],
+            channels=list(channels),
+        )
+        await self.wake()  # pick up every overdue row left by the last run
+
+    # ---- the seams of ``start`` -----------------------------------------------------------
+
+    def _first_directory(self) -> directory_mod.Directory:
+        """The contacts directory ``serve`` needs (ConfigError without ``[contacts] path``)."""
+        cfg = self.config
         if cfg.contacts_path is None:
             from warnd.errors import ConfigError
 
@@ -99,6 +129,11 @@ class Daemon:
         gc.freeze()  # a province directory is long-lived: keep it out of every full GC pass
         for p in problems:
             log.warning("contacts_problem", problem=str(p))
+        return directory
+
+    async def _open_engine(self, directory: directory_mod.Directory) -> None:
+        """The store (heartbeating on PostgreSQL) and the engine over it."""
+        cfg = self.config
         beat = (
             cfg.store_heartbeat.total_seconds()
             if cfg.store_heartbeat is not None
@@ -114,27 +149,21 @@ class Daemon:
             public_url=cfg.listen.public_url,
         )
         self.engine = Engine(ctx)
+
+    def _build_sending(self) -> dict[str, Channel]:
+        """The channels, the dispatcher over them and the sender; returns the channels."""
+        cfg = self.config
+        assert self.engine is not None and self.store is not None
         channels = {name: build_channel(c, clock=self.clock) for name, c in cfg.channels.items()}
-        limiters = {name: Limiter.for_channel(c) for name, c in cfg.channels.items()}
+        self._limiters = {name: Limiter.for_channel(c) for name, c in cfg.channels.items()}
         window = cfg.policy.ack.window.total_seconds()
         self.dispatcher = Dispatcher(
             channels,
-            limiters,
+            self._limiters,
             deadline_s=max(5.0, min(60.0, window / 2)),
             link_base=cfg.listen.public_url,
             on_sent=vendors.remember_sent(self.engine),
         )
-        feed_configs = by_priority(cfg.feeds)
-        scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
-        self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
-        send = duty_sender(cfg.feed_alarms, channels, limiters) if cfg.feed_alarms else None
-        watch = Watch(watched(feed_configs), started=wall_now(self.clock))
-        self.alarms = FeedAlarms(
-            self.store, watch, self.clock, send=send, tz=cfg.tz, spawn=self._background_task
-        )
-        assert cfg.hooks is not None
-        # vendor callbacks (warnd.vendors) of the channels that have them
-        vendor_routes = vendors.channel_routes(self.engine, channels.values())
         self._groups = [ch for ch in channels.values() if isinstance(ch, Observer)]
         self.sender = Sender(
             self.engine,
@@ -145,45 +174,56 @@ class Daemon:
         )
         self.store.on_reclaim = self._send_soon
         self.store.on_work = self._wake_soon
+        return channels
+
+    def _build_feeds(self, channels: dict[str, Channel]) -> list[FeedConfig]:
+        """The feeds (most trusted first) and their alarms; returns their configs, in order."""
+        cfg = self.config
+        assert self.store is not None
+        feed_configs = by_priority(cfg.feeds)
+        scope = DirectoryScope(lambda: self.engine.ctx.directory if self.engine else None)
+        self.feeds = [build_feed(f, scope=scope, source=str(cfg.path)) for f in feed_configs]
+        send = duty_sender(cfg.feed_alarms, channels, self._limiters) if cfg.feed_alarms else None
+        watch = Watch(watched(feed_configs), started=wall_now(self.clock))
+        self.alarms = FeedAlarms(
+            self.store, watch, self.clock, send=send, tz=cfg.tz, spawn=self._background_task
+        )
+        return feed_configs
+
+    def _hooks_app(self, channels: dict[str, Channel]) -> web.Application:
+        """The hooks' application: acknowledgements, the channels' vendor callbacks, the wall;
+        /healthz's checks are set up with it."""
+        cfg = self.config
+        assert cfg.hooks is not None and self.engine is not None and self.store is not None
+        # vendor callbacks (warnd.vendors) of the channels that have them
+        routes = vendors.channel_routes(self.engine, channels.values())
         if cfg.wall is not None:  # the duty room's status wall (warnd.wall; docs/operations.md)
             from warnd.wall.app import daemon_routes
 
-            vendor_routes += daemon_routes(cfg.wall, self.store, self.engine, self.health)
+            routes += daemon_routes(cfg.wall, self.store, self.engine, self.health)
         self._watch_health()
-        app = make_app(
+        return make_app(
             self.engine,
             cfg.hooks.secret(demo=cfg.demo),
             max_age_s=cfg.hooks.max_age.total_seconds(),
-            extra_routes=vendor_routes,
+            extra_routes=routes,
             public_url=cfg.listen.public_url,
             trusted_proxies=cfg.listen.trusted_proxies,
         )
-        await self._listen(app)
-        self.started_at = self.clock.now()
-        if self.use_scheduler:
-            self.scheduler = AsyncIOScheduler()
-            self._schedule_feeds(feed_configs)
-            self.scheduler.add_job(
-                self.wake,
-                "interval",
-                seconds=self.tick_interval,
-                id="safety-tick",
-                max_instances=1,
-                coalesce=True,
-            )
-            self.scheduler.start()
-        log.info(
-            "daemon_started",
-            listen=f"{cfg.listen.host}:{self.bound_port}",
-            monitor=f"{cfg.monitor.host}:{self.monitor_port}",
-            demo=cfg.demo,
-            instance=ctx.instance,  # ``outbox.claimed_by`` on PostgreSQL
-            store=cfg.store_url.split("@")[-1],
-            contacts=len(directory),
-            feeds=[f.name for f in self.feeds],
-            channels=list(channels),
+
+    def _start_scheduler(self, feed_configs: list[FeedConfig]) -> None:
+        """APScheduler: the feeds' polls and watch, and the engine's safety tick."""
+        self.scheduler = AsyncIOScheduler()
+        self._schedule_feeds(feed_configs)
+        self.scheduler.add_job(
+            self.wake,
+            "interval",
+            seconds=self.tick_interval,
+            id="safety-tick",
+            max_instances=1,
+            coalesce=True,
         )
-        await self.wake()  # pick up every overdue row left by the last run
+        self.scheduler.start()
 
     def _schedule_feeds(self, feed_configs: list[FeedConfig]) -> None:
         assert self.scheduler is not None

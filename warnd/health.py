@@ -183,7 +183,14 @@ def sender_stuck(held: int, oldest: datetime | None, limit: timedelta) -> str | 
 
 
 class FeedWatch:
-    """When each feed was last read successfully (monotonic seconds, injected)."""
+    """When each feed was last read successfully (monotonic seconds, injected).
+
+    Not ``warnd.feeds.watch.Watch`` (the feed alarms), on purpose: this one answers "is this
+    process reading its feeds" on the monotonic clock (a drill's or a stepped wall clock must
+    not make /healthz fail), counts only successful reads, every feed, at 3 poll intervals,
+    and a feed another instance polls is nobody's problem here; the alarms' watch answers "has
+    the source itself gone quiet" on the injected wall clock, counts any answer, per feed
+    ``stale_after`` (dispatching feeds only), and its state is shared through the store."""
 
     def __init__(self, *, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
