@@ -34,8 +34,9 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+def cli(*args: str, sleep: Any = None) -> Result:
+    """The command; ``sleep``: what ``--watch`` waits with (``warnd.cli.status.watch_sleep``)."""
+    return CliRunner().invoke(main, list(args), obj={"sleep": sleep} if sleep else None)
 
 
 def ok_json(*args: str) -> Any:
@@ -270,7 +271,6 @@ def test_6_stage_fired_names_its_level_and_time_has_the_configured_offset(tmp_pa
 def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from warnd.cli import status
 
     sc = silent_county(tmp_path, until=10 * M)
     clock = tmp_path / "clock"
@@ -281,10 +281,9 @@ def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
         waits.append(seconds)
         clock.write_text((SENT + 10 * M + len(waits) * M).isoformat(), encoding="utf-8")
 
-    monkeypatch.setattr(status, "SLEEP", fake_sleep)
     res = cli(
         "status", "--watch", "60", "--iterations", "3", "--config", str(sc.config()),
-        "--clock-file", str(clock),
+        "--clock-file", str(clock), sleep=fake_sleep,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert waits == [60.0, 60.0]

@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from daemon_rig import T0, Harness, config_toml
 from factory import cap_xml, write_contacts
-from test_daemon import T0, Harness, config_toml
 
 from warnd import logs, metrics
 from warnd.daemon import Daemon

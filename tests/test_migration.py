@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from alembic import command
 from factory import county_rows, write_contacts
+from serve_harness import canonical
 from sqlalchemy import Boolean, DateTime, LargeBinary, MetaData, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 from store0002 import CONTINUATION, T0, TABLES, at
-from test_drill_golden import canonical
 
 from warnd import directory
 from warnd.clock import ManualClock

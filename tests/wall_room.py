@@ -33,10 +33,9 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, PG_URL, copy_pg_database, drop_pg_database, fresh_pg_database
 from factory import cap_xml
 from scenario import T0, Scenario
-from test_cli_status import copy_pg_database
 
 from warnd.cli import main
 from warnd.clock import ManualClock

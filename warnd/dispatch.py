@@ -26,7 +26,7 @@ import structlog
 
 from warnd import logs
 from warnd.channels import Channel, Outbound, Sent
-from warnd.channels.delivery import DeliveryResult, deliver
+from warnd.channels.delivery import Backoff, DeliveryResult, deliver
 from warnd.channels.ratelimit import Limiter
 from warnd.directory import Directory
 from warnd.engine.ids import route_message_id
@@ -37,6 +37,7 @@ log = structlog.get_logger("warnd.dispatch")
 DEFAULT_KINDS = {"call": ("voice", "sms"), "update": ("sms", "voice"), "lift": ("sms", "voice")}
 _FALLBACKS = logs.LimitedLog(log, burst=20, per=10.0)  # per route: a province of refusals
 
+_BACKOFF = Backoff()  # frozen: shared
 #: records a provider's reference for a message it took (route message id, what it said)
 OnSent = Callable[[str, Sent], Awaitable[None]]
 
@@ -50,10 +51,13 @@ class Dispatcher:
         deadline_s: float = 60.0,
         link_base: str | None = None,
         on_sent: OnSent | None = None,
+        backoff: Backoff = _BACKOFF,
     ) -> None:
         self.channels = dict(channels)
         #: the daemon records provider references here (warnd.vendors.remember_sent)
         self.on_sent = on_sent
+        #: the retries within one send (``deliver``); tests shorten its waits here
+        self.backoff = backoff
         self.limiters = dict(limiters)
         self.deadline_s = deadline_s
         self.link_base = link_base.rstrip("/") if link_base else None
@@ -127,7 +131,11 @@ class Dispatcher:
                 link=link,
             )
             result: DeliveryResult = await deliver(
-                channel, out, limiter=self.limiters[channel.name], deadline_s=self.deadline_s
+                channel,
+                out,
+                limiter=self.limiters[channel.name],
+                deadline_s=self.deadline_s,
+                backoff=self.backoff,
             )
             if result.ok:
                 if result.sent is not None and self.on_sent is not None:

@@ -295,6 +295,25 @@ def summarise(events: list[dict[str, Any]], warnings: Sequence[WarningLike]) -> 
     }
 
 
+def engine_for(
+    store: Store,
+    directory: Directory,
+    policy: Policy,
+    clock: ManualClock,
+    *,
+    public_url: str | None = None,
+    tz: Any = None,
+) -> Engine:
+    """The engine a simulation runs: over ``store``, on a clock only the simulation moves (the
+    drill and ``warnd.testing.EngineRig`` build it so)."""
+    ctx = Context(
+        store=store, directory=directory, policy=policy, clock=clock, public_url=public_url
+    )
+    if tz is not None:
+        ctx.tz = tz
+    return Engine(ctx)
+
+
 async def simulate(
     feed_paths: list[str | Path],
     directory: Directory,
@@ -315,12 +334,8 @@ async def simulate(
             if not feed:
                 return {"events": [], "summary": summarise([], []), "warnings": []}
             clock = ManualClock(feed[0].alert.sent)
-            ctx = Context(
-                store=store, directory=directory, policy=policy, clock=clock, public_url=public_url
-            )
-            if tz is not None:
-                ctx.tz = tz
-            engine = Engine(ctx)
+            engine = engine_for(store, directory, policy, clock, public_url=public_url, tz=tz)
+            ctx = engine.ctx
             sim = Simulation(engine, clock, feed, responders, progress)
             await sim.run()
             result = await report(store, ctx.tz)
@@ -343,6 +358,7 @@ async def simulate(
 __all__ = [
     "FeedItem",
     "Simulation",
+    "engine_for",
     "horizon",
     "load_feed",
     "load_responders",
