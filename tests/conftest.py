@@ -127,7 +127,7 @@ def _fresh_logging() -> Iterator[None]:
     no library-log handler or throttle state left from another test's event loop)."""
     yield
     structlog.reset_defaults()
-    from warnd import logs
+    from warnd.edges import logs
 
     logs.reset()
     logs.set_timezone(None)

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from gateway_fake import GatewayFake
 
-from warnd.signature import sign
+from warnd.edges.signature import sign
 from warnd.testing import ServeProcess, eventually
 
 CST = timezone(timedelta(hours=8))

@@ -23,15 +23,15 @@ from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import BODY_KEYS, GatewayFake, Receipt
 from sqlmodel import select
 
-from warnd.channels.delivery import Backoff
-from warnd.clock import ManualClock
-from warnd.daemon import Daemon
+from warnd.config.policy import load_config
+from warnd.core.clock import ManualClock
+from warnd.desk.views import Timestamps
+from warnd.edges.channels.delivery import Backoff
+from warnd.edges.daemon import Daemon
+from warnd.edges.signature import sign
 from warnd.engine.ids import message_id_of
-from warnd.policy import load_config
-from warnd.signature import sign
 from warnd.store.tables import Ack, Call, Division, Outbox, Stage, WarningRow
 from warnd.testing import daemon_config
-from warnd.views import Timestamps
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=CST)

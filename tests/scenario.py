@@ -1,7 +1,7 @@
 """A store filled by a simulated scenario: the real engine on a ManualClock over a real store
 (``warnd.testing.EngineRig``).
 
-The same mechanics as ``warnd.drill.Simulation`` (every due row worked, every queued message
+The same mechanics as ``warnd.desk.drill.Simulation`` (every due row worked, every queued message
 "sent", listed persons answer ``ack_after`` after the first attempt of each of their calls),
 except that the store is the test's own (SQLite file or PostgreSQL) and kept afterwards, the
 run can stop at any virtual time (a chain caught half-way: redials, escalations, not-woken
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from factory import county_rows, write_contacts
 
-from warnd.feeds import FeedItem
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.edges.feeds import FeedItem
 from warnd.store.answers import call_open
 from warnd.testing import EngineRig
 

@@ -34,10 +34,10 @@ from click.testing import CliRunner
 from crash_rig import SECRET, T0, Posted, Run, _utc
 from factory import cap_xml, county_rows, write_contacts
 
-from warnd.signature import sign
+from warnd.desk.views import history
+from warnd.desk.views.reader import open_reader
+from warnd.edges.signature import sign
 from warnd.testing import eventually
-from warnd.views import history
-from warnd.views.reader import open_reader
 
 WINDOW, ATTEMPTS = timedelta(minutes=5), 3
 #: Simultaneous inputs and timers may be taken in either order by a live daemon (a file clock
@@ -387,7 +387,7 @@ class Soak(Run):
     # ---- the verdict ----------------------------------------------------------------------
 
     async def live_events(self) -> list[Event]:
-        """The store's history (``warnd.views.history``), as the oracle's events."""
+        """The store's history (``warnd.desk.views.history``), as the oracle's events."""
         reader = await open_reader(f"sqlite:///{self.db}")
         try:
             events = await history.events(reader, UTC)

@@ -24,7 +24,8 @@ from daemon_rig import ID, SECRET, T0, Harness, Rig, calls_out, link, run_chain
 from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import GatewayFake
 
-from warnd import logs, phone
+from warnd.core import phone
+from warnd.edges import logs
 from warnd.engine.acks import TOKEN_TTL
 from warnd.store.tables import Ack, Call
 

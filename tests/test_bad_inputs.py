@@ -28,8 +28,8 @@ from daemon_rig import ID, T0, Harness, calls_of
 from factory import HEADER, cap_xml, county_rows, write_contacts
 from input_cases import BAD, BASE, DAEMON, DIVISION_PROBLEMS, NEXT, ROW_PROBLEMS, SECTION2
 
-from warnd import logs
 from warnd.cli import main
+from warnd.edges import logs
 from warnd.testing import eventually
 
 EXAMPLE_CAP = Path(__file__).resolve().parents[1] / "examples" / "feed"

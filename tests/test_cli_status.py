@@ -32,9 +32,9 @@ from rich.console import Console
 from scenario import T0, Scenario
 from sqlalchemy import func, select
 
-from warnd import views
 from warnd.cli import main, status
 from warnd.cli.statusview import Fmt, detail_view
+from warnd.desk import views
 from warnd.store import Store
 from warnd.store.tables import Call, Event
 

@@ -28,8 +28,8 @@ from crash_rig import ATTEMPTS, CONCURRENCY, ID, SECRET, T0, Run
 from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import BODY_KEYS
 
-from warnd.clock import FileClock
-from warnd.duration import parse_duration
+from warnd.core.clock import FileClock
+from warnd.core.duration import parse_duration
 
 
 def write_setup(tmp: Path, gateway_url: str, *, window: str = "5m") -> None:

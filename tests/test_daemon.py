@@ -21,10 +21,10 @@ import pytest
 from daemon_rig import COUNTY_A, ID, T0, H, Harness, M, S, assert_wire_contract, calls_of, run_chain
 from factory import cap_xml, county_rows, write_contacts
 
-from warnd.channels.delivery import Backoff
-from warnd.daemon import Daemon
-from warnd.errors import ConfigError
-from warnd.feeds import FeedItem, Outcome
+from warnd.core.errors import ConfigError
+from warnd.edges.channels.delivery import Backoff
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds import FeedItem, Outcome
 from warnd.store.tables import Ack, Call, Outbox
 
 

@@ -1,4 +1,5 @@
-"""warnd.directory and warnd.phone: loading, every problem kind, lookups, the phone fast path."""
+"""warnd.core.directory and warnd.core.phone: loading, every problem kind, lookups, the phone
+fast path."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from input_cases import BASE, DIVISION_PROBLEMS, HEADER, NEXT, ROW_PROBLEMS, row
 
-from warnd import division, phone
-from warnd.directory import Contact, Directory, Division, Problem, load
-from warnd.errors import ContactsError
+from warnd.core import division, phone
+from warnd.core.directory import Contact, Directory, Division, Problem, load
+from warnd.core.errors import ContactsError
 
 
 def write(folder: Path, name: str, body: str, *, header: str = HEADER) -> Path:

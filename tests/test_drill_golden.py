@@ -25,9 +25,9 @@ from directory_gen import county_code, generate
 from factory import cap_xml
 from serve_harness import canonical, make_case, write_case
 
-from warnd import directory
-from warnd.drill import simulate
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.desk.drill import simulate
 
 GOLDEN = Path(__file__).parent / "golden"
 CST = timezone(timedelta(hours=8))

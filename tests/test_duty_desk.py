@@ -243,7 +243,7 @@ def test_6_stage_fired_names_its_level_and_time_has_the_configured_offset(tmp_pa
     import io
     from zoneinfo import ZoneInfo
 
-    from warnd import logs
+    from warnd.edges import logs
 
     out = io.StringIO()
     logs.configure(json=True, level="info", file=out, tz=ZoneInfo("Asia/Shanghai"))
@@ -298,7 +298,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_5_numbers_as_a_duty_officer_dials_them() -> None:
-    from warnd.views import display
+    from warnd.desk.views import display
 
     assert display.phone("+867434222110") == "0743-4222110"  # 泸溪 county duty office
     assert display.phone("+861012345678") == "010-12345678"  # Beijing: a 2-digit area code
@@ -313,8 +313,8 @@ def test_5_landlines_split_their_area_code_as_phonenumbers_does() -> None:
 
     import phonenumbers
 
-    from warnd.phone import normalise
-    from warnd.views import display
+    from warnd.core.phone import normalise
+    from warnd.desk.views import display
 
     rng = random.Random(13)
     areas = ["10", "20", "21", "23", "27", "29", "311", "371", "551", "731", "743", "755", "991"]
@@ -334,7 +334,7 @@ def test_5_landlines_split_their_area_code_as_phonenumbers_does() -> None:
 
 
 def test_5_durations_in_days_and_hours_and_never_a_negative_ago() -> None:
-    from warnd.views import display
+    from warnd.desk.views import display
 
     assert display.span(12981 * H + 9 * M) == "540天21小时"
     assert display.span(5 * H + 7 * M) == "5小时07分"

@@ -22,7 +22,7 @@ import pytest
 from daemon_rig import T0, Harness
 from factory import cap_xml
 
-from warnd import logs
+from warnd.edges import logs
 from warnd.store.tables import Ack, Outbox, WarningRow
 from warnd.testing import eventually
 

@@ -31,9 +31,9 @@ from click.testing import CliRunner
 from daemon_rig import ID, PUBLIC, SECRET, T0, Harness, Rig, calls_out, link
 from factory import cap_xml
 
-from warnd import ack, logs
 from warnd.cli import main
-from warnd.signature import sign
+from warnd.edges import ack, logs
+from warnd.edges.signature import sign
 from warnd.testing import eventually
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,8 +32,8 @@ from crash_rig import SECRET, Run
 from daemon_rig import T0, Harness
 from factory import cap_xml, county_rows, write_contacts
 
-from warnd import listener, logs
-from warnd.signature import sign
+from warnd.edges import listener, logs
+from warnd.edges.signature import sign
 from warnd.testing import eventually
 
 M = timedelta(minutes=1)

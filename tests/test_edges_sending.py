@@ -21,9 +21,9 @@ import pytest
 from daemon_rig import ID, T0, Harness
 from factory import cap_xml, county_rows
 
-from warnd import logs, metrics
-from warnd.channels import delivery
-from warnd.channels.delivery import Backoff
+from warnd.edges import logs, metrics
+from warnd.edges.channels import delivery
+from warnd.edges.channels.delivery import Backoff
 from warnd.store.tables import Outbox
 
 H = timedelta(hours=1)

@@ -13,11 +13,11 @@ from factory import cap_xml, county_rows, write_contacts
 from sqlalchemy import func, select
 
 from warnd.cli import main
+from warnd.config.policy import Policy
+from warnd.core.errors import StoreError
+from warnd.edges.feeds import FeedItem
+from warnd.edges.feeds import Outcome as Ingested
 from warnd.engine import Engine
-from warnd.errors import StoreError
-from warnd.feeds import FeedItem
-from warnd.feeds import Outcome as Ingested
-from warnd.policy import Policy
 from warnd.store import Store
 from warnd.store.tables import Ack, Call, Division, Message, Outbox, WarningRow
 from warnd.testing import EngineRig

@@ -38,13 +38,13 @@ from daemon_rig import PUBLIC, SECRET, T0, Harness
 from factory import cap_xml, write_contacts
 from gateway_fake import GatewayFake
 
-from warnd import logs
-from warnd.channels import delivery
-from warnd.channels.delivery import Backoff
-from warnd.daemon import Daemon
+from warnd.config.policy import load_config
+from warnd.edges import logs
+from warnd.edges.channels import delivery
+from warnd.edges.channels.delivery import Backoff
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds.http import HttpFeed
 from warnd.engine.ids import message_id_of
-from warnd.feeds.http import HttpFeed
-from warnd.policy import load_config
 from warnd.store.tables import Call, Division, Outbox, WarningRow
 
 M = timedelta(minutes=1)
@@ -378,7 +378,7 @@ async def test_unreadable_half_written_and_poisonous_files(
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr("warnd.feeds.folder.open", guarded, raising=False)
+        monkeypatch.setattr("warnd.edges.feeds.folder.open", guarded, raising=False)
     whole = doc(2)
     growing = drop(spool, "growing.xml", whole[:300], age=0)  # being written right now
     drop(spool, "copy.xml.part", whole[:100], age=600)  # a temporary name: never read

@@ -50,3 +50,73 @@ def test_the_import_check_sees_each_form(tmp_path: Path) -> None:
     )
     names = {n for n in imported(probe) if is_test_module(n)}
     assert names == {"test_a", "test_b", "tests.c", ".test_d", ".test_e", "test_f"}
+
+
+# ---- the layers of warnd/ (README "How it is built") --------------------------------------------
+
+WARND = TESTS.parent / "warnd"
+LAYERS = ("core", "config", "store", "engine", "edges", "desk", "cli")
+#: what the pure core must never import: the layers that do I/O or present, and their libraries
+NOT_IN_CORE = (
+    "warnd.store",
+    "warnd.engine",
+    "warnd.edges",
+    "warnd.desk",
+    "warnd.cli",
+    "warnd.migrations",
+    "sqlalchemy",
+    "sqlmodel",
+    "alembic",
+    "aiohttp",
+    "aiosqlite",
+    "asyncpg",
+    "apscheduler",
+)
+
+
+def test_the_root_of_warnd_shows_the_layers() -> None:
+    """Every module lives in a layer: the root holds only the layers, the package's own files
+    and the shipped test rigs."""
+    root = sorted(p.name for p in WARND.iterdir() if not p.name.startswith((".", "__pycache__")))
+    layers = [p for p in root if (WARND / p).is_dir() and (WARND / p / "__init__.py").exists()]
+    assert set(LAYERS) <= set(layers)
+    assert set(root) - set(LAYERS) == {
+        "__init__.py",
+        "py.typed",
+        "testing.py",  # warnd.testing: the test rigs (docs/testing.md)
+        "migrations",  # the store's schema versions (Alembic; warnd.store.schema)
+        "schemas",  # the CAP XSDs (warnd.core.cap.parser)
+    }
+
+
+def test_core_imports_nothing_of_the_outer_layers() -> None:
+    """Every import anywhere in a core module (in functions and type-only blocks too) stays in
+    the core, the config values or the standard and pure libraries."""
+    modules = sorted((WARND / "core").rglob("*.py"))
+    assert len(modules) > 15
+    found = {}
+    for m in modules:
+        bad = sorted(n for n in imported(m) if n.startswith(NOT_IN_CORE) or n == "warnd")
+        if bad:
+            found[str(m.relative_to(WARND))] = bad
+    assert found == {}
+
+
+def test_importing_the_core_loads_no_outer_layer() -> None:
+    """The same, as the interpreter sees it: import every core module in a fresh process."""
+    import subprocess
+    import sys
+
+    names = sorted(
+        ".".join(p.relative_to(WARND.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in (WARND / "core").rglob("*.py")
+    )
+    probe = (
+        "import importlib, json, sys\n"
+        f"for n in {names!r}: importlib.import_module(n)\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({NOT_IN_CORE!r}))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

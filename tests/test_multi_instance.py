@@ -34,7 +34,7 @@ from conftest import drop_pg_database, fresh_pg_database
 from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import BODY_KEYS, GatewayFake
 
-from warnd.signature import sign
+from warnd.edges.signature import sign
 from warnd.testing import WARND, eventually
 
 PG_URL = os.environ.get("WARND_TEST_PG_URL")

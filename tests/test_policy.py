@@ -1,4 +1,5 @@
-"""warnd.policy: the config file of contracts §2/§7 is validated once, every mistake named."""
+"""warnd.config.policy: the config file of contracts §2/§7 is validated once, every mistake
+named."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from pathlib import Path
 import pytest
 from input_cases import BAD, DAEMON, SECTION2, STRONG
 
-from warnd import logs
-from warnd.errors import ConfigError
-from warnd.exposure import EXAMPLE_SECRET, MIN_SECRET_BYTES
-from warnd.policy import (
+from warnd.config.exposure import EXAMPLE_SECRET, MIN_SECRET_BYTES
+from warnd.config.policy import (
     AckPolicy,
     Config,
     HooksConfig,
@@ -24,6 +23,8 @@ from warnd.policy import (
     load_config,
     parse_rate,
 )
+from warnd.core.errors import ConfigError
+from warnd.edges import logs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
-"""The rung table (warnd/chain/rungs.py): whom each rung calls, and a rung added in a test only.
+"""The rung table (warnd/core/chain/rungs.py): whom each rung calls, and a rung added in a test
+only.
 
 The second half adds two rungs the product does not have — ``deputy`` (a division's C person,
 a rank no contacts file has today) and ``township_office`` (the township's duty office: calls
@@ -22,9 +23,9 @@ import pytest
 from factory import write_contacts
 from rich.console import Console
 
-from warnd import audit, views
-from warnd.chain import rungs
-from warnd.chain.ladder import (
+from warnd.config.policy import Policy, load_config
+from warnd.core.chain import rungs
+from warnd.core.chain.ladder import (
     CallDue,
     DivisionState,
     Record,
@@ -34,15 +35,15 @@ from warnd.chain.ladder import (
     next_due,
     step,
 )
-from warnd.channels.groups import heading
-from warnd.directory import Directory, load
+from warnd.core.directory import Directory, load
+from warnd.core.errors import ConfigError
+from warnd.core.notice import WarningFacts, call_text
+from warnd.desk import audit, views
+from warnd.desk.report import Facts, StageFact, build
+from warnd.desk.report.html import render_html
+from warnd.desk.report.text import render_csv, render_terminal, to_json
+from warnd.edges.channels.groups import heading
 from warnd.engine.people import DirectoryPeople, not_woken, on_behalf
-from warnd.errors import ConfigError
-from warnd.notice import WarningFacts, call_text
-from warnd.policy import Policy, load_config
-from warnd.report import Facts, StageFact, build
-from warnd.report.html import render_html
-from warnd.report.text import render_csv, render_terminal, to_json
 
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
 _H = timedelta(hours=1)

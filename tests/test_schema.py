@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from warnd.cli import main
-from warnd.errors import StoreError
+from warnd.core.errors import StoreError
 from warnd.store import Store, async_url, schema
 
 

@@ -1,4 +1,4 @@
-"""The duty desk's light read path: ``warnd.views.reader`` and ``warnd.views.names``.
+"""The duty desk's light read path: ``warnd.desk.views.reader`` and ``warnd.desk.views.names``.
 
 ``warnd status`` / ``warnd unreached`` read the store through the stdlib ``sqlite3`` or
 ``asyncpg`` (never SQLAlchemy, SQLModel, pydantic, Alembic or lxml, which cost half a second to
@@ -28,14 +28,14 @@ from scenario import T0, Scenario
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from warnd import views
 from warnd.cli import main
-from warnd.errors import ContactsError, StoreError
-from warnd.revision import HEAD
+from warnd.core.errors import ContactsError, StoreError
+from warnd.core.revision import HEAD
+from warnd.desk import views
+from warnd.desk.views.names import names
+from warnd.desk.views.reader import bind, open_reader
 from warnd.store import Store, async_url, schema
 from warnd.store.tables import WarningRow
-from warnd.views.names import names
-from warnd.views.reader import bind, open_reader
 
 KEY = "43312241600000_20250614080000"
 AT = T0 + 2 * timedelta(hours=1)

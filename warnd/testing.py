@@ -5,7 +5,7 @@ warnd — and of a deployment that drives it — needs, in one place (docs/testi
   it holds, fail with what it last saw. The only polling loop the tests have.
 - ``EngineRig``: the real engine on a ``ManualClock`` over a real store (a SQLite file or a
   PostgreSQL database); the engine is built as the drill simulation builds its own
-  (``warnd.drill.engine_for``). Time moves only when the test moves the clock.
+  (``warnd.desk.drill.engine_for``). Time moves only when the test moves the clock.
 - ``daemon_config``: a ``warnd.toml`` with every table a daemon needs (contracts §2, §7),
   one webhook channel to a gateway; each table's values can be changed.
 - ``ServeProcess``: ``warnd serve`` as a real subprocess (the console script), started and
@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from warnd import directory as directory_mod
-from warnd.clock import ManualClock
-from warnd.directory import Directory
+from warnd.config.policy import Policy
+from warnd.core import directory as directory_mod
+from warnd.core.clock import ManualClock
+from warnd.core.directory import Directory
 from warnd.engine import Engine
 from warnd.engine.outbox import Attempt
-from warnd.policy import Policy
 from warnd.store import Store
 
 T = TypeVar("T")
@@ -120,7 +120,7 @@ class EngineRig:
         self.engine: Engine | None = None
 
     async def open(self, **store_options: Any) -> Engine:
-        from warnd.drill import engine_for
+        from warnd.desk.drill import engine_for
 
         self.store = await Store.open(self.url, **store_options)
         self.engine = engine_for(

@@ -1,6 +1,6 @@
 """``warnd status`` and ``warnd unreached``: who has answered, who has not, whom to call now.
 
-Both only read the store, through ``warnd.views.reader`` (read-only ``sqlite3`` or ``asyncpg``;
+Both only read the store, through ``warnd.desk.views.reader`` (read-only ``sqlite3`` or ``asyncpg``;
 never SQLAlchemy, so that they start in a fraction of a second), and work while the daemon is
 down. What they print is in ``warnd.cli.statusview``; JSON keys are in docs/operations.md.
 """
@@ -16,7 +16,6 @@ import click
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from warnd import views
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
 from warnd.cli.feedbanner import with_banner
@@ -29,11 +28,12 @@ from warnd.cli.statusview import (
     unreached_json,
     unreached_view,
 )
-from warnd.clock import Clock, FileClock, SystemClock
-from warnd.errors import WarndError
-from warnd.policy import Config
-from warnd.views.feeds import alarm_json, feed_alarms
-from warnd.views.reader import Reader, open_reader
+from warnd.config.policy import Config
+from warnd.core.clock import Clock, FileClock, SystemClock
+from warnd.core.errors import WarndError
+from warnd.desk import views
+from warnd.desk.views.feeds import alarm_json, feed_alarms
+from warnd.desk.views.reader import Reader, open_reader
 
 if TYPE_CHECKING:
     from warnd.store import Store
@@ -98,9 +98,9 @@ def console() -> Console:
 def names_of(config: Config, ids: Iterable[str]) -> dict[str, str]:
     """contact id → name for ``ids`` from the configured contacts (empty when unavailable).
 
-    Only the two cells needed of each row are read (``warnd.views.names``), not the directory.
+    Only the two cells needed of each row are read (``warnd.desk.views.names``), not the directory.
     """
-    from warnd.views.names import names
+    from warnd.desk.views.names import names
 
     if config.contacts_path is None:
         return {}

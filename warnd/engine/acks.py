@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from warnd import metrics
-from warnd.chain import ladder
+from warnd.core.chain import ladder
+from warnd.edges import metrics
 from warnd.engine.context import Context
 from warnd.engine.ids import message_id_of
 from warnd.engine.people import not_woken

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from warnd.chain import ladder
+from warnd.core.chain import ladder
 from warnd.engine.context import Context
 from warnd.engine.gcpause import gc_paused
 from warnd.engine.records import Stepped, carry_out, event_row

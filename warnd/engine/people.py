@@ -1,13 +1,13 @@
 """The ladder's view of the directory: who to call for a division at each rung.
 
-Whom each rung calls is the rung table's (``warnd.chain.rungs``, contracts §3): a new rung is a
+Whom each rung calls is the rung table's (``warnd.core.chain.rungs``, contracts §3): a new rung is a
 row there, not a branch here.
 """
 
 from __future__ import annotations
 
-from warnd.chain import rungs
-from warnd.directory import Directory
+from warnd.core.chain import rungs
+from warnd.core.directory import Directory
 
 
 class DirectoryPeople:

@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from warnd.chain import ladder
+from warnd.core.chain import ladder
+from warnd.core.notice import WarningFacts, call_text
 from warnd.engine.context import Context
 from warnd.engine.ids import new_link_token, new_message_id, new_reply_code
 from warnd.engine.people import on_behalf
-from warnd.notice import WarningFacts, call_text
 from warnd.store import chain
 from warnd.store.records import CallRow, DivisionRow, WarningRec
 from warnd.store.tx import Row, Tx

@@ -5,7 +5,7 @@
   rows and timers), ``intake`` (ingest), ``answers`` (acknowledgements), ``outbox`` (sending).
 * ``store.backend`` — reads outside a write transaction (``fetch``/``fetch_in``, positional
   ``?`` parameters), on a connection of their own.
-* ``store.fetch(sql, params)`` — the duty desk's ``warnd.views.reader.Source`` (``:name``).
+* ``store.fetch(sql, params)`` — the duty desk's ``warnd.desk.views.reader.Source`` (``:name``).
 * ``store.read()`` — an SQLAlchemy session for cold reads (tests, tools); never on a hot path.
 
 SQLAlchemy and Alembic keep the schema (``tables``, ``schema``): a store is checked against the
@@ -34,7 +34,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from warnd.errors import StoreError
+from warnd.core.errors import StoreError
 from warnd.store import schema, tables
 from warnd.store.postgres import PostgresBackend
 from warnd.store.sqlite import SQLiteBackend
@@ -163,8 +163,9 @@ class Store:
     # ---- reads --------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-        """``warnd.views.reader.Source``: ``:name`` parameters, rows as the driver gives them."""
-        from warnd.views.reader import bind
+        """``warnd.desk.views.reader.Source``: ``:name`` parameters, rows as the driver gives
+        them."""
+        from warnd.desk.views.reader import bind
 
         query, args = bind(sql, params, lambda _n: "?")
         return await self.backend.fetch(query, args)
@@ -173,7 +174,7 @@ class Store:
         self, sql: str, params: Mapping[str, Any] | None = None
     ) -> AsyncIterator[list[Any]]:
         """Like ``fetch``, in chunks: a long read without all its rows in memory at once."""
-        from warnd.views.reader import bind
+        from warnd.desk.views.reader import bind
 
         query, args = bind(sql, params, lambda _n: "?")
         async for rows in self.backend.stream(query, args):

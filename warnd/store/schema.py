@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
-from warnd.revision import HEAD  # the newest migration; tests/test_schema.py keeps it honest
+from warnd.core.revision import HEAD  # the newest migration; tests/test_schema.py keeps it honest
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
