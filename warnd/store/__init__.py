@@ -101,12 +101,15 @@ class Store:
         daemon: bool = False,
         durable: bool = True,
         heartbeat_s: float = 10.0,
+        schema_head: str | None = None,
     ) -> Store:
         """Open the store; refuse a schema other than the code's (unless ``migrate``).
 
         ``create``: an empty (or missing SQLite) database is brought to the current schema.
         ``migrate``: an older schema is upgraded (``warnd db upgrade``); the daemon never does
         this on its own. ``durable=False``: a throw-away SQLite store (drills) without fsync.
+        ``schema_head``: the revision this code expects (None: ``schema.head()``; a test plays
+        an older release with it).
         """
         path = _sqlite_path(url)
         lock_fd = None
@@ -122,7 +125,7 @@ class Store:
             if daemon:
                 lock_fd = _lock(path)
         try:
-            await _prepare(url, create=create, migrate=migrate)
+            await _prepare(url, create=create, migrate=migrate, head=schema_head)
             backend: Backend = (
                 SQLiteBackend(path, durable=durable)
                 if path is not None
@@ -301,8 +304,10 @@ def _engine(url: str) -> AsyncEngine:
     return create_async_engine(aurl, pool_pre_ping=True)
 
 
-async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
-    """Check the schema (and create or upgrade it when asked), through SQLAlchemy/Alembic."""
+async def _prepare(url: str, *, create: bool, migrate: bool, head: str | None = None) -> None:
+    """Check the schema (and create or upgrade it to ``head`` when asked), through
+    SQLAlchemy/Alembic."""
+    head = head or schema.head()
     engine = _engine(url)
     sqlite = engine.dialect.name == "sqlite"
     try:
@@ -311,7 +316,7 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
         async with engine.connect() as conn:
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
-        if at == schema.head():
+        if at == head:
             return
         async with engine.begin() as conn:
             if not sqlite:
@@ -320,7 +325,6 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key("schema")})
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
-            head = schema.head()
             if at == head:
                 return
             if empty and not (create or migrate):
@@ -336,7 +340,7 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
                     f" warnd ({head}): run `warnd db upgrade --config PATH`, stop every instance"
                     " first)"
                 )
-            await conn.run_sync(schema.upgrade)
+            await conn.run_sync(schema.upgrade, head)
     finally:
         await engine.dispose()
 

@@ -62,7 +62,7 @@ def is_ancestor(revision: str) -> bool:
     return any(r.revision == revision for r in script.walk_revisions())
 
 
-def upgrade(sync_connection: Any) -> None:
+def upgrade(sync_connection: Any, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(sync_connection), "head")
+    command.upgrade(alembic_config(sync_connection), revision)
