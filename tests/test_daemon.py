@@ -140,7 +140,7 @@ async def test_gateway_400_fails_the_attempt_and_the_ladder_goes_on(h: Harness) 
 
 
 async def test_gateway_down_then_up_message_is_sent_later(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
+    h: Harness,
 ) -> None:
     # the channel's own back-off would retry for up to a minute of real time; shorten it
     assert h.daemon.dispatcher is not None

@@ -120,7 +120,7 @@ async def test_the_persons_own_order_falls_back_on_any_failure(
 
 
 async def test_every_failed_try_of_an_attempt_is_logged_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Before: an attempt that failed 7 times left one ``send_failed`` line for all of them."""
     seven = Backoff(initial=0.001, maximum=0.002, jitter=0, max_tries=7)
