@@ -7,8 +7,8 @@ can; prints one JSON line: requests, answered 200 with ``"ok": true``, seconds, 
 process CPU µs per request.
 
 ``python bench/ackclient.py server PORT SECRET_FILE``: a bare aiohttp server that verifies the
-same signature (``warnd.signature.verify``, the same replay guard) and answers 200 with a small
-JSON body — the floor of a signed hook on this machine.
+same signature (``warnd.edges.signature.verify``, the same replay guard) and answers 200
+with a small JSON body — the floor of a signed hook on this machine.
 
 Both run as processes of their own, so that neither shares an event loop (or the GIL) with
 the daemon being measured.
@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from warnd.signature import ReplayGuard, SignatureError, sign, verify
+from warnd.edges.signature import ReplayGuard, SignatureError, sign, verify
 
 
 async def client(url: str, secret: bytes, ids: list[str], ts: int, connections: int) -> None:

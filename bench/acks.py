@@ -50,9 +50,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from directory_gen import generate  # noqa: E402
 from fanout import free_port, province_alert, start_daemon, wait_up  # noqa: E402
 
-from warnd import logs  # noqa: E402
+from warnd.edges import logs  # noqa: E402
+from warnd.edges.feeds import FeedItem  # noqa: E402
 from warnd.engine import Engine  # noqa: E402
-from warnd.feeds import FeedItem  # noqa: E402
 
 SHARE = 0.6
 CONNECTIONS = 64

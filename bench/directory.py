@@ -11,7 +11,7 @@ townships, 24,888 villages, 253,760 rows in 122 files), then prints:
   ``load()`` (Python allocations only), and the peak RSS of a fresh process that only imports
   warnd and loads the directory;
 - ``overlapping()`` lookups/s, with an in-run baseline: a linear scan with
-  ``warnd.division.overlaps``;
+  ``warnd.core.division.overlaps``;
 - ``plan()`` time for a province-wide warning (geocode ``430000000000``, all three 631 stages
   with their recipients), with ``overlapping()`` alone for the same area as its in-run baseline.
 
@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from directory_gen import generate
 from factory import cap_xml
 
-from warnd import cap
-from warnd.chain.plan import Plan, plan
-from warnd.directory import Directory, load
-from warnd.division import DIRECTORY_LEVELS, Level, overlaps
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import cap
+from warnd.core.chain.plan import Plan, plan
+from warnd.core.directory import Directory, load
+from warnd.core.division import DIRECTORY_LEVELS, Level, overlaps
 
 LOAD_TARGET_S = 5.0
 PLAN_TARGET_S = 1.0
@@ -75,10 +75,10 @@ def hwm_kib():
     return rss // 1024 if sys.platform == "darwin" else rss
 
 
-import warnd.directory
+import warnd.core.directory
 
 before = hwm_kib()
-d, problems = warnd.directory.load(sys.argv[1])
+d, problems = warnd.core.directory.load(sys.argv[1])
 print(json.dumps({"before_kib": before, "after_kib": hwm_kib(), "rows": len(d)}))
 """
 

@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from directory_gen import county_code, generate  # noqa: E402
 from factory import cap_xml  # noqa: E402
 
-from warnd import directory, logs  # noqa: E402
-from warnd.drill import simulate  # noqa: E402
-from warnd.policy import Policy  # noqa: E402
+from warnd.config.policy import Policy  # noqa: E402
+from warnd.core import directory  # noqa: E402
+from warnd.desk.drill import simulate  # noqa: E402
+from warnd.edges import logs  # noqa: E402
 
 CST = timezone(timedelta(hours=8))
 

@@ -48,11 +48,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from directory_gen import generate  # noqa: E402
 from factory import cap_xml  # noqa: E402
 
-from warnd import logs  # noqa: E402
-from warnd.clock import ManualClock  # noqa: E402
-from warnd.daemon import Daemon  # noqa: E402
-from warnd.feeds import FeedItem  # noqa: E402
-from warnd.policy import load_config  # noqa: E402
+from warnd.config.policy import load_config  # noqa: E402
+from warnd.core.clock import ManualClock  # noqa: E402
+from warnd.edges import logs  # noqa: E402
+from warnd.edges.daemon import Daemon  # noqa: E402
+from warnd.edges.feeds import FeedItem  # noqa: E402
 from warnd.store import Store  # noqa: E402
 
 CONCURRENCY = 64

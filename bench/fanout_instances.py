@@ -49,11 +49,11 @@ from conftest import drop_pg_database, fresh_pg_database
 from directory_gen import generate
 from factory import cap_xml
 
-from warnd import logs
-from warnd.clock import ManualClock
-from warnd.daemon import Daemon
-from warnd.feeds import FeedItem
-from warnd.policy import load_config
+from warnd.config.policy import load_config
+from warnd.core.clock import ManualClock
+from warnd.edges import logs
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds import FeedItem
 
 NOW = datetime(2025, 7, 1, 0, 0, tzinfo=UTC)
 ALERT = cap_xml(

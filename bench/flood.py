@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from factory import cap_xml, county_rows, write_contacts  # noqa: E402
 from gateway_fake import GatewayFake  # noqa: E402
 
-from warnd.signature import sign  # noqa: E402
+from warnd.edges.signature import sign  # noqa: E402
 
 WARND = Path(sys.executable).parent / "warnd"
 SECRET = b"flood-bench-hook-secret-0123456789abcdef"

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from directory_gen import generate  # noqa: E402
 from fanout import province_alert, start_daemon  # noqa: E402
 
-from warnd import logs  # noqa: E402
-from warnd.channels import Outbound, webhook  # noqa: E402
-from warnd.feeds import FeedItem  # noqa: E402
+from warnd.edges import logs  # noqa: E402
+from warnd.edges.channels import Outbound, webhook  # noqa: E402
+from warnd.edges.feeds import FeedItem  # noqa: E402
 
 
 async def _accepted(_self: webhook.WebhookChannel, _msg: Outbound) -> None:

@@ -11,7 +11,7 @@ acknowledgement path (``engine.ack_messages``: IVR key presses on each call's la
 Then times, best of 3 each, with an in-run baseline (``python -c "import warnd.cli"``):
   * ``views.warnings`` (what ``warnd status`` shows) and ``views.warning`` + ``views.detail``
     (``warnd status WARNING``: every division and person), function level, through the
-    commands' own read path (``warnd.views.reader``);
+    commands' own read path (``warnd.desk.views.reader``);
   * rendering: the detail's JSON (``json.dumps`` of every person) and its terminal table;
   * importing the status command (``python -c "import warnd.cli.status"``);
   * the CLI as a subprocess: ``status``, ``status WARNING`` (terminal, 200 rows),
@@ -49,14 +49,16 @@ from directory_gen import generate  # noqa: E402
 from factory import cap_xml  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from warnd import directory, logs, views  # noqa: E402
 from warnd.cli.statusview import Fmt, detail_json, detail_view, summary_view  # noqa: E402
-from warnd.clock import ManualClock  # noqa: E402
+from warnd.config.policy import Policy  # noqa: E402
+from warnd.core import directory  # noqa: E402
+from warnd.core.clock import ManualClock  # noqa: E402
+from warnd.desk import views  # noqa: E402
+from warnd.desk.views.reader import open_reader  # noqa: E402
+from warnd.edges import logs  # noqa: E402
+from warnd.edges.feeds import FeedItem  # noqa: E402
 from warnd.engine import Context, Engine  # noqa: E402
-from warnd.feeds import FeedItem  # noqa: E402
-from warnd.policy import Policy  # noqa: E402
 from warnd.store import Store  # noqa: E402
-from warnd.views.reader import open_reader  # noqa: E402
 
 KEY = "43000041600000_20250701000000"
 T0 = datetime(2025, 7, 1, 0, 0, tzinfo=UTC)

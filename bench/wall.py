@@ -39,13 +39,15 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 from status import ZONE, best, best_cli, build  # noqa: E402
 
-from warnd import directory, logs, views  # noqa: E402
-from warnd.clock import ManualClock  # noqa: E402
+from warnd.core import directory  # noqa: E402
+from warnd.core.clock import ManualClock  # noqa: E402
+from warnd.desk import views  # noqa: E402
+from warnd.desk.views.reader import open_reader  # noqa: E402
+from warnd.desk.wall.app import Wall  # noqa: E402
+from warnd.desk.wall.config import WallConfig  # noqa: E402
+from warnd.desk.wall.data import wall_data  # noqa: E402
+from warnd.edges import logs  # noqa: E402
 from warnd.store import Store  # noqa: E402
-from warnd.views.reader import open_reader  # noqa: E402
-from warnd.wall.app import Wall  # noqa: E402
-from warnd.wall.config import WallConfig  # noqa: E402
-from warnd.wall.data import wall_data  # noqa: E402
 
 TOKEN = "bench-wall-token-0123456789"
 

@@ -25,13 +25,13 @@ from typing import Any
 from factory import cap_xml, county_rows, write_contacts
 from store0002 import CONTINUATION, ID, SENDER, T0, TABLES, UPDATE_ID, at
 
-from warnd import directory
-from warnd.clock import ManualClock
-from warnd.drill import report
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.core.clock import ManualClock
+from warnd.desk.drill import report
+from warnd.edges.feeds import FeedItem
 from warnd.engine import Context, Engine
 from warnd.engine.outbox import Outcome
-from warnd.feeds import FeedItem
-from warnd.policy import Policy
 from warnd.store import Store
 
 

@@ -16,12 +16,13 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+
+from warnd.testing import eventually
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 FLAGS = (
@@ -83,21 +84,30 @@ class Page:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise CDPError("chromium did not open its DevTools port")
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
+        proc = self.proc
+
+        def port_written() -> str:
+            if proc.returncode is not None:
+                raise CDPError("chromium exited before opening its DevTools port")
+            return port_file.read_text().strip() if port_file.exists() else ""
+
+        try:
+            port = int((await eventually(port_written, timeout=timeout, every=0.05)).split()[0])
+        except AssertionError:
+            raise CDPError("chromium did not open its DevTools port") from None
         self.http = aiohttp.ClientSession()
-        targets: list[dict[str, Any]] = []
-        while not any(t.get("type") == "page" for t in targets):
-            async with self.http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = await resp.json()
-            if time.monotonic() > deadline:
-                raise CDPError("chromium has no page target")
-            await asyncio.sleep(0.05)
-        url = next(t for t in targets if t.get("type") == "page")["webSocketDebuggerUrl"]
+        http = self.http
+
+        async def page_target() -> dict[str, Any] | None:
+            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                targets: list[dict[str, Any]] = await resp.json()
+            return next((t for t in targets if t.get("type") == "page"), None)
+
+        try:
+            target = await eventually(page_target, timeout=timeout, every=0.05)
+        except AssertionError:
+            raise CDPError("chromium has no page target") from None
+        url = target["webSocketDebuggerUrl"]
         self.ws = await self.http.ws_connect(url, max_msg_size=64 * 1024 * 1024)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         await self.send("Page.enable")
@@ -141,14 +151,12 @@ class Page:
 
     async def wait_for(self, expression: str, timeout: float = 30.0) -> Any:
         """Poll ``expression`` until it is truthy; its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise CDPError(f"timed out waiting for {expression!r}; console: {self.console}")
-            await asyncio.sleep(0.1)
+        try:
+            return await eventually(
+                lambda: self.evaluate(expression), timeout=timeout, every=0.1, what=expression
+            )
+        except AssertionError as exc:
+            raise CDPError(f"{exc}; console: {self.console}") from None
 
     async def size(self, width: int, height: int) -> None:
         await self.send(

@@ -127,7 +127,7 @@ def _fresh_logging() -> Iterator[None]:
     no library-log handler or throttle state left from another test's event loop)."""
     yield
     structlog.reset_defaults()
-    from warnd import logs
+    from warnd.edges import logs
 
     logs.reset()
     logs.set_timezone(None)
@@ -136,3 +136,16 @@ def _fresh_logging() -> Iterator[None]:
 # The external corpus is an extra suite: without the folder its modules are not collected and
 # one test (tests/corpus/test_corpus_suite.py) says why.
 collect_ignore_glob = [] if MISSING["CORPUS"] is None else ["corpus/test_*_corpus.py"]
+
+
+async def copy_pg_database(base_url: str, url: str) -> str:
+    """A new PostgreSQL database on the server of ``base_url``: a copy of ``url``'s (its URL)."""
+    import asyncpg
+
+    name = f"warnd_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
+    finally:
+        await conn.close()
+    return base_url.rsplit("/", 1)[0] + "/" + name

@@ -77,9 +77,12 @@ def cap_xml(
 
 
 def write_contacts(folder: Path, rows: Iterable[Sequence[str]], name: str = "contacts.csv") -> Path:
+    """``folder/name`` with ``rows``; rows of ten cells have the optional ``channels`` column."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    lines = [HEADER] + [",".join(r) + "\n" for r in rows]
+    rows = list(rows)
+    header = HEADER.rstrip("\n") + ",channels\n" if any(len(r) == 10 for r in rows) else HEADER
+    lines = [header] + [",".join(r) + "\n" for r in rows]
     path.write_text("".join(lines), encoding="utf-8")
     return folder
 

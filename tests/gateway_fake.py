@@ -35,6 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
+from warnd.testing import eventually
+
 Predicate = Callable[[dict[str, Any]], bool]
 
 #: the keys of a contracts §5 body; the channel may add more (drill, reply_code, link)
@@ -196,13 +198,12 @@ class GatewayFake:
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> int:
         """Poll until at least ``count`` requests arrived; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while self.count < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"gateway received {self.count} requests, expected {count} within {timeout}s"
-                )
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: self.count >= count,
+            timeout=timeout,
+            every=0.01,
+            what=lambda: f"gateway received {self.count} requests, expected {count}",
+        )
         return self.count
 
     # ---- the handler ----------------------------------------------------------------------

@@ -71,7 +71,7 @@ def name(path: Path) -> str:
 
 
 def check_alert(alert: Any, want: dict[str, Any]) -> None:
-    """Assert that a parsed ``warnd.cap.Alert`` says what ``want`` (expected.json facts) says.
+    """Assert that a parsed ``warnd.core.cap.Alert`` says what ``want`` (expected.json facts) says.
 
     The keys are those of the corpus's expected.json, so the same check serves both.
     """

@@ -1,6 +1,7 @@
-"""A store filled by a simulated scenario: the real engine on a ManualClock over a real store.
+"""A store filled by a simulated scenario: the real engine on a ManualClock over a real store
+(``warnd.testing.EngineRig``).
 
-The same mechanics as ``warnd.drill.Simulation`` (every due row worked, every queued message
+The same mechanics as ``warnd.desk.drill.Simulation`` (every due row worked, every queued message
 "sent", listed persons answer ``ack_after`` after the first attempt of each of their calls),
 except that the store is the test's own (SQLite file or PostgreSQL) and kept afterwards, the
 run can stop at any virtual time (a chain caught half-way: redials, escalations, not-woken
@@ -16,19 +17,16 @@ from pathlib import Path
 
 from factory import county_rows, write_contacts
 
-from warnd import directory
-from warnd.clock import ManualClock
-from warnd.engine import Context, Engine
-from warnd.feeds import FeedItem
-from warnd.policy import Policy
-from warnd.store import Store
+from warnd.config.policy import Policy
+from warnd.edges.feeds import FeedItem
 from warnd.store.answers import call_open
+from warnd.testing import EngineRig
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
 CHANNEL = "gateway"
 
 
-class Scenario:
+class Scenario(EngineRig):
     """Drive one store through a scenario; ``store_url`` stays usable by the commands after."""
 
     def __init__(
@@ -46,29 +44,12 @@ class Scenario:
         self.contacts = write_contacts(
             tmp / "contacts", rows if rows is not None else county_rows(townships=2, villages=2)
         )
-        self.directory, problems = directory.load(self.contacts)
-        assert problems == [], problems
-        self.url = store_url or f"sqlite:///{tmp / 'warnd.db'}"
-        self.policy = policy or Policy.default()
-        self.clock = ManualClock(start)
+        url = store_url or f"sqlite:///{tmp / 'warnd.db'}"
+        super().__init__(self.contacts, url, policy=policy, start=start)
         self.responders = dict(responders or {})
         self.failing = set(failing or ())
         self._acks: list[tuple[datetime, int, str]] = []
         self._seq = 0
-        self.store: Store | None = None
-        self.engine: Engine | None = None
-
-    async def __aenter__(self) -> Scenario:
-        self.store = await Store.open(self.url)
-        ctx = Context(
-            store=self.store, directory=self.directory, policy=self.policy, clock=self.clock
-        )
-        self.engine = Engine(ctx)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.store is not None:
-            await self.store.close()
 
     def config(self, **extra: str) -> Path:
         """A config file naming this store and contacts (only the tables of contracts §2)."""

@@ -1,7 +1,7 @@
 """Crash-consistency soak: a county scenario through ``warnd serve`` killed at random points,
 checked against the ``warnd drill simulate`` oracle on the same inputs (docs/hardening.md).
 
-Built on ``tests/test_crash.py``'s ``Run`` (the daemon as a subprocess on a file clock, the
+Built on ``tests/crash_rig.py``'s ``Run`` (the daemon as a subprocess on a file clock, the
 gateway fake in this process, waiting on observables only). A case is drawn from a seed: a
 county, a warning with an Update and a Cancel, responders who answer after ``ack_after``. The
 clock steps from one due time to the next (stages, redials, escalations, lease expiries, answers,
@@ -31,12 +31,13 @@ from typing import Any
 
 import aiohttp
 from click.testing import CliRunner
+from crash_rig import SECRET, T0, Posted, Run, _utc
 from factory import cap_xml, county_rows, write_contacts
-from test_crash import SECRET, T0, Posted, Run, _utc
 
-from warnd.signature import sign
-from warnd.views import history
-from warnd.views.reader import open_reader
+from warnd.desk.views import history
+from warnd.desk.views.reader import open_reader
+from warnd.edges.signature import sign
+from warnd.testing import eventually
 
 WINDOW, ATTEMPTS = timedelta(minutes=5), 3
 #: Simultaneous inputs and timers may be taken in either order by a live daemon (a file clock
@@ -230,17 +231,18 @@ class Soak(Run):
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until the live daemon has done everything due now; restart it if it died."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def done() -> bool:
             if not self.alive():
                 await self.crashed()
-                continue
-            busy = self.busy()
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still busy at {self.now}: {busy[:5]}")
-            await asyncio.sleep(0.03)
+            return self.alive() and not self.busy()
+
+        await eventually(
+            done,
+            timeout=timeout,
+            every=0.03,
+            what=lambda: f"settled at {self.now}: {self.busy()[:5]}",
+        )
 
     # ---- time -----------------------------------------------------------------------------
 
@@ -278,13 +280,13 @@ class Soak(Run):
         old = time.time() - 60
         os.utime(tmp, (old, old))
         os.replace(tmp, self.tmp / "incoming" / name)
-        deadline = time.monotonic() + 30
-        while (self.tmp / "incoming" / name).exists():
+
+        async def taken() -> bool:
             if not self.alive():
                 await self.crashed()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not taken within 30 s")
-            await asyncio.sleep(0.05)
+            return not (self.tmp / "incoming" / name).exists()
+
+        await eventually(taken, timeout=30, every=0.05, what=f"{name} taken")
 
     async def answer(self, call: Any, *, kill: bool) -> None:
         """The responder answers call ``call`` by IVR key or SMS code; a kill may cut across."""
@@ -385,7 +387,7 @@ class Soak(Run):
     # ---- the verdict ----------------------------------------------------------------------
 
     async def live_events(self) -> list[Event]:
-        """The store's history (``warnd.views.history``), as the oracle's events."""
+        """The store's history (``warnd.desk.views.history``), as the oracle's events."""
         reader = await open_reader(f"sqlite:///{self.db}")
         try:
             events = await history.events(reader, UTC)
@@ -502,3 +504,22 @@ async def soak_case(
     # the comparison is not vacuous: one event fewer in the oracle, and it objects
     figures["oracle_sensitive"] = bool((await soak.verify(expected[1:]))["problems"])
     return figures
+
+
+def canonical(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with runs of update/cancel events at one instant sorted by person, and
+    without its wall time."""
+    events, out, i = report["events"], [], 0
+    while i < len(events):
+        e = events[i]
+        if e["type"] in ("update", "cancel"):
+            j = i
+            while j < len(events) and (events[j]["type"], events[j]["at"]) == (e["type"], e["at"]):
+                j += 1
+            out.extend(sorted(events[i:j], key=lambda x: x["contact_id"]))
+            i = j
+        else:
+            out.append(e)
+            i += 1
+    summary = {k: v for k, v in report["summary"].items() if k != "wall_seconds"}
+    return {"events": out, "summary": summary}

@@ -3,7 +3,7 @@
 Forged, stale and replayed hooks on every path; confirmation tokens (length, randomness,
 single purpose, expiry a day after their attempt, GET never acknowledging); SMS replies that
 must change nothing; oversized bodies (413); and a whole end-to-end run whose every log line is
-checked for phone numbers and secrets. Harness: ``tests/test_daemon.py`` (ManualClock, real
+checked for phone numbers and secrets. Harness: ``tests/daemon_rig.py`` (ManualClock, real
 SQLite, real aiohttp listener and gateway fake).
 """
 
@@ -14,35 +14,25 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from aiohttp import web
+from daemon_rig import ID, SECRET, T0, Harness, Rig, calls_out, link, run_chain
 from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import GatewayFake
-from test_daemon import ID, SECRET, T0, Harness, _chain
 
-from warnd import logs, phone
+from warnd.core import phone
+from warnd.edges import logs
 from warnd.engine.acks import TOKEN_TTL
-from warnd.store.tables import Ack, Call, Division, Outbox
-from warnd.views import Timestamps
+from warnd.store.tables import Ack, Call
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
 S = timedelta(seconds=1)
 ID2 = "43312241600000_20250614090000"
-
-
-class Rig(Harness):
-    async def snapshot(self) -> tuple[Any, ...]:
-        """Everything an acknowledgement could change (any number of warnings)."""
-        acks = [(a.contact_id, a.source, a.dedupe_key) for a in await self.all(Ack)]
-        calls = [(c.id, c.state, c.attempts_made, c.next_due_at) for c in await self.all(Call)]
-        divs = [(d.id, d.rung, d.reached_at, d.unreached_at) for d in await self.all(Division)]
-        out = [(o.id, o.state) for o in await self.all(Outbox)]
-        return tuple(tuple(sorted(rows, key=repr)) for rows in (acks, calls, divs, out))
 
 
 @pytest.fixture
@@ -53,36 +43,6 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await harness.stop()
-
-
-class Attempt(NamedTuple):
-    """A call attempt with the reply code and link token of its call."""
-
-    id: str
-    to: str
-    contact_id: str
-    warning_id: int
-    call_id: int
-    due_at: datetime
-    token: str | None
-    reply_code: str | None
-
-
-async def calls_out(h: Harness) -> list[Attempt]:
-    """Every call attempt queued so far (all stages fire at once for an alert without onset)."""
-    store = h.daemon.store
-    assert store is not None
-    rows = await store.fetch(
-        'SELECT o.id, o."to", o.contact_id, o.warning_id, o.call_id, o.due_at, c.token,'
-        " c.reply_code FROM outbox o JOIN call c ON c.id = o.call_id ORDER BY o.at, o.seq"
-    )
-    ts = Timestamps()
-    return [Attempt(r[0], r[1], r[2], r[3], r[4], ts(r[5]), r[6], r[7]) for r in rows]  # type: ignore[arg-type]
-
-
-def link(row: Attempt) -> str:
-    assert row.token is not None
-    return f"/a/{row.token}"
 
 
 async def page(h: Harness, method: str, path: str, **kw: Any) -> tuple[int, str]:
@@ -301,7 +261,7 @@ async def test_no_log_line_of_a_whole_run_carries_a_number_or_a_secret(
     h.gateway = EchoingGateway(now=h.clock.now)
     await h.start()
     try:
-        await _chain(h)  # test_daemon's whole 631 chain: stages, IVR, SMS, link, update, ladder
+        await run_chain(h)  # the whole 631 chain: stages, IVR, SMS, link, update, ladder
         # failure paths that put outside text into log lines
         await h.hook("/hooks/reply", {"from": "+8613999999999", "text": "1"})
         await h.post("/hooks/ivr", *h.signed({"id": "x", "digits": "1"}, secret=b"wrong"))

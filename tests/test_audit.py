@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from factory import county_rows, write_contacts
 
-from warnd.audit import audit, row_codes, worst_case
 from warnd.cli import main
-from warnd.deadline import deadlines, windows
-from warnd.directory import load
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core.deadline import deadlines, windows
+from warnd.core.directory import load
+from warnd.desk.audit import audit, row_codes, worst_case
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "contacts"
 

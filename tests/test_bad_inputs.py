@@ -11,7 +11,6 @@ goes on calling the old contacts.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -24,14 +23,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner, Result
+from crash_rig import Run
+from daemon_rig import ID, T0, Harness, calls_of
 from factory import HEADER, cap_xml, county_rows, write_contacts
-from test_crash import Run
-from test_daemon import ID, T0, Harness, calls_of
-from test_directory import BASE, DIVISION_PROBLEMS, NEXT, ROW_PROBLEMS
-from test_policy import BAD, DAEMON, SECTION2
+from input_cases import BAD, BASE, DAEMON, DIVISION_PROBLEMS, NEXT, ROW_PROBLEMS, SECTION2
 
-from warnd import logs
 from warnd.cli import main
+from warnd.edges import logs
+from warnd.testing import eventually
 
 EXAMPLE_CAP = Path(__file__).resolve().parents[1] / "examples" / "feed"
 
@@ -311,7 +310,9 @@ async def contacts_served(run: Run) -> int:
 async def logged(run: Run, event: str, timeout: float = 10.0) -> None:
     """Wait (bounded) for a log line of the running process naming ``event``."""
     log = run.tmp / f"serve-{run.runs}.log"
-    deadline = asyncio.get_running_loop().time() + timeout
-    while f'"{event}"' not in log.read_text(encoding="utf-8", errors="replace"):
-        assert asyncio.get_running_loop().time() < deadline, f"no {event} within {timeout}s"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: f'"{event}"' in log.read_text(encoding="utf-8", errors="replace"),
+        timeout=timeout,
+        every=0.05,
+        what=f"a {event} line",
+    )

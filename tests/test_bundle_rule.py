@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_ladder import FULL, People, run, sends
 
-from warnd.chain.bundle import Made, Waiting, groups, pull
-from warnd.chain.ladder import CallDue, DivisionState, Early, Start, StartOne, Stop, next_due
+from warnd.core.chain.bundle import Made, Waiting, groups, pull
+from warnd.core.chain.ladder import CallDue, DivisionState, Early, Start, StartOne, Stop, next_due
 
 T = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
 M = timedelta(minutes=1)

@@ -14,8 +14,8 @@ import pytest
 from lxml import etree
 from samples import CAP, check_alert, data_of, entry, expected, facts, name, samples
 
-from warnd.cap import MAX_BYTES, Alert, parse, parse_file, summary
-from warnd.errors import CapError
+from warnd.core.cap import MAX_BYTES, Alert, parse, parse_file, summary
+from warnd.core.errors import CapError
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "warnd" / "schemas"
 XSD_OF = {
@@ -434,8 +434,8 @@ def test_absurd_years_and_huge_identifiers_are_refused() -> None:
 
     from factory import cap_xml
 
-    from warnd import cap as cap_mod
-    from warnd.errors import CapError
+    from warnd.core import cap as cap_mod
+    from warnd.core.errors import CapError
 
     base = datetime(2025, 6, 14, tzinfo=UTC)
     ok = cap_xml("id-1", base)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from warnd.cap import parse
-from warnd.errors import CapError
+from warnd.core.cap import parse
+from warnd.core.errors import CapError
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 BODY = (

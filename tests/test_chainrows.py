@@ -22,11 +22,11 @@ from conftest import PG_URL, drop_pg_database, fresh_pg_database
 from directory_gen import generate
 from factory import cap_xml
 
-from warnd import directory
-from warnd.clock import ManualClock
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.core.clock import ManualClock
+from warnd.edges.feeds import FeedItem
 from warnd.engine import Context, Engine, ingest, records
-from warnd.feeds import FeedItem
-from warnd.policy import Policy
 from warnd.store import Store
 from warnd.store.records import EVENT_INSERT, OUTBOX_INSERT, WarningRec
 from warnd.store.sqlite import read_ts

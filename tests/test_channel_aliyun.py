@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from vendor_fakes import AliyunFake, aliyun_signature
 
-from warnd.channels import Outbound, build_channel, check_channel
-from warnd.channels import aliyun as ali
-from warnd.channels.delivery import Backoff, deliver
-from warnd.channels.ratelimit import Limiter
-from warnd.clock import ManualClock
-from warnd.errors import ConfigError, PermanentError, TransientError
-from warnd.policy import ChannelConfig, load_config, parse_rate
+from warnd.config.policy import ChannelConfig, load_config, parse_rate
+from warnd.core.clock import ManualClock
+from warnd.core.errors import ConfigError, PermanentError, TransientError
+from warnd.edges.channels import Outbound, build_channel, check_channel
+from warnd.edges.channels import aliyun as ali
+from warnd.edges.channels.delivery import Backoff, deliver
+from warnd.edges.channels.ratelimit import Limiter
 
 T0 = datetime(2025, 6, 14, 0, 15, 30, tzinfo=UTC)
 KEY_ID, SECRET = "LTAI-test-key-id", "aliyun-test-secret-631"

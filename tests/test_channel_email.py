@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from warnd.channels import Outbound, build_channel, check_channel
-from warnd.channels.email import load_addresses
-from warnd.clock import ManualClock
-from warnd.errors import ConfigError, PermanentError, TransientError
-from warnd.policy import ChannelConfig
+from warnd.config.policy import ChannelConfig
+from warnd.core.clock import ManualClock
+from warnd.core.errors import ConfigError, PermanentError, TransientError
+from warnd.edges.channels import Outbound, build_channel, check_channel
+from warnd.edges.channels.email import load_addresses
 
 T0 = dt.datetime(2025, 6, 14, 8, 15, tzinfo=dt.UTC)
 USER, PASSWORD = "warnd@example.cn", "smtp-pass-631"

@@ -17,15 +17,15 @@ import pytest
 from factory import county_rows, write_contacts
 from vendor_fakes import DingtalkFake, WecomFake
 
-from warnd import directory as directory_mod
-from warnd.channels import Outbound, build_channel, check_channel
-from warnd.channels import dingtalk as dt
-from warnd.channels.groups import clip, digest
-from warnd.clock import ManualClock
-from warnd.directory import Directory
+from warnd.config.policy import ChannelConfig
+from warnd.core import directory as directory_mod
+from warnd.core.clock import ManualClock
+from warnd.core.directory import Directory
+from warnd.core.errors import ConfigError, PermanentError, TransientError
+from warnd.edges.channels import Outbound, build_channel, check_channel
+from warnd.edges.channels import dingtalk as dt
+from warnd.edges.channels.groups import clip, digest
 from warnd.engine.outbox import Attempt
-from warnd.errors import ConfigError, PermanentError, TransientError
-from warnd.policy import ChannelConfig
 
 T0 = datetime(2025, 6, 14, 0, 15, 30, tzinfo=UTC)
 KEY, TOKEN, SECRET = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa", "ding-token-631", "SECtest631secret"
@@ -308,8 +308,8 @@ class _FailingVoice:
 
 
 async def test_named_group_channel_is_a_fallback_route(wecom: WecomFake, tmp_path: Path) -> None:
-    from warnd.channels.ratelimit import Limiter
-    from warnd.dispatch import Dispatcher
+    from warnd.edges.channels.ratelimit import Limiter
+    from warnd.edges.dispatch import Dispatcher
 
     group = build_channel(cfg("wecom", wecom.url, tmp_path), clock=ManualClock(T0))
     voice = _FailingVoice()

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from vendor_fakes import TencentFake, tc3_signature
 
-from warnd.channels import Outbound, build_channel, check_channel
-from warnd.channels import tencent as tx
-from warnd.clock import ManualClock
-from warnd.errors import ConfigError, PermanentError, TransientError
-from warnd.policy import ChannelConfig
+from warnd.config.policy import ChannelConfig
+from warnd.core.clock import ManualClock
+from warnd.core.errors import ConfigError, PermanentError, TransientError
+from warnd.edges.channels import Outbound, build_channel, check_channel
+from warnd.edges.channels import tencent as tx
 
 T0 = datetime(2025, 6, 14, 0, 15, 30, tzinfo=UTC)
 SECRET_ID, SECRET_KEY = "AKIDtest631", "tencent-test-secret-key-631"

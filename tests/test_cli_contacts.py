@@ -13,7 +13,7 @@ from rich.console import Console
 from warnd.cli import main
 from warnd.cli.contacts import summary
 from warnd.cli.progress import DelayedBar, rows
-from warnd.directory import load
+from warnd.core.directory import load
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "contacts"
 HEADER = "contact_id,division_code,division_name,level,rank,role,name,phone,alt_phone\n"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,15 +27,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, drop_pg_database, fresh_pg_database, pg_url
+from conftest import BACKENDS, copy_pg_database, drop_pg_database, fresh_pg_database, pg_url
 from factory import cap_xml, county_rows
 from rich.console import Console
 from scenario import T0, Scenario
 from sqlalchemy import func, select
 
-from warnd import views
 from warnd.cli import main, status
 from warnd.cli.statusview import Fmt, detail_view
+from warnd.desk import views
 from warnd.store import Store
 from warnd.store.tables import Call, Event
 
@@ -70,11 +70,12 @@ class Desk:
     def set_clock(self, when: datetime) -> None:
         self.clock.write_text(when.isoformat(), encoding="utf-8")
 
-    def run(self, *args: str) -> Any:
+    def run(self, *args: str, sleep: Any = None) -> Any:
+        """The command; ``sleep``: what ``--watch`` waits with (``status.watch_sleep``)."""
         extra = ["--config", str(self.config)]
         if args and args[0] in ("status", "unreached"):
             extra += ["--clock-file", str(self.clock)]
-        return CliRunner().invoke(main, [*args, *extra])
+        return CliRunner().invoke(main, [*args, *extra], obj={"sleep": sleep} if sleep else None)
 
     def json(self, *args: str) -> Any:
         res = self.run(*args, "--json")
@@ -134,18 +135,6 @@ def desk(master: tuple[str, Path], tmp_path: Path) -> Iterator[Desk]:
         yield Desk(tmp_path, copy, contacts)
     finally:
         asyncio.run(drop_pg_database(pg_url(), copy))
-
-
-async def copy_pg_database(base_url: str, url: str) -> str:
-    import asyncpg
-
-    name = f"warnd_t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(base_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
-    finally:
-        await conn.close()
-    return base_url.rsplit("/", 1)[0] + "/" + name
 
 
 def level(w: dict[str, Any], name: str) -> dict[str, Any]:
@@ -344,7 +333,7 @@ def test_status_only_reads(desk: Desk) -> None:
 
 
 def test_watch_redraws_with_the_clock_and_never_sleeps(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
+    desk: Desk,
 ) -> None:
     waits: list[float] = []
 
@@ -352,18 +341,10 @@ def test_watch_redraws_with_the_clock_and_never_sleeps(
         waits.append(seconds)
         desk.set_clock(AT + timedelta(seconds=seconds * len(waits)))
 
-    monkeypatch.setattr(status, "SLEEP", fake_sleep)
-    frames: list[str] = []
-    real_summary = status.summary_view
-
-    def spy(ws: Any, f: Fmt, level: str | None) -> Any:
-        frames.append(f.t(f.now))
-        return real_summary(ws, f, level)
-
-    monkeypatch.setattr(status, "summary_view", spy)
-    res = desk.run("status", "--watch", "30", "--iterations", "3")
+    res = desk.run("status", "--watch", "30", "--iterations", "3", sleep=fake_sleep)
     assert res.exit_code == 0, res.output
     assert waits == [30.0, 30.0]
+    frames = re.findall(r"预警叫应进度 status\s+(\d\d:\d\d)", res.output)  # each frame's clock
     assert frames == ["15:50", "15:50", "15:51"]
     assert "预警叫应进度" in res.output
     assert desk.run("status", "--watch", "--json").exit_code == 2
@@ -371,7 +352,7 @@ def test_watch_redraws_with_the_clock_and_never_sleeps(
     assert mistaken.exit_code == 2 and "before --watch" in mistaken.output
 
 
-def test_watch_loop_redraws_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_loop_redraws_in_place() -> None:
     calls = 0
 
     async def render() -> str:
@@ -382,9 +363,8 @@ def test_watch_loop_redraws_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     async def no_sleep(_s: float) -> None:
         return None
 
-    monkeypatch.setattr(status, "SLEEP", no_sleep)
     con = Console(record=True, force_terminal=True, width=40)
-    frames = asyncio.run(status.watch_loop(render, 5.0, 3, con))
+    frames = asyncio.run(status.watch_loop(render, 5.0, 3, con, sleep=no_sleep))
     assert frames == 3 and calls == 3
     text = con.export_text()
     assert "frame 3" in text

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from warnd.clock import ManualClock, ScaledClock, wall_now
+from warnd.core.clock import ManualClock, ScaledClock, wall_now
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
 WALL = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

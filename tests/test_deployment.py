@@ -29,7 +29,7 @@ from factory import cap_xml, county_rows
 from scenario import Scenario
 
 from warnd.cli import main
-from warnd.policy import load_config
+from warnd.config.policy import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_CONFIG = REPO / "systemd" / "warnd.toml"

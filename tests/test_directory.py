@@ -1,4 +1,5 @@
-"""warnd.directory and warnd.phone: loading, every problem kind, lookups, the phone fast path."""
+"""warnd.core.directory and warnd.core.phone: loading, every problem kind, lookups, the phone
+fast path."""
 
 from __future__ import annotations
 
@@ -9,22 +10,11 @@ import pytest
 from directory_gen import county_code, generate
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from input_cases import BASE, DIVISION_PROBLEMS, HEADER, NEXT, ROW_PROBLEMS, row
 
-from warnd import division, phone
-from warnd.directory import Contact, Directory, Division, Problem, load
-from warnd.errors import ContactsError
-
-HEADER = "contact_id,division_code,division_name,level,rank,role,name,phone,alt_phone\n"
-# lines 2..7 of a.csv: a county with duty and A, a township A/B, a village A/B
-BASE = (
-    "c-duty,433122,泸溪县,county,duty,值班室,值班员,0743-4222110,\n"
-    "c-c-a1,433122,泸溪县,county,A,指挥长,张三,13800000001,\n"
-    "c-t-a1,433122101,浦市镇,township,A,镇长,李四,13800000002,\n"
-    "c-t-b1,433122101,浦市镇,township,B,专干,王五,13800000003,\n"
-    "c-v-a1,433122101201,马王溪村,village,A,防汛责任人,赵六,13800000004,13900000004\n"
-    "c-v-b1,433122101201,马王溪村,village,B,灾害信息员,钱七,13800000005,\n"
-)
-NEXT = 8  # the line number of the first row appended after BASE
+from warnd.core import division, phone
+from warnd.core.directory import Contact, Directory, Division, Problem, load
+from warnd.core.errors import ContactsError
 
 
 def write(folder: Path, name: str, body: str, *, header: str = HEADER) -> Path:
@@ -55,46 +45,6 @@ def test_base_is_clean(tmp_path: Path) -> None:
     assert v.source.endswith("a.csv:6")
 
 
-def row(
-    code: str = "433122101",
-    name: str = "浦市镇",
-    level: str = "township",
-    rank: str = "A",
-    phone: str = "13800000009",
-    alt: str = "",
-    *,
-    cid: str = "c-x",
-    person: str = "孙八",
-) -> str:
-    """One CSV row after BASE; by default a harmless extra township A person."""
-    return f"{cid},{code},{name},{level},{rank},role,{person},{phone},{alt}\n"
-
-
-V2 = ("433122101202", "铁山村", "village")
-V1 = ("433122101201", "马王溪村", "village")
-# (row appended after BASE, expected kind, what the message must name, row kept?)
-ROW_PROBLEMS = [
-    (row(*V2, cid="c-v-a1"), "duplicate_id", "a.csv:6", False),
-    (row(*V2, phone="1381234"), "bad_phone", "'1381234'", False),
-    (row(alt="12345"), "bad_phone", "alt_phone", True),
-    (row(*V1, phone="13800000005"), "duplicate_phone", "a.csv:7", True),
-    (row(*V1, "B", "138-0000-0009", "13900000004"), "duplicate_phone", "a.csv:6", True),
-    (row(V2[0], V2[1], "township"), "level_mismatch", "township", False),
-    (row("43312210120", "铁山村", "village"), "bad_code", "'43312210120'", False),
-    (row("4331A2", "某县", "county"), "bad_code", "'4331A2'", False),
-    (row("433100", "湘西州", "county"), "bad_code", "市州", False),
-    (row(rank="C"), "unknown_rank", "'C'", False),
-    (row(level="town"), "unknown_level", "'town'", False),
-    (row(person=""), "empty_name", "name", True),
-    (row(phone=""), "missing_cell", "(phone)", False),
-    (row(cid=""), "missing_cell", "(contact_id)", False),
-    (row(name="蒲市镇"), "name_mismatch", "'浦市镇'", True),
-    (row().replace(",\n", "\n"), "cell_count", "8", False),
-    (row(rank="duty", phone="0743-4222111"), "duty_not_county", "township", True),
-    (row(phone="0743-4222111"), "landline", "0743-4222111", True),
-]
-
-
 @pytest.mark.parametrize(("row", "kind", "named", "kept"), ROW_PROBLEMS)
 def test_row_problem(tmp_path: Path, row: str, kind: str, named: str, kept: bool) -> None:
     directory, problems, path = load_one(tmp_path, row)
@@ -122,14 +72,6 @@ def test_kept_rows_carry_the_fix(tmp_path: Path) -> None:
     assert z is not None and (z.division_code, z.level, z.rank) == ("433122101", "township", "B")
     assert x is not None and x.alt_phone is None  # the bad alt_phone is dropped, not guessed
     assert y is not None and y.division_name == "浦市镇"  # the first name wins
-
-
-# (rows appended after BASE, expected kind, line of the division's first row)
-DIVISION_PROBLEMS = [
-    (row(*V2, "B"), "no_a", NEXT),
-    (row("433122102201", "岩坪村", "village"), "parent_missing", NEXT),
-    (row("433123101", "某镇"), "parent_missing", NEXT),
-]
 
 
 @pytest.mark.parametrize(("row", "kind", "line"), DIVISION_PROBLEMS)

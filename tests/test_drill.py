@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from factory import cap_xml, county_rows, write_contacts
 
-from warnd import directory
 from warnd.cli import main
-from warnd.drill import simulate
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.desk.drill import simulate
 
 CST = timezone(timedelta(hours=8))
 SENT = datetime(2025, 6, 14, 8, 0, tzinfo=CST)

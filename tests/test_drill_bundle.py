@@ -14,7 +14,7 @@ import pytest
 from factory import cap_xml
 from test_drill import SENT, Scenario, at, of
 
-from warnd.policy import AckPolicy, Policy
+from warnd.config.policy import AckPolicy, Policy
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)

@@ -23,35 +23,16 @@ from typing import Any
 import pytest
 from directory_gen import county_code, generate
 from factory import cap_xml
-from serve_harness import make_case, write_case
+from serve_harness import canonical, make_case, write_case
 
-from warnd import directory
-from warnd.drill import simulate
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.desk.drill import simulate
 
 GOLDEN = Path(__file__).parent / "golden"
 CST = timezone(timedelta(hours=8))
 #: sha256 of the canonical report of ``county(30, 25, 4, seed=11)`` (the code of schema 0002)
 COUNTY_BENCH = "70bab5194052b508c84fdf7c3b67f611e746ca2066fbb05d38f3698e5e8c05bb"
-
-
-def canonical(report: dict[str, Any]) -> dict[str, Any]:
-    """The report with runs of update/cancel events at one instant sorted by person, and
-    without its wall time."""
-    events, out, i = report["events"], [], 0
-    while i < len(events):
-        e = events[i]
-        if e["type"] in ("update", "cancel"):
-            j = i
-            while j < len(events) and (events[j]["type"], events[j]["at"]) == (e["type"], e["at"]):
-                j += 1
-            out.extend(sorted(events[i:j], key=lambda x: x["contact_id"]))
-            i = j
-        else:
-            out.append(e)
-            i += 1
-    summary = {k: v for k, v in report["summary"].items() if k != "wall_seconds"}
-    return {"events": out, "summary": summary}
 
 
 async def soak(seed: int, tmp: Path) -> dict[str, Any]:

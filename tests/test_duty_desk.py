@@ -34,8 +34,9 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+def cli(*args: str, sleep: Any = None) -> Result:
+    """The command; ``sleep``: what ``--watch`` waits with (``warnd.cli.status.watch_sleep``)."""
+    return CliRunner().invoke(main, list(args), obj={"sleep": sleep} if sleep else None)
 
 
 def ok_json(*args: str) -> Any:
@@ -242,7 +243,7 @@ def test_6_stage_fired_names_its_level_and_time_has_the_configured_offset(tmp_pa
     import io
     from zoneinfo import ZoneInfo
 
-    from warnd import logs
+    from warnd.edges import logs
 
     out = io.StringIO()
     logs.configure(json=True, level="info", file=out, tz=ZoneInfo("Asia/Shanghai"))
@@ -270,7 +271,6 @@ def test_6_stage_fired_names_its_level_and_time_has_the_configured_offset(tmp_pa
 def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from warnd.cli import status
 
     sc = silent_county(tmp_path, until=10 * M)
     clock = tmp_path / "clock"
@@ -281,10 +281,9 @@ def test_7_watch_into_a_pipe_prints_one_frame_per_interval(
         waits.append(seconds)
         clock.write_text((SENT + 10 * M + len(waits) * M).isoformat(), encoding="utf-8")
 
-    monkeypatch.setattr(status, "SLEEP", fake_sleep)
     res = cli(
         "status", "--watch", "60", "--iterations", "3", "--config", str(sc.config()),
-        "--clock-file", str(clock),
+        "--clock-file", str(clock), sleep=fake_sleep,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert waits == [60.0, 60.0]
@@ -299,7 +298,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_5_numbers_as_a_duty_officer_dials_them() -> None:
-    from warnd.views import display
+    from warnd.desk.views import display
 
     assert display.phone("+867434222110") == "0743-4222110"  # 泸溪 county duty office
     assert display.phone("+861012345678") == "010-12345678"  # Beijing: a 2-digit area code
@@ -314,8 +313,8 @@ def test_5_landlines_split_their_area_code_as_phonenumbers_does() -> None:
 
     import phonenumbers
 
-    from warnd.phone import normalise
-    from warnd.views import display
+    from warnd.core.phone import normalise
+    from warnd.desk.views import display
 
     rng = random.Random(13)
     areas = ["10", "20", "21", "23", "27", "29", "311", "371", "551", "731", "743", "755", "991"]
@@ -335,7 +334,7 @@ def test_5_landlines_split_their_area_code_as_phonenumbers_does() -> None:
 
 
 def test_5_durations_in_days_and_hours_and_never_a_negative_ago() -> None:
-    from warnd.views import display
+    from warnd.desk.views import display
 
     assert display.span(12981 * H + 9 * M) == "540天21小时"
     assert display.span(5 * H + 7 * M) == "5小时07分"

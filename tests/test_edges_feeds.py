@@ -22,16 +22,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from daemon_rig import T0, Harness, config_toml
 from factory import cap_xml, write_contacts
-from test_daemon import T0, Harness, config_toml
 
-from warnd import logs, metrics
-from warnd.daemon import Daemon
-from warnd.errors import PermanentError
-from warnd.feeds import FeedItem, IngestResult, Outcome
-from warnd.feeds.guard import FetchGuard, InternalAddress
-from warnd.feeds.http import HttpFeed
-from warnd.policy import load_config
+from warnd.config.policy import load_config
+from warnd.core.errors import PermanentError
+from warnd.edges import logs, metrics
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome
+from warnd.edges.feeds.guard import FetchGuard, InternalAddress
+from warnd.edges.feeds.http import HttpFeed
 
 H = timedelta(hours=1)
 

@@ -1,5 +1,5 @@
 """Hooks, links and secrets at the edge (issue 12; docs/hardening.md §8), through the real
-listener of an in-process daemon (``tests/test_daemon.py``'s harness).
+listener of an in-process daemon (``tests/daemon_rig.py``).
 
 A signed hook nested 30,000 deep is a 400; a traceback is one masked JSON line; every 401 has
 the same body; a confirmation link acknowledges only from its own page, and guessing links is
@@ -28,13 +28,13 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
+from daemon_rig import ID, PUBLIC, SECRET, T0, Harness, Rig, calls_out, link
 from factory import cap_xml
-from test_ack_security import Rig, calls_out, link
-from test_daemon import ID, PUBLIC, SECRET, T0, Harness
 
-from warnd import ack, logs
 from warnd.cli import main
-from warnd.signature import sign
+from warnd.edges import ack, logs
+from warnd.edges.signature import sign
+from warnd.testing import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 H = timedelta(hours=1)
@@ -222,11 +222,12 @@ async def test_the_quick_start_runs_as_one_command_in_demo_mode(tmp_path: Path) 
             warnd, "serve", "--demo", "--config", "config/warnd.toml", cwd=tmp_path, stderr=err
         )
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "var/outbox.jsonl").exists():
+
+        def sent() -> bool:
             assert proc.returncode is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.1)
+            return (tmp_path / "var/outbox.jsonl").exists()
+
+        await eventually(sent, timeout=30, every=0.1, what=lambda: log.read_text()[-2000:])
         events = [json.loads(x) for x in log.read_text().splitlines()]
         demo = [e for e in events if e["event"] == "demo_mode"]
         assert len(demo) == 1 and "演示模式" in demo[0]["note"] and "demo mode" in demo[0]["note"]

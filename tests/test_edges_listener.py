@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from crash_rig import SECRET, Run
+from daemon_rig import T0, Harness
 from factory import cap_xml, county_rows, write_contacts
-from test_crash import SECRET, WARND, Run
-from test_daemon import T0, Harness
 
-from warnd import listener, logs
-from warnd.signature import sign
+from warnd.edges import listener, logs
+from warnd.edges.signature import sign
+from warnd.testing import eventually
 
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
@@ -82,30 +83,12 @@ def _closed(s: socket.socket) -> bool:
 class FloodRun(Run):
     """``Run`` with the daemon's open-file soft limit lowered to systemd's default."""
 
-    async def start(self) -> None:
-        self.runs += 1
-        log = self.tmp / f"serve-{self.runs}.log"
-
+    async def start(self, preexec: Callable[[], None] | None = None) -> None:
         def limit() -> None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, hard))
 
-        with log.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                str(WARND),
-                "serve",
-                "--config",
-                str(self.tmp / "warnd.toml"),
-                "--clock-file",
-                str(self.clock_file),
-                "--tick",
-                "0.2",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=err,
-                preexec_fn=limit,
-            )
-        self.port, self.monitor = await self._started(log)
+        await super().start(preexec or limit)
 
     def fds(self) -> int:
         assert self.proc is not None
@@ -218,10 +201,12 @@ async def test_a_connection_flood_leaves_dispatch_feeds_and_healthz_working(
         run.set_clock(T0 + 5 * M)
         await run.gateway.wait_for(before + 63, timeout=15)
         # 3. the header timeout (3 s) closes the idle connections that are left
-        deadline = time.monotonic() + 15
-        while not all(_closed(s) for s in flood[-200:]):
-            assert time.monotonic() < deadline, "idle connections not closed by the timeout"
-            await asyncio.sleep(0.2)
+        await eventually(
+            lambda: all(_closed(s) for s in flood[-200:]),
+            timeout=15,
+            every=0.2,
+            what="idle connections closed by the header timeout",
+        )
         flooded = time.monotonic() - started
         assert await run.terminate() == 0
     finally:
@@ -314,10 +299,7 @@ async def test_per_address_cap_full_listener_and_timeouts(
         port, "127.0.4.15", b"POST /body HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf"
     )
     assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
-    deadline = time.monotonic() + 5
-    while not _closed(slow):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    await eventually(lambda: _closed(slow), timeout=5, every=0.1, what="slow header closed")
     assert "/slow" not in seen and "half" not in seen
     for s in (a1, a2, a3, b1, b2, lone, slow):
         s.close()

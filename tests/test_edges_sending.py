@@ -4,12 +4,11 @@ failure log.
 A voice call that is merely retried (5xx, 429, timeouts) stays a voice call; a refusal for good
 (4xx) falls back to SMS, logged; a person's own channel order falls back on any failure. Every
 failed request is counted and logged, and the log is throttled without losing count.
-Harness: ``tests/test_daemon.py`` (ManualClock, real SQLite, the gateway fake).
+Harness: ``tests/daemon_rig.py`` (ManualClock, real SQLite, the gateway fake).
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 from collections import Counter
@@ -18,14 +17,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import factory
 import pytest
+from daemon_rig import ID, T0, Harness
 from factory import cap_xml, county_rows
-from test_daemon import ID, T0, Harness
 
-from warnd import dispatch, logs, metrics
-from warnd.channels import delivery
-from warnd.channels.delivery import Backoff, deliver
+from warnd.edges import logs, metrics
+from warnd.edges.channels import delivery
+from warnd.edges.channels.delivery import Backoff
 from warnd.store.tables import Outbox
 
 H = timedelta(hours=1)
@@ -37,9 +35,15 @@ def failures(kind: str, permanent: bool) -> float:
     return metrics.REGISTRY.get_sample_value("warnd_delivery_failures_total", labels) or 0.0
 
 
+#: three tries a send, milliseconds apart (the real back-off is 1 s, 2 s, …)
+TRIES = Backoff(initial=0.001, maximum=0.002, jitter=0, max_tries=3)
+
+
 class Logged(Harness):
-    def __init__(self, tmp: Path, rows: list[list[str]] | None = None) -> None:
-        super().__init__(tmp, rows)
+    def __init__(
+        self, tmp: Path, rows: list[list[str]] | None = None, *, backoff: Backoff = TRIES
+    ) -> None:
+        super().__init__(tmp, rows, backoff=backoff)
         self.log = io.StringIO()
 
     async def start(self) -> None:
@@ -52,16 +56,7 @@ class Logged(Harness):
 
 
 @pytest.fixture
-def tries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three tries a send, milliseconds apart (the real back-off is 1 s, 2 s, …)."""
-    fast = functools.partial(
-        deliver, backoff=Backoff(initial=0.001, maximum=0.002, jitter=0, max_tries=3)
-    )
-    monkeypatch.setattr(dispatch, "deliver", fast)
-
-
-@pytest.fixture
-async def h(tmp_path: Path, tries: None) -> AsyncIterator[Logged]:
+async def h(tmp_path: Path) -> AsyncIterator[Logged]:
     harness = Logged(tmp_path)
     await harness.start()
     try:
@@ -105,10 +100,9 @@ async def test_a_voice_call_refused_for_good_falls_back_to_sms_and_says_so(h: Lo
 
 
 async def test_the_persons_own_order_falls_back_on_any_failure(
-    tmp_path: Path, tries: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """A person whose channels column says ``voice;sms`` gets the SMS when voice is down."""
-    monkeypatch.setattr(factory, "HEADER", factory.HEADER.rstrip("\n") + ",channels\n")
     rows = [[*r, "voice;sms" if r[0] == "c-433122-a" else ""] for r in county_rows()]
     h = Logged(tmp_path, rows)
     await h.start()
@@ -126,14 +120,11 @@ async def test_the_persons_own_order_falls_back_on_any_failure(
 
 
 async def test_every_failed_try_of_an_attempt_is_logged_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Before: an attempt that failed 7 times left one ``send_failed`` line for all of them."""
-    seven = functools.partial(
-        deliver, backoff=Backoff(initial=0.001, maximum=0.002, jitter=0, max_tries=7)
-    )
-    monkeypatch.setattr(dispatch, "deliver", seven)
-    h = Logged(tmp_path, [r for r in county_rows() if r[3] == "county"])  # one call
+    seven = Backoff(initial=0.001, maximum=0.002, jitter=0, max_tries=7)
+    h = Logged(tmp_path, [r for r in county_rows() if r[3] == "county"], backoff=seven)  # one call
     await h.start()
     try:
         before = failures("voice", False)

@@ -12,54 +12,29 @@ from click.testing import CliRunner
 from factory import cap_xml, county_rows, write_contacts
 from sqlalchemy import func, select
 
-from warnd import directory
 from warnd.cli import main
-from warnd.clock import ManualClock
-from warnd.engine import Attempt, Context, Engine
-from warnd.errors import StoreError
-from warnd.feeds import FeedItem
-from warnd.feeds import Outcome as Ingested
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core.errors import StoreError
+from warnd.edges.feeds import FeedItem
+from warnd.edges.feeds import Outcome as Ingested
+from warnd.engine import Engine
 from warnd.store import Store
 from warnd.store.tables import Ack, Call, Division, Message, Outbox, WarningRow
+from warnd.testing import EngineRig
 
 T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
 W = timedelta(minutes=5)
 ID = "43312241600000_20250614080000"
 
 
-class Rig:
+class Rig(EngineRig):
+    """``warnd.testing.EngineRig`` over a county of one township and one village."""
+
     def __init__(self, tmp: Path, url: str | None = None) -> None:
         self.tmp = tmp
-        write_contacts(tmp / "contacts", county_rows(townships=1, villages=1))
-        self.directory, _ = directory.load(tmp / "contacts")
-        self.url = url or f"sqlite:///{tmp / 'warnd.db'}"
-        self.clock = ManualClock(T0)
-        self.store: Store | None = None
-        self.engine: Engine | None = None
-
-    async def open(self, **kw: object) -> Engine:
-        self.store = await Store.open(self.url, **kw)  # type: ignore[arg-type]
-        ctx = Context(
-            store=self.store,
-            directory=self.directory,
-            policy=Policy.default(),
-            clock=self.clock,
-            public_url="http://127.0.0.1:8620",
-        )
-        self.engine = Engine(ctx)
-        return self.engine
-
-    async def close(self) -> None:
-        assert self.store is not None
-        await self.store.close()
-
-    async def send_all(self) -> list[Attempt]:
-        """Claim and record as sent everything due; return what was sent."""
-        assert self.engine is not None
-        claimed = await self.engine.claim()
-        await self.engine.record([m.sent("test") for m in claimed])
-        return claimed
+        contacts = write_contacts(tmp / "contacts", county_rows(townships=1, villages=1))
+        url = url or f"sqlite:///{tmp / 'warnd.db'}"
+        super().__init__(contacts, url, start=T0, public_url="http://127.0.0.1:8620")
 
     async def count(self, model: type, **where: object) -> int:
         assert self.engine is not None

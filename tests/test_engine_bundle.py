@@ -15,8 +15,8 @@ from factory import cap_xml
 from sqlalchemy import select
 from test_engine import T0, Rig, ingest
 
+from warnd.config.policy import AckPolicy, Policy
 from warnd.engine import Attempt, Engine
-from warnd.policy import AckPolicy, Policy
 from warnd.store.tables import Call, Division, Outbox
 
 M = timedelta(minutes=1)

@@ -10,7 +10,7 @@ Gateways: a share of 503/429, timeouts, down for minutes of clock time, a channe
 good next to a working one. Every attempt is sent or, when its window passes, the ladder goes on;
 every failure leaves a log line and a row state, nothing is dropped silently.
 
-The harness is ``tests/test_daemon.py``'s, with a config of several feeds and channels. Feed
+The harness is ``tests/daemon_rig.py``'s, with a config of several feeds and channels. Feed
 retry back-offs and the channel back-off are shortened (injected sleep / patched ``deliver``);
 chain time only moves with the ManualClock.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 import io
 import json
 import os
@@ -35,17 +34,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from daemon_rig import PUBLIC, SECRET, T0, Harness
 from factory import cap_xml, write_contacts
 from gateway_fake import GatewayFake
-from test_daemon import PUBLIC, SECRET, T0, Harness
 
-from warnd import dispatch, logs
-from warnd.channels import delivery
-from warnd.channels.delivery import Backoff, deliver
-from warnd.daemon import Daemon
+from warnd.config.policy import load_config
+from warnd.edges import logs
+from warnd.edges.channels import delivery
+from warnd.edges.channels.delivery import Backoff
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds.http import HttpFeed
 from warnd.engine.ids import message_id_of
-from warnd.feeds.http import HttpFeed
-from warnd.policy import load_config
 from warnd.store.tables import Call, Division, Outbox, WarningRow
 
 M = timedelta(minutes=1)
@@ -122,8 +121,15 @@ class FeedServer:
 class Rig(Harness):
     """The daemon with feeds ``incoming`` (folder), ``good`` and ``bad`` (HTTP) and channels."""
 
-    def __init__(self, tmp: Path, *, backup: bool = False, channel_timeout: str = "5s") -> None:
-        super().__init__(tmp)
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        backup: bool = False,
+        channel_timeout: str = "5s",
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(tmp, backoff=backoff)
         self.server = FeedServer()
         self.backup = GatewayFake(now=self.clock.now, seed=7) if backup else None
         self.channel_timeout = channel_timeout
@@ -139,6 +145,9 @@ class Rig(Harness):
         self.config = load_config(self._config(url, backup))
         self.daemon = Daemon(self.config, clock=self.clock, scheduler=False, port=0)
         await self.daemon.start()
+        if self.backoff is not None:
+            assert self.daemon.dispatcher is not None
+            self.daemon.dispatcher.backoff = self.backoff
         self.base = f"http://127.0.0.1:{self.daemon.bound_port}"
         self.monitor = f"http://127.0.0.1:{self.daemon.monitor_port}"
         import aiohttp
@@ -236,21 +245,22 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await r.stop()
 
 
-@pytest.fixture
-def fast_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The channel's own back-off (1 s, 2 s, 4 s … of real time) shortened to milliseconds."""
-    fast = functools.partial(
-        deliver, backoff=Backoff(initial=0.005, maximum=0.01, jitter=0, max_tries=3)
-    )
-    monkeypatch.setattr(dispatch, "deliver", fast)
+#: the channel's own back-off (1 s, 2 s, 4 s … of real time) shortened to milliseconds
+FAST = Backoff(initial=0.005, maximum=0.01, jitter=0, max_tries=3)
 
 
 @pytest.fixture
-def one_try(monkeypatch: pytest.MonkeyPatch) -> None:
+def fast_delivery(rig: Rig) -> None:
+    """The rig's sends retry with ``FAST``."""
+    assert rig.daemon.dispatcher is not None
+    rig.daemon.dispatcher.backoff = FAST
+
+
+@pytest.fixture
+def one_try(rig: Rig) -> None:
     """No retry inside a send: every transient failure goes back to the outbox (20 s)."""
-    monkeypatch.setattr(
-        dispatch, "deliver", functools.partial(deliver, backoff=Backoff(max_tries=1))
-    )
+    assert rig.daemon.dispatcher is not None
+    rig.daemon.dispatcher.backoff = Backoff(max_tries=1)
 
 
 # ---- HTTP feed faults ----------------------------------------------------------------------------
@@ -368,7 +378,7 @@ async def test_unreadable_half_written_and_poisonous_files(
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr("warnd.feeds.folder.open", guarded, raising=False)
+        monkeypatch.setattr("warnd.edges.feeds.folder.open", guarded, raising=False)
     whole = doc(2)
     growing = drop(spool, "growing.xml", whole[:300], age=0)  # being written right now
     drop(spool, "copy.xml.part", whole[:100], age=600)  # a temporary name: never read
@@ -485,9 +495,9 @@ async def test_a_share_of_5xx_and_429_delays_but_loses_nothing(rig: Rig, one_try
 
 
 async def test_gateway_timeouts_are_retried_under_the_same_id(
-    tmp_path: Path, fast_delivery: None
+    tmp_path: Path,
 ) -> None:
-    rig = Rig(tmp_path, channel_timeout="0.2")
+    rig = Rig(tmp_path, channel_timeout="0.2", backoff=FAST)
     await rig.start()
     try:
         rig.gateway.latency = 0.4  # answers after warnd gave up: ambiguous, so sent again
@@ -533,9 +543,9 @@ async def test_gateway_down_for_minutes_the_ladder_goes_on(rig: Rig, fast_delive
 
 
 async def test_a_channel_failing_for_good_falls_back_to_the_next(
-    tmp_path: Path, fast_delivery: None
+    tmp_path: Path,
 ) -> None:
-    rig = Rig(tmp_path, backup=True)
+    rig = Rig(tmp_path, backup=True, backoff=FAST)
     await rig.start()
     assert rig.backup is not None
     try:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from source_fakes import CST, RSS_PATH, CmaDoc, SourceFake, cma_id, elsewhere
 
-from warnd import cap
-from warnd.feeds import FeedItem, IngestResult, Outcome
-from warnd.feeds.build import prefilter
-from warnd.feeds.cma import AreaScope, find_id, newest_item, parse_id
-from warnd.feeds.http import HttpFeed
-from warnd.feeds.index import IndexItem, read_index
+from warnd.core import cap
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome
+from warnd.edges.feeds.build import prefilter
+from warnd.edges.feeds.cma import AreaScope, find_id, newest_item, parse_id
+from warnd.edges.feeds.http import HttpFeed
+from warnd.edges.feeds.index import IndexItem, read_index
 
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=CST)
 LUXI = AreaScope(["433122"])
@@ -242,7 +242,7 @@ def test_cma_doc_of_the_fake_parses_as_cma_does() -> None:
 async def test_the_relay_index_as_a_check_list_downloads_nothing(fake: SourceFake) -> None:
     from datetime import timedelta as td
 
-    from warnd.feeds.crosscheck import CheckFeed
+    from warnd.edges.feeds.crosscheck import CheckFeed
 
     ours = CmaDoc(cma_id("433122", T0), T0, "Luxi_Meteorological_Observatory", "433122000000")
     fake.publish(ours, *elsewhere(30, T0 - td(hours=2)))

@@ -7,9 +7,9 @@ import pytest
 from lxml import etree
 from samples import CAP, FEEDS
 
-from warnd.errors import CapError
-from warnd.feeds.index import CAP_NAMESPACES, read_index
-from warnd.xmlsafe import parse_xml
+from warnd.core.errors import CapError
+from warnd.core.xmlsafe import parse_xml
+from warnd.edges.feeds.index import CAP_NAMESPACES, read_index
 
 BASE = "https://alerts.example.test/cap/index.atom"
 #: (kind, identifiers of the embedded alerts, links) per sample

@@ -14,8 +14,9 @@ import pytest
 from factory import cap_xml
 from source_fakes import DATA
 
-from warnd import cap
-from warnd.cap.dedup import (
+from warnd.config.policy import load_config
+from warnd.core import cap
+from warnd.core.cap.dedup import (
     DedupKey,
     key_from,
     key_of,
@@ -24,11 +25,10 @@ from warnd.cap.dedup import (
     uncovered,
     with_area,
 )
-from warnd.errors import CapError, ConfigError
-from warnd.feeds import PollReport
-from warnd.feeds.crosscheck import CheckItem, Delivered, delivered, item_from, read_nmc
-from warnd.feeds.watch import Watch, Watched
-from warnd.policy import load_config
+from warnd.core.errors import CapError, ConfigError
+from warnd.edges.feeds import PollReport
+from warnd.edges.feeds.crosscheck import CheckItem, Delivered, delivered, item_from, read_nmc
+from warnd.edges.feeds.watch import Watch, Watched
 
 CST = timezone(timedelta(hours=8))
 T = datetime(2025, 6, 14, 8, 15, tzinfo=CST)

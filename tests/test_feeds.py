@@ -16,11 +16,11 @@ from aiohttp import web
 from lxml import etree
 from samples import CAP, FEEDS
 
-from warnd.errors import CapError, ConfigError
-from warnd.feeds import FeedItem, IngestResult, Outcome
-from warnd.feeds.folder import FolderFeed
-from warnd.feeds.http import HttpFeed
-from warnd.xmlsafe import MAX_BYTES, parse_xml
+from warnd.core.errors import CapError, ConfigError
+from warnd.core.xmlsafe import MAX_BYTES, parse_xml
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome
+from warnd.edges.feeds.folder import FolderFeed
+from warnd.edges.feeds.http import HttpFeed
 
 # three distinct CAP messages of the repository's samples (tests/data)
 THUNDER = (CAP / "valid/luxi-rainstorm-alert.xml").read_bytes()
@@ -199,7 +199,7 @@ async def test_folder_unreadable_file_rejected_and_others_still_processed(
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr("warnd.feeds.folder.open", guarded_open, raising=False)
+    monkeypatch.setattr("warnd.edges.feeds.folder.open", guarded_open, raising=False)
     _drop(tmp_path, "locked.xml", THUNDER, T0 - 60)
     _drop(tmp_path, "ok.xml", WEATHER, T0 - 30)
     store = Store()
@@ -220,7 +220,7 @@ async def test_folder_reports_file_it_cannot_move(
             raise PermissionError(13, "Permission denied")
         real_replace(src, dst)
 
-    monkeypatch.setattr("warnd.feeds.folder.os.replace", no_rejected)
+    monkeypatch.setattr("warnd.edges.feeds.folder.os.replace", no_rejected)
     _drop(tmp_path, "bad.xml", b"junk", T0 - 60)
     _drop(tmp_path, "ok.xml", THUNDER, T0 - 30)
     report = await FolderFeed("f", tmp_path, now=Clock()).poll(Store())

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from samples import CORPUS, samples
 
-from warnd.cap import MAX_BYTES, Alert, parse
-from warnd.cap.parser import ENUMS
-from warnd.division import normalise
-from warnd.errors import CapError
+from warnd.core.cap import MAX_BYTES, Alert, parse
+from warnd.core.cap.parser import ENUMS
+from warnd.core.division import normalise
+from warnd.core.errors import CapError
 
 #: the repository's valid samples, and the external corpus's when it is there (more shapes)
 SEEDS = sorted(p.read_bytes() for p in samples("valid")) + sorted(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from warnd.chain.ladder import (
+from warnd.core.chain.ladder import (
     ENDED,
     Acked,
     CallDue,

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from alembic import command
 from factory import county_rows, write_contacts
+from serve_harness import canonical
 from sqlalchemy import Boolean, DateTime, LargeBinary, MetaData, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 from store0002 import CONTINUATION, T0, TABLES, at
-from test_drill_golden import canonical
 
-from warnd import directory
-from warnd.clock import ManualClock
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.core.clock import ManualClock
+from warnd.core.errors import StoreError
+from warnd.desk.views import history
 from warnd.engine import Context, Engine
-from warnd.errors import StoreError
-from warnd.policy import Policy
 from warnd.store import Store, async_url, schema
-from warnd.views import history
 
 FIXTURE = Path(__file__).parent / "golden" / "store-0002.json"
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from conftest import drop_pg_database, fresh_pg_database
 from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import BODY_KEYS, GatewayFake
 
-from warnd.signature import sign
+from warnd.edges.signature import sign
+from warnd.testing import WARND, eventually
 
 PG_URL = os.environ.get("WARND_TEST_PG_URL")
 pytestmark = [
@@ -58,7 +58,6 @@ HEARTBEAT_S = 1.0  # [store] heartbeat: a dead instance's messages are queued ag
 SLOTS = 2  # the channel's concurrency: claims of 8 × 2 = 16, a wave of 55 is shared
 HELD = 4  # requests the gateway answers before it holds a wave
 TAKEOVER_S = 10.0  # bound on real seconds for the survivor to carry on (tick 0.2 s)
-WARND = Path(sys.executable).parent / "warnd"
 
 
 @dataclass
@@ -139,11 +138,14 @@ class Cluster:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
             )
-        deadline = time.monotonic() + 30
-        while not (started := p.log_events("daemon_started")[len(p.logs) - 1 :]):
-            if not p.alive or time.monotonic() > deadline:
-                raise AssertionError(f"{p.name} did not start: {log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
+
+        def up() -> list[dict[str, Any]]:
+            assert p.alive, f"{p.name} exited: {log.read_text()[-2000:]}"
+            return p.log_events("daemon_started")[len(p.logs) - 1 :]
+
+        started = await eventually(
+            up, timeout=30, every=0.05, what=lambda: f"{p.name} started: {log.read_text()[-2000:]}"
+        )
         p.port = int(started[0]["listen"].rsplit(":", 1)[1])
         p.monitor = int(started[0]["monitor"].rsplit(":", 1)[1])
         p.ident = started[0]["instance"]
@@ -196,14 +198,14 @@ class Cluster:
         return out
 
     async def quiet(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while busy := await self.busy():
+
+        async def idle() -> bool:
             for p in self.procs:
                 if p.proc is not None and p.proc.returncode not in (None, -signal.SIGKILL):
                     raise AssertionError(f"{p.name} exited: {p.logs[-1].read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still busy at {self.now} after {timeout}s: {busy[:5]}")
-            await asyncio.sleep(0.05)
+            return not await self.busy()
+
+        await eventually(idle, timeout=timeout, every=0.05, what=f"quiet at {self.now}")
 
     async def advance(self, when: datetime) -> None:
         self.set_clock(when)
@@ -211,29 +213,30 @@ class Cluster:
 
     async def both_held(self, live: list[Proc], timeout: float = 20.0) -> None:
         """Wait until every live process has a request held by the gateway (sends in flight)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def held_by_all() -> bool:
             held = {r.id for r in self.gateway.receipts if r.status is None}
             rows = await self.rows("SELECT id, claimed_by FROM outbox WHERE state = 'sending'")
             holders = {r["claimed_by"] for r in rows if r["id"] in held}
             fired = not await self.rows(
                 "SELECT id FROM stage WHERE state = 'pending' AND due_at <= $1", self.now
             )
-            if fired and holders >= {p.ident for p in live}:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"held requests of {holders}, wanted every live process")
-            await asyncio.sleep(0.02)
+            return fired and holders >= {p.ident for p in live}
+
+        await eventually(
+            held_by_all, timeout=timeout, every=0.02, what="a held request of every live process"
+        )
 
     async def first_receipt(self, ids: set[str], after: float, timeout: float = 20.0) -> float:
         """Seconds from ``after`` to the first gateway receipt of one of ``ids`` after it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hit = [r.at for r in self.gateway.receipts if r.at > after and r.id in ids]
-            if hit:
-                return min(hit) - after
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"none of {len(ids)} messages reached the gateway in {timeout}s")
+
+        def hits() -> list[float]:
+            return [r.at for r in self.gateway.receipts if r.at > after and r.id in ids]
+
+        hit = await eventually(
+            hits, timeout=timeout, every=0.01, what=f"one of {len(ids)} messages at the gateway"
+        )
+        return min(hit) - after
 
     async def metric(self, p: Proc, name: str) -> float:
         """The sum of a counter's samples on a process's ``/metrics`` page."""
@@ -383,9 +386,14 @@ async def _scenario(c: Cluster) -> None:
     # -- the feed lock went with the dead process: the survivor polls the spool folder now
     drop(c.tmp, "late.xml", cap_xml(ID_LATE, T0, severity="Minor"))
     dropped = time.monotonic()
-    while ID_LATE not in {e["key"].split(",")[1] for e in survivor.log_events("message_accepted")}:
-        assert time.monotonic() - dropped < 15, "the survivor never took over the feeds"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: (
+            ID_LATE in {e["key"].split(",")[1] for e in survivor.log_events("message_accepted")}
+        ),
+        timeout=15,
+        every=0.05,
+        what="the survivor took over the feeds",
+    )
     feeds_s = time.monotonic() - dropped
 
     # -- three acknowledgements to the survivor: those calls are not called again

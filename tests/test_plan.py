@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from factory import HEADER, cap_xml, county_rows, phone, write_contacts
 
-from warnd import cap
-from warnd.chain.plan import Plan, decide, plan, reference_time, stage_due
-from warnd.directory import Directory, load
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import cap
+from warnd.core.chain.plan import Plan, decide, plan, reference_time, stage_due
+from warnd.core.directory import Directory, load
 
 CST = ZoneInfo("Asia/Shanghai")
 T = datetime(2025, 6, 14, 14, 0, tzinfo=CST)  # onset of the rainstorm
@@ -232,7 +232,7 @@ def test_multi_info_message_uses_the_highest_severity(luxi: Directory) -> None:
 
 
 def test_stages_follow_the_policy_timetable(luxi: Directory) -> None:
-    from warnd.policy import StagePolicy
+    from warnd.config.policy import StagePolicy
 
     custom = Policy(
         (StagePolicy("township", timedelta(minutes=90)), StagePolicy("village", timedelta(0))),

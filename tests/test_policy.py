@@ -1,4 +1,5 @@
-"""warnd.policy: the config file of contracts §2/§7 is validated once, every mistake named."""
+"""warnd.config.policy: the config file of contracts §2/§7 is validated once, every mistake
+named."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from input_cases import BAD, DAEMON, SECTION2, STRONG
 
-from warnd import logs
-from warnd.errors import ConfigError
-from warnd.exposure import EXAMPLE_SECRET, MIN_SECRET_BYTES
-from warnd.policy import (
+from warnd.config.exposure import EXAMPLE_SECRET, MIN_SECRET_BYTES
+from warnd.config.policy import (
     AckPolicy,
     Config,
     HooksConfig,
@@ -23,59 +23,10 @@ from warnd.policy import (
     load_config,
     parse_rate,
 )
+from warnd.core.errors import ConfigError
+from warnd.edges import logs
 
 REPO = Path(__file__).resolve().parents[1]
-STRONG = "k3Yq0-Gm1XzT8vPu2rWbN5aLc7dEf9hJ"  # 32 bytes
-
-SECTION2 = """\
-timezone = "Asia/Shanghai"
-
-[store]
-url = "sqlite:///var/lib/warnd/warnd.db"
-
-[[stages]]
-level = "county"
-lead = "6h"
-[[stages]]
-level = "township"
-lead = "3h"
-[[stages]]
-level = "village"
-lead = "1h"
-
-[ack]
-window = "5m"
-attempts = 3
-
-[escalation]
-ladder = ["backup", "superior", "duty"]
-
-[trigger]
-min_severity = "Moderate"
-"""
-
-DAEMON = """
-[listen]
-host = "127.0.0.1"
-port = 8620
-
-[hooks]
-secret_env = "WARND_TEST_HOOK_SECRET"
-
-[[feeds]]
-name = "incoming"
-path = "spool/incoming"
-
-[[feeds]]
-name = "cma"
-url = "https://example.invalid/cap/rss.xml"
-
-[channels.gateway]
-type = "webhook"
-url = "http://127.0.0.1:9000/send"
-kinds = ["voice", "sms"]
-rate = "50/s"
-"""
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -243,95 +194,6 @@ kinds = ["voice", "sms"]
 )
 def test_parse_rate(text: str, rate: RateLimit) -> None:
     assert parse_rate(text) == rate
-
-
-CHANNEL = '[channels.gw]\ntype = "webhook"\nurl = "http://127.0.0.1:9000/send"\n'
-BAD = [
-    # (toml text, dotted key the error must name)
-    ('timezone = "Mars/Olympus_Mons"', "timezone"),
-    ("timezone = 8", "timezone"),
-    ('[store]\nurl = "mysql://db/warnd"', "store.url"),
-    ('[store]\nuri = "sqlite:///x.db"', "store.uri"),
-    ('[contacts]\npath = ""', "contacts.path"),
-    ('[[stages]]\nlevel = "county"\nlead = "0s"', "stages[0].lead"),
-    ('[[stages]]\nlevel = "county"\nlead = "6 hours"', "stages[0].lead"),
-    ('[[stages]]\nlevel = "county"\nlead = -6', "stages[0].lead"),
-    ('[[stages]]\nlevel = "province"\nlead = "6h"', "stages[0].level"),
-    ('[[stages]]\nlevel = "county"', "stages[0]"),
-    ('[[stages]]\nlevel = "county"\nlead = "6h"\nleed = "1h"', "stages[0].leed"),
-    ("stages = []", "stages"),
-    ("stages = 3", "stages"),
-    ("ack = 3", "ack"),
-    ("[ack]\nattempts = 0", "ack.attempts"),
-    ("[ack]\nattempts = 21", "ack.attempts"),
-    ('[ack]\nattempts = "3"', "ack.attempts"),
-    ("[ack]\nattempts = true", "ack.attempts"),
-    ('[ack]\nwindow = "0s"', "ack.window"),
-    ('[ack]\nwindow = "5 minutes"', "ack.window"),
-    ("[ack]\nattemps = 3", "ack.attemps"),
-    ('[ack]\nbundle = "2 minutes"', "ack.bundle"),
-    ("[ack]\nbundle = 120", "ack.bundle"),
-    ('[ack]\nbundle = "5m"', "ack.bundle"),  # not shorter than the (default) window
-    ('[escalation]\nladder = "backup"', "escalation.ladder"),
-    ('[escalation]\nladder = ["backup", "boss"]', "escalation.ladder[1]"),
-    ('[escalation]\nladder = ["duty", "duty"]', "escalation.ladder[1]"),
-    ('[trigger]\nmin_severity = "Catastrophic"', "trigger.min_severity"),
-    ("[listen]\nport = 70000", "listen.port"),
-    ('[listen]\nport = "8620"', "listen.port"),
-    ('[listen]\npublic_url = "ftp://example.invalid"', "listen.public_url"),
-    ("[listen]\nmax_connections = 0", "listen.max_connections"),
-    ('[listen]\nmax_connections_per_address = "64"', "listen.max_connections_per_address"),
-    ('[listen]\nheader_timeout = "0s"', "listen.header_timeout"),
-    ('[listen]\nbody_timeout = "slow"', "listen.body_timeout"),
-    ('[listen]\ntrusted_proxies = "10.0.0.1"', "listen.trusted_proxies"),
-    ('[listen]\ntrusted_proxies = ["proxy.local"]', "listen.trusted_proxies[0]"),
-    ('[monitor]\nport = "8621"', "monitor.port"),
-    ('[monitor]\nhost = "127.0.0.1"\nport = 8620', "monitor.port"),
-    ("[monitor]\nbind = 1", "monitor.bind"),
-    (
-        '[[feeds]]\nname = "a"\nurl = "https://x.invalid/"\nallow_hosts = "h"',
-        "feeds[0].allow_hosts",
-    ),
-    (
-        '[[feeds]]\nname = "a"\nurl = "https://x.invalid/"\nallow_hosts = ["a b"]',
-        "feeds[0].allow_hosts[0]",
-    ),
-    ('[[feeds]]\nname = "a"\npath = "p"\nallow_hosts = ["10.0.0.1"]', "feeds[0].allow_hosts"),
-    ('[hooks]\nsecret_file = "a"\nsecret_env = "B"', "hooks"),
-    ("[hooks]", "hooks"),
-    ('[hooks]\nsecret_env = "not a name"', "hooks.secret_env"),
-    ('[hooks]\nsecret = "hunter2"', "hooks.secret"),
-    ('[hooks]\nsecret_env = "X"\nmax_age = "soon"', "hooks.max_age"),
-    ('[[feeds]]\nname = "a"', "feeds[0]"),
-    ('[[feeds]]\nname = "a"\npath = "p"\nurl = "https://x.invalid/"', "feeds[0]"),
-    ('[[feeds]]\npath = "p"', "feeds[0].name"),
-    ('[[feeds]]\nname = "a"\npath = "p"\n[[feeds]]\nname = "a"\npath = "q"', "feeds[1].name"),
-    ('[[feeds]]\nname = "a"\nurl = "file:///etc/passwd"', "feeds[0].url"),
-    ('[[feeds]]\nname = "a"\npath = "p"\ninterval = "0s"', "feeds[0].interval"),
-    ('[[feeds]]\nname = "a"\npath = "p"\ntimeout = 30', "feeds[0].timeout"),
-    ('[[feeds]]\nname = "a"\npath = "p"\nintervall = "5s"', "feeds[0].intervall"),
-    ('[feeds]\nname = "a"', "feeds"),
-    ("channels = 5", "channels"),
-    ('[channels.gw]\nurl = "http://x.invalid/"', "channels.gw.type"),
-    ('[channels.gw]\ntype = "carrier-pigeon"', "channels.gw.type"),
-    (CHANNEL + 'kinds = ["fax"]', "channels.gw.kinds[0]"),
-    (CHANNEL + 'kinds = ["sms", "sms"]', "channels.gw.kinds[1]"),
-    (CHANNEL + "kinds = []", "channels.gw.kinds"),
-    (CHANNEL + 'rate = "fast"', "channels.gw.rate"),
-    (CHANNEL + 'rate = "0/s"', "channels.gw.rate"),
-    (CHANNEL + 'rate = "5/0s"', "channels.gw.rate"),
-    (CHANNEL + "concurrency = 0", "channels.gw.concurrency"),
-    (CHANNEL + 'timeout = "forever"', "channels.gw.timeout"),
-    (CHANNEL + "retries = 3", "channels.gw.retries"),
-    (CHANNEL + 'token = "abc"', "channels.gw.token"),
-    (CHANNEL + 'api_key = "abc"', "channels.gw.api_key"),
-    (CHANNEL + 'secret_file = "a"\nsecret_env = "B"', "channels.gw"),
-    ('[channels.gw]\ntype = "webhook"', "channels.gw.url"),
-    ('[channels.gw]\ntype = "webhook"\nurl = "ftp://x.invalid/"', "channels.gw.url"),
-    ('[channels.out]\ntype = "log"\npath = 5', "channels.out.path"),
-    ('[x_local]\npassword = "hunter2"', "x_local.password"),
-    ('stage = "county"', "stage"),
-]
 
 
 @pytest.mark.parametrize(("text", "key"), BAD, ids=[k for _, k in BAD])

@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from source_fakes import DATA, SourceFake, qweather_json
 
-from warnd import cap
-from warnd.cap.dedup import key_of
-from warnd.errors import CapError, ConfigError
-from warnd.feeds import FeedItem, IngestResult, Outcome
-from warnd.feeds.qwalert import Point, parse_time, read_response, to_cap
-from warnd.feeds.qweather import ApiKeyAuth, JwtAuth, QWeatherFeed, load_ed25519
+from warnd.core import cap
+from warnd.core.cap.dedup import key_of
+from warnd.core.errors import CapError, ConfigError
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome
+from warnd.edges.feeds.qwalert import Point, parse_time, read_response, to_cap
+from warnd.edges.feeds.qweather import ApiKeyAuth, JwtAuth, QWeatherFeed, load_ed25519
 
 COUNTY = Point("433122", 28.22, 110.22, "泸溪县")
 TOWN = Point("433122101", 28.29, 110.18, "浦市镇")

@@ -11,8 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
+
+from warnd.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -52,17 +54,19 @@ def test_the_first_command_starts_the_daemon_and_the_example_warning_goes_out(
     )
     outbox = tmp_path / "var" / "outbox.jsonl"
     try:
-        deadline = time.monotonic() + 60
+        lines: list[dict[str, Any]] = []
         levels: set[str] = set()
-        while time.monotonic() < deadline and daemon.poll() is None:
+
+        def every_level_called() -> bool:
+            nonlocal lines, levels
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
             if outbox.exists():
                 lines = [json.loads(x) for x in outbox.read_text("utf-8").splitlines() if x]
                 calls = [m for m in lines if m["purpose"] == "call"]
                 levels = {m["contact"].split("-")[1] for m in calls}
-                if {"433122", "433122100", "433122100201"} <= levels:
-                    break
-            time.sleep(0.2)
-        assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
+            return {"433122", "433122100", "433122100201"} <= levels
+
+        wait_until(every_level_called, timeout=60, every=0.2, what=lambda: f"levels {levels}")
         # the Exercise has no onset: every stage fires on arrival, every text marked 【演练】
         assert {"433122", "433122100", "433122100201"} <= levels, levels
         assert all(m["text"].startswith("【演练】") for m in lines)

@@ -24,15 +24,15 @@ from gateway_fake import GatewayFake
 from rich.console import Console
 from sqlmodel import select
 
-from warnd import cap
 from warnd.cli import main
 from warnd.cli.progress import DelayedBar, drill_time
-from warnd.clock import ScaledClock
-from warnd.drill import load_feed
-from warnd.errors import InputError
-from warnd.policy import load_config
-from warnd.replay import drill_identifier, live_risk, prepare, real_work, run
-from warnd.signature import sign
+from warnd.config.policy import load_config
+from warnd.core import cap
+from warnd.core.clock import ScaledClock
+from warnd.core.errors import InputError
+from warnd.desk.drill import load_feed
+from warnd.desk.replay import drill_identifier, live_risk, prepare, real_work, run
+from warnd.edges.signature import sign
 from warnd.store import Store
 from warnd.store.tables import Call, Message, Outbox, Stage, WarningRow
 
@@ -201,9 +201,9 @@ def test_clock_progress_shows_after_a_second_on_the_drill_time() -> None:
 
 
 async def test_simulate_reports_progress_up_to_the_end(tmp_path: Path) -> None:
-    from warnd.directory import load
-    from warnd.drill import simulate
-    from warnd.policy import Policy
+    from warnd.config.policy import Policy
+    from warnd.core.directory import load
+    from warnd.desk.drill import simulate
 
     write_contacts(tmp_path / "contacts", county_rows(townships=1, villages=1))
     directory, _ = load(tmp_path / "contacts")
@@ -410,10 +410,10 @@ async def test_interrupted_replay_cancels_what_is_left(tmp_path: Path, store_url
 async def test_replay_refuses_a_store_with_real_warnings_at_work(
     tmp_path: Path, store_url: str
 ) -> None:
-    from warnd.clock import ManualClock
-    from warnd.directory import load
+    from warnd.core.clock import ManualClock
+    from warnd.core.directory import load
+    from warnd.edges.feeds import FeedItem
     from warnd.engine import Context, Engine
-    from warnd.feeds import FeedItem
 
     config = load_config(config_toml(tmp_path, store_url, log_channel(tmp_path)))
     directory, _ = load(tmp_path / "contacts")

@@ -265,7 +265,7 @@ def test_drill_file_gives_the_same_report_as_the_store(filled: Filled, tmp_path:
 async def _facts(url: str) -> list[dict[str, Any]]:
     from zoneinfo import ZoneInfo
 
-    from warnd.report.load import drill_facts
+    from warnd.desk.report.load import drill_facts
     from warnd.store import Store
 
     store = await Store.open(url, create=False)
@@ -459,7 +459,7 @@ def test_skipped_and_cancelled_warnings_are_reported_not_crashed(tmp_path: Path)
 
 
 def test_onset_estimated_from_stage_times_when_a_drill_file_has_no_facts() -> None:
-    from warnd.report import estimate_facts
+    from warnd.desk.report import estimate_facts
 
     leads = {"county": 6 * H, "township": 3 * H, "village": H}
     onset = T0 + 2 * H  # arrived at T0: county and township fired on arrival, village on time

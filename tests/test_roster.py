@@ -14,9 +14,9 @@ from openpyxl import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 
 from warnd.cli import main
-from warnd.directory import COLUMNS, load
-from warnd.errors import ContactsError
-from warnd.roster import cell_text, map_header, number_text, read_roster
+from warnd.core.directory import COLUMNS, load
+from warnd.core.errors import ContactsError
+from warnd.desk.roster import cell_text, map_header, number_text, read_roster
 
 HEADER = [
     "序号",

@@ -1,4 +1,5 @@
-"""The rung table (warnd/chain/rungs.py): whom each rung calls, and a rung added in a test only.
+"""The rung table (warnd/core/chain/rungs.py): whom each rung calls, and a rung added in a test
+only.
 
 The second half adds two rungs the product does not have — ``deputy`` (a division's C person,
 a rank no contacts file has today) and ``township_office`` (the township's duty office: calls
@@ -22,9 +23,9 @@ import pytest
 from factory import write_contacts
 from rich.console import Console
 
-from warnd import audit, views
-from warnd.chain import rungs
-from warnd.chain.ladder import (
+from warnd.config.policy import Policy, load_config
+from warnd.core.chain import rungs
+from warnd.core.chain.ladder import (
     CallDue,
     DivisionState,
     Record,
@@ -34,14 +35,15 @@ from warnd.chain.ladder import (
     next_due,
     step,
 )
-from warnd.channels.groups import heading
-from warnd.directory import Directory, load
-from warnd.errors import ConfigError
-from warnd.notice import WarningFacts, call_text
-from warnd.policy import Policy, load_config
-from warnd.report import Facts, StageFact, build
-from warnd.report.html import render_html
-from warnd.report.text import render_csv, render_terminal, to_json
+from warnd.core.directory import Directory, load
+from warnd.core.errors import ConfigError
+from warnd.core.notice import WarningFacts, call_text
+from warnd.desk import audit, views
+from warnd.desk.report import Facts, StageFact, build
+from warnd.desk.report.html import render_html
+from warnd.desk.report.text import render_csv, render_terminal, to_json
+from warnd.edges.channels.groups import heading
+from warnd.engine.people import DirectoryPeople, not_woken, on_behalf
 
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
 _H = timedelta(hours=1)
@@ -176,15 +178,12 @@ def test_config_and_contacts_accept_the_new_rungs_only_from_the_table(tmp_path: 
 def climb(d: Directory, ladder: tuple[str, ...]) -> tuple[DivisionState, list[Any]]:
     """The village where nobody answers, from its stage call to the end of ``ladder``."""
 
-    class People:
-        def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
-            return rungs.for_rung(d, code, rung)
-
+    people = DirectoryPeople(d)  # the engine's view of the directory
     rules = Rules(window=timedelta(minutes=5), attempts=1, ladder=ladder)
-    div, cmds = step(DivisionState(VILLAGE, "village"), Start(), T0, rules, People())
+    div, cmds = step(DivisionState(VILLAGE, "village"), Start(), T0, rules, people)
     while (due := next_due(div)) is not None:
         for call in [c for c in div.calls if c.active and c.next_due_at == due]:
-            div, out = step(div, CallDue(call.key), due, rules, People())
+            div, out = step(div, CallDue(call.key), due, rules, people)
             cmds += out
     return div, cmds
 
@@ -227,6 +226,10 @@ def test_a_rung_added_to_the_table_is_handled_everywhere(wider: None, tmp_path: 
         ("unreached", "township_office"),
         ("escalate", "duty"),
     ]
+
+    # the engine names the village in the office's message; an officer's ack there resolves it
+    assert [r for r in LADDER if on_behalf(r)] == ["superior", "township_office", "duty"]
+    assert [r for r in LADDER if not_woken(r)] == ["township_office", "duty"]
 
     # texts: the message heading, the on-behalf sentence, the duty-group post
     facts = WarningFacts("W", "暴雨橙色预警", "Severe", T0, "onset", False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from factory import county_rows, write_contacts
 
-from warnd.sdnotify import Notifier
+from warnd.edges.sdnotify import Notifier
 
 
 def listener(path: Path) -> socket.socket:

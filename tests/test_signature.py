@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from warnd.errors import InputError
-from warnd.signature import (
+from warnd.core.errors import InputError
+from warnd.edges.signature import (
     ReplayGuard,
     SignatureError,
     SignatureFailure,

@@ -24,13 +24,13 @@ from source_fakes import CST, RSS_PATH, CmaDoc, SourceFake, nmc_json, qweather_j
 from sqlmodel import col, select
 
 from warnd.cli import main
-from warnd.clock import ManualClock
-from warnd.daemon import Daemon
-from warnd.feeds import Feed, PollReport
-from warnd.policy import load_config
+from warnd.config.policy import load_config
+from warnd.core.clock import ManualClock
+from warnd.desk.views.feeds import feed_alarms
+from warnd.desk.views.reader import source
+from warnd.edges.daemon import Daemon
+from warnd.edges.feeds import Feed, PollReport
 from warnd.store.tables import Message, Outbox, WarningRow
-from warnd.views.feeds import feed_alarms
-from warnd.views.reader import source
 
 T0 = datetime(2025, 6, 14, 8, 16, tzinfo=CST)
 M = timedelta(minutes=1)

@@ -1,4 +1,4 @@
-"""The duty desk's light read path: ``warnd.views.reader`` and ``warnd.views.names``.
+"""The duty desk's light read path: ``warnd.desk.views.reader`` and ``warnd.desk.views.names``.
 
 ``warnd status`` / ``warnd unreached`` read the store through the stdlib ``sqlite3`` or
 ``asyncpg`` (never SQLAlchemy, SQLModel, pydantic, Alembic or lxml, which cost half a second to
@@ -28,14 +28,14 @@ from scenario import T0, Scenario
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from warnd import views
 from warnd.cli import main
-from warnd.errors import ContactsError, StoreError
-from warnd.revision import HEAD
+from warnd.core.errors import ContactsError, StoreError
+from warnd.core.revision import HEAD
+from warnd.desk import views
+from warnd.desk.views.names import names
+from warnd.desk.views.reader import bind, open_reader
 from warnd.store import Store, async_url, schema
 from warnd.store.tables import WarningRow
-from warnd.views.names import names
-from warnd.views.reader import bind, open_reader
 
 KEY = "43312241600000_20250614080000"
 AT = T0 + 2 * timedelta(hours=1)
@@ -101,6 +101,44 @@ def test_status_and_unreached_never_import_the_orm(filled: Scenario) -> None:
     loaded = json.loads(out.rsplit("MODULES=", 1)[1])
     expected = ["asyncpg"] if filled.url.startswith("postgresql") else []
     assert loaded == expected
+
+
+_CHANNELS = """
+[channels.sms-cloud]
+type = "tencent"
+kinds = ["sms", "voice"]
+secret_id = "AKIDexample"
+secret_key_env = "WARND_TEST_TENCENT_KEY"
+sms_sdk_app_id = "1400000000"
+sms_sign_name = "防汛"
+sms_template_id = "100"
+voice_sdk_app_id = "1400000001"
+voice_template_id = "200"
+
+[channels.voice-cloud]
+type = "aliyun"
+kinds = ["sms"]
+access_key_id = "LTAIexample"
+access_key_secret_env = "WARND_TEST_ALIYUN_SECRET"
+sms_sign_name = "防汛"
+sms_template = "SMS_1"
+"""
+
+
+def test_status_with_channels_configured_never_imports_the_orm(filled: Scenario) -> None:
+    """``[channels.*]`` are checked when the config loads (every channel module is imported):
+    none of them reaches the store (channels.delivery → metrics used to import warnd.store)."""
+    config = filled.tmp / "with-channels.toml"
+    config.write_text((filled.tmp / "warnd.toml").read_text("utf-8") + _CHANNELS, "utf-8")
+    common = ["--config", str(config), "--clock-file", str(filled.tmp / "clock")]
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps([["status", *common]]), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert KEY in out  # the command did print its table
+    assert json.loads(out.rsplit("MODULES=", 1)[1]) == []
 
 
 def test_reader_gives_the_orm_rows_and_timestamps(filled: Scenario) -> None:

@@ -22,12 +22,12 @@ from factory import cap_xml, county_rows, write_contacts
 from sqlmodel import select
 from vendor_fakes import AliyunFake, Call, TencentFake, WecomFake
 
-from warnd.clock import ManualClock
-from warnd.daemon import Daemon
-from warnd.policy import load_config
+from warnd.config.policy import load_config
+from warnd.core.clock import ManualClock
+from warnd.edges.daemon import Daemon
+from warnd.edges.vendors import aliyun_voice_event, tencent_voice_event
 from warnd.store.tables import Ack, Division, Outbox, Receipt
 from warnd.store.tables import Call as CallRow
-from warnd.vendors import aliyun_voice_event, tencent_voice_event
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=CST)

@@ -29,13 +29,13 @@ from wall_room import (
     master,
 )
 
-from warnd.daemon import Daemon
-from warnd.errors import ConfigError
-from warnd.policy import load_config
+from warnd.config.policy import load_config
+from warnd.core.errors import ConfigError
+from warnd.desk.wall.data import feed_health, shown_phone, wall_data
+from warnd.edges.daemon import Daemon
 from warnd.store import Store
 from warnd.store.records import EVENT_INSERT
 from warnd.store.tx import Tx
-from warnd.wall.data import feed_health, shown_phone, wall_data
 
 __all__ = ["copy", "master"]  # the room's fixtures, used here by name
 
@@ -208,7 +208,7 @@ def test_feed_health_from_the_daemons_health_report() -> None:
 
 
 async def _alarm_row(store: Store, type_: str, data: dict[str, str]) -> None:
-    """An alarm row as ``warnd.alarms`` writes it: an event without a warning."""
+    """An alarm row as ``warnd.edges.alarms`` writes it: an event without a warning."""
 
     async def job(tx: Tx) -> None:
         tx.insert("event", EVENT_INSERT, [(None, AT, type_, None, None, None, data, tx.seq())])
@@ -218,7 +218,7 @@ async def _alarm_row(store: Store, type_: str, data: dict[str, str]) -> None:
 
 async def test_a_warning_no_source_delivered_is_a_banner_on_the_wall(store_url: str) -> None:
     """The feed watch's missing-warning alarm (an ``event`` row without a warning, as
-    ``warnd.alarms`` records it) reaches the wall as a feed banner until it is cleared."""
+    ``warnd.edges.alarms`` records it) reaches the wall as a feed banner until it is cleared."""
     store = await Store.open(store_url)
     try:
         key = "missing:43312241600000_20250614081500"

@@ -34,7 +34,7 @@ from wall_room import (
     master,
 )
 
-from warnd.wall.data import shown_phone
+from warnd.desk.wall.data import shown_phone
 
 __all__ = ["copy", "master"]  # the room's fixtures, used here by name
 

@@ -33,17 +33,16 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from conftest import BACKENDS, PG_URL, drop_pg_database, fresh_pg_database
+from conftest import BACKENDS, PG_URL, copy_pg_database, drop_pg_database, fresh_pg_database
 from factory import cap_xml
 from scenario import T0, Scenario
-from test_cli_status import copy_pg_database
 
 from warnd.cli import main
-from warnd.clock import ManualClock
-from warnd.daemon import Daemon
-from warnd.policy import load_config
-from warnd.signature import sign
-from warnd.wall.data import shown_phone
+from warnd.config.policy import load_config
+from warnd.core.clock import ManualClock
+from warnd.desk.wall.data import shown_phone
+from warnd.edges.daemon import Daemon
+from warnd.edges.signature import sign
 
 H, M = timedelta(hours=1), timedelta(minutes=1)
 REAL = "43312241600000_20250614080000"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from samples import CORPUS, check_alert
 
-from warnd.cap import parse_file, summary
-from warnd.errors import CapError
+from warnd.core.cap import parse_file, summary
+from warnd.core.errors import CapError
 
 EXPECTED: dict[str, dict[str, Any]] = {
     f["file"]: f for f in json.loads((CORPUS / "expected.json").read_text("utf-8"))["files"]

@@ -9,9 +9,9 @@ import pytest
 from lxml import etree
 from samples import CORPUS
 
-from warnd.errors import CapError
-from warnd.feeds.index import CAP_NAMESPACES, read_index
-from warnd.xmlsafe import parse_xml
+from warnd.core.errors import CapError
+from warnd.core.xmlsafe import parse_xml
+from warnd.edges.feeds.index import CAP_NAMESPACES, read_index
 
 VALID = sorted((CORPUS / "feeds" / "valid").iterdir())
 INVALID = sorted((CORPUS / "feeds" / "invalid").iterdir())

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from samples import CORPUS
 
 from warnd.cli import main
-from warnd.division import normalise
+from warnd.core.division import normalise
 
 CONTRACT_KEYS = (
     "file",

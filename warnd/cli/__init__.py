@@ -53,6 +53,6 @@ class LazyGroup(click.Group):
 )
 def main(log_level: str, log_json: bool | None) -> None:
     """warnd —— 631 预警叫应调度 (early-warning dispatch for the 631 call-back chain)."""
-    from warnd import logs
+    from warnd.edges import logs
 
     logs.configure(json=log_json, level=log_level)

@@ -7,15 +7,15 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from warnd import directory
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
 from warnd.cli.status import sudo_hint
-from warnd.clock import SystemClock
+from warnd.core import directory
+from warnd.core.clock import SystemClock
+from warnd.core.errors import WarndError
+from warnd.desk.report import LEVEL_ZH, SOURCE_ZH
 from warnd.engine import Context, Engine
 from warnd.engine.acks import AckResult
-from warnd.errors import WarndError
-from warnd.report import LEVEL_ZH, SOURCE_ZH
 from warnd.store import Store
 
 
@@ -124,7 +124,7 @@ async def _ack(
     by: str,
     note: str | None,
 ) -> tuple[AckResult, dict[str, str]]:
-    from warnd.policy import Config
+    from warnd.config.policy import Config
 
     assert isinstance(config, Config)
     store = await Store.open(config.store_url, create=False)

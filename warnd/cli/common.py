@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from warnd.errors import ConfigError, WarndError
-from warnd.policy import Config, find_config, load_config
+from warnd.config.policy import Config, find_config, load_config
+from warnd.core.errors import ConfigError, WarndError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +42,7 @@ def load(config_path: str | None, *, required: bool = False) -> Config | None:
             raise
         return None
     config = load_config(path)
-    from warnd import logs
+    from warnd.edges import logs
 
     logs.set_timezone(config.tz)  # log timestamps in the configured zone, with its offset
     return config

@@ -10,9 +10,9 @@ import click
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, json_option
 from warnd.cli.progress import DelayedBar, for_stream, rows
-from warnd.directory import Problem, load
-from warnd.division import DIRECTORY_LEVELS, LEVEL_ZH
-from warnd.errors import ContactsError
+from warnd.core.directory import Problem, load
+from warnd.core.division import DIRECTORY_LEVELS, LEVEL_ZH
+from warnd.core.errors import ContactsError
 
 
 @main.group("contacts")

@@ -13,7 +13,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from warnd import directory
 from warnd.cli import main
 from warnd.cli.common import (
     config_option,
@@ -25,9 +24,10 @@ from warnd.cli.common import (
     load,
 )
 from warnd.cli.progress import drill_time, for_stream
-from warnd.division import LEVEL_ZH
-from warnd.drill import simulate
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import directory
+from warnd.core.division import LEVEL_ZH
+from warnd.desk.drill import simulate
 
 
 @main.group("drill")
@@ -108,7 +108,7 @@ def write_report(path: str, result: dict[str, Any]) -> None:
 
 
 def chain_rows(table: Table, s: Mapping[str, Any]) -> None:
-    """The chain's figures of a drill's summary (``warnd.drill.summarise``), as table rows."""
+    """The chain's figures of a drill's summary (``warnd.desk.drill.summarise``), as table rows."""
     rows = [
         ("呼叫次数 attempts", s.get("attempts")),
         ("通知人数 persons notified", s.get("persons_notified")),

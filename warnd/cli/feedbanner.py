@@ -1,6 +1,6 @@
 """The feed-alarm banner of ``warnd status``: a warning that did not arrive, a silent feed.
 
-Data from ``warnd.views.feeds.feed_alarms`` (the same function a wall page calls); shown above
+Data from ``warnd.desk.views.feeds.feed_alarms`` (the same function a wall page calls); shown above
 the status so that a duty officer sees it before anything else.
 """
 
@@ -12,7 +12,7 @@ from datetime import tzinfo
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from warnd.views.feeds import FeedAlarm
+from warnd.desk.views.feeds import FeedAlarm
 
 
 def banner_lines(alarms: Sequence[FeedAlarm], tz: tzinfo) -> list[str]:

@@ -17,14 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from warnd import cap
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
-from warnd.errors import CapError, WarndError
-from warnd.feedconfig import FeedConfig
-from warnd.feeds import FeedItem, IngestResult, Outcome, PollReport
-from warnd.feeds.build import DirectoryScope, build_feed, by_priority
-from warnd.policy import Config
+from warnd.config.feedconfig import FeedConfig
+from warnd.config.policy import Config
+from warnd.core import cap
+from warnd.core.errors import CapError, WarndError
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome, PollReport
+from warnd.edges.feeds.build import DirectoryScope, build_feed, by_priority
 
 
 @main.group("feeds")
@@ -127,7 +127,7 @@ def check_cmd(config_path: str | None, as_json: bool) -> None:
         fail(f"{config.path}: no [[feeds]] configured")
     directory = None
     if config.contacts_path is not None:
-        from warnd import directory as directory_mod
+        from warnd.core import directory as directory_mod
 
         directory, _problems = directory_mod.load(config.contacts_path)
     scope = DirectoryScope(lambda: directory)

@@ -9,9 +9,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from warnd import cap, directory
-from warnd.cap import dedup
-from warnd.chain.plan import Plan, plan
 from warnd.cli import main
 from warnd.cli.common import (
     config_option,
@@ -23,12 +20,15 @@ from warnd.cli.common import (
     load,
     parse_time,
 )
-from warnd.clock import SystemClock
-from warnd.division import LEVEL_ZH
-from warnd.duration import format_duration
-from warnd.errors import CapError
-from warnd.feeds import qwalert
-from warnd.policy import Policy
+from warnd.config.policy import Policy
+from warnd.core import cap, directory
+from warnd.core.cap import dedup
+from warnd.core.chain.plan import Plan, plan
+from warnd.core.clock import SystemClock
+from warnd.core.division import LEVEL_ZH
+from warnd.core.duration import format_duration
+from warnd.core.errors import CapError
+from warnd.edges.feeds import qwalert
 
 SEVERITY_LABEL = {
     "Extreme": "红色 Extreme",

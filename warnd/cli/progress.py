@@ -16,7 +16,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from warnd.duration import format_duration
+from warnd.core.duration import format_duration
 
 #: what the bar says of ``done`` out of ``total``
 Describe = Callable[[float, float], str]

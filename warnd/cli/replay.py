@@ -16,12 +16,12 @@ from rich.table import Table
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
 from warnd.cli.drill import chain_rows, drill, write_report
 from warnd.cli.progress import DelayedBar, drill_time, for_stream
-from warnd.clock import ScaledClock, SystemClock
-from warnd.division import LEVEL_ZH
-from warnd.drill import load_feed
+from warnd.core.clock import ScaledClock, SystemClock
+from warnd.core.division import LEVEL_ZH
+from warnd.desk.drill import load_feed
 
 if TYPE_CHECKING:
-    from warnd.replay import ReplayPlan
+    from warnd.desk.replay import ReplayPlan
 
 EXIT_INTERRUPTED = 130
 
@@ -86,7 +86,7 @@ def replay_cmd(
     Exit 0 when done, 130 when stopped with Ctrl-C (the drill's pending work is cancelled),
     2 when refused.
     """
-    from warnd.replay import live_risk, prepare  # here: the daemon's imports are heavy
+    from warnd.desk.replay import live_risk, prepare  # here: the daemon's imports are heavy
 
     config = load(config_path, required=True)
     assert config is not None
@@ -121,7 +121,7 @@ def replay_cmd(
 async def _run(
     config: Any, plan: ReplayPlan, clock: ScaledClock, bar: DelayedBar
 ) -> dict[str, Any]:
-    from warnd.replay import run, sleep_until_stopped
+    from warnd.desk.replay import run, sleep_until_stopped
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

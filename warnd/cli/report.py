@@ -2,7 +2,7 @@
 
 ``warnd report WARNING`` reads the store (key or unique prefix); ``warnd report FILE.json``
 reads what ``warnd drill simulate --report FILE.json`` wrote. Both go through the same
-``warnd.report.build``, so a drill and a real warning are judged by the same yardstick.
+``warnd.desk.report.build``, so a drill and a real warning are judged by the same yardstick.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 import click
 from rich.console import Console
 
-from warnd import directory as directory_mod
 from warnd.cli import main
 from warnd.cli.common import config_option, fail, guarded, json_option, load
 from warnd.cli.progress import DelayedBar, for_stream
 from warnd.cli.status import console, open_store
-from warnd.policy import Config, Policy
-from warnd.report import Report
+from warnd.config.policy import Config, Policy
+from warnd.core import directory as directory_mod
+from warnd.desk.report import Report
 
 FORMATS = ("terminal", "csv", "html", "json")
 
@@ -78,7 +78,7 @@ def report_cmd(
         if drill_file:
             if not path.is_file():
                 fail(f"找不到演练报告文件 {target} (no such drill report file)")
-            from warnd.report.load import from_drill
+            from warnd.desk.report.load import from_drill
 
             policy = config.policy if config is not None else Policy.default()
             leads: dict[str, timedelta] = {s.level: s.lead for s in policy.stages}
@@ -94,7 +94,7 @@ def report_cmd(
 async def _from_store(
     config: Config, ref: str, directory: directory_mod.Directory | None, bar: DelayedBar
 ) -> Report:
-    from warnd.report.load import from_store
+    from warnd.desk.report.load import from_store
 
     store = await open_store(config)
     try:
@@ -119,7 +119,7 @@ def _directory(explicit: str | None, config: Config | None) -> directory_mod.Dir
 
 def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
     """Render ``report`` in ``fmt`` to ``out`` (a file) or stdout."""
-    from warnd.report import text as textout
+    from warnd.desk.report import text as textout
 
     if fmt == "terminal":
         if out is None:
@@ -135,7 +135,7 @@ def write(report: Report, fmt: str, out: str | None, limit: int) -> None:
 
         body = json.dumps(textout.to_json(report), ensure_ascii=False, indent=1) + "\n"
     else:
-        from warnd.report.html import render_html
+        from warnd.desk.report.html import render_html
 
         body = render_html(report)
     if out is None:

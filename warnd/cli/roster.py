@@ -10,15 +10,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from warnd import audit as audit_mod
 from warnd.cli.common import config_option, contacts_path, emit_json, fail, json_option, load
 from warnd.cli.contacts import contacts, load_bar, summary
-from warnd.deadline import windows
-from warnd.directory import load as load_directory
-from warnd.duration import format_duration
-from warnd.errors import ContactsError, WarndError
-from warnd.policy import Policy
-from warnd.roster import RowProblem, import_roster
+from warnd.config.policy import Policy
+from warnd.core.deadline import windows
+from warnd.core.directory import load as load_directory
+from warnd.core.duration import format_duration
+from warnd.core.errors import ContactsError, WarndError
+from warnd.desk import audit as audit_mod
+from warnd.desk.roster import RowProblem, import_roster
 
 
 @contacts.command("import")

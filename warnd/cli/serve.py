@@ -36,9 +36,9 @@ from warnd.cli.common import config_option, guarded, load
 @guarded
 def serve_cmd(config_path: str | None, tick: float, demo: bool, clock_file: str | None) -> None:
     """运行守护进程 (run the daemon: feeds, 631 chain, channels, acknowledgement hooks)."""
-    from warnd import logs
-    from warnd.clock import FileClock
-    from warnd.daemon import serve
+    from warnd.core.clock import FileClock
+    from warnd.edges import logs
+    from warnd.edges.daemon import serve
 
     config = load(config_path, required=True)
     assert config is not None

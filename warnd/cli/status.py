@@ -1,6 +1,6 @@
 """``warnd status`` and ``warnd unreached``: who has answered, who has not, whom to call now.
 
-Both only read the store, through ``warnd.views.reader`` (read-only ``sqlite3`` or ``asyncpg``;
+Both only read the store, through ``warnd.desk.views.reader`` (read-only ``sqlite3`` or ``asyncpg``;
 never SQLAlchemy, so that they start in a fraction of a second), and work while the daemon is
 down. What they print is in ``warnd.cli.statusview``; JSON keys are in docs/operations.md.
 """
@@ -16,7 +16,6 @@ import click
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from warnd import views
 from warnd.cli import main
 from warnd.cli.common import config_option, emit_json, fail, guarded, json_option, load
 from warnd.cli.feedbanner import with_banner
@@ -29,17 +28,26 @@ from warnd.cli.statusview import (
     unreached_json,
     unreached_view,
 )
-from warnd.clock import Clock, FileClock, SystemClock
-from warnd.errors import WarndError
-from warnd.policy import Config
-from warnd.views.feeds import alarm_json, feed_alarms
-from warnd.views.reader import Reader, open_reader
+from warnd.config.policy import Config
+from warnd.core.clock import Clock, FileClock, SystemClock
+from warnd.core.errors import WarndError
+from warnd.desk import views
+from warnd.desk.views.feeds import alarm_json, feed_alarms
+from warnd.desk.views.reader import Reader, open_reader
 
 if TYPE_CHECKING:
     from warnd.store import Store
 
-#: how ``--watch`` waits between refreshes; tests replace it (they never sleep)
-SLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def watch_sleep() -> Sleep:
+    """How ``--watch`` waits between refreshes: ``asyncio.sleep``, unless the command was
+    invoked with ``obj={"sleep": …}`` (tests: time passes on the clock file, nothing sleeps)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    sleep = obj.get("sleep") if isinstance(obj, dict) else None
+    return sleep or asyncio.sleep
 
 
 async def open_store(config: Config) -> Store:
@@ -90,9 +98,9 @@ def console() -> Console:
 def names_of(config: Config, ids: Iterable[str]) -> dict[str, str]:
     """contact id → name for ``ids`` from the configured contacts (empty when unavailable).
 
-    Only the two cells needed of each row are read (``warnd.views.names``), not the directory.
+    Only the two cells needed of each row are read (``warnd.desk.views.names``), not the directory.
     """
-    from warnd.views.names import names
+    from warnd.desk.views.names import names
 
     if config.contacts_path is None:
         return {}
@@ -207,7 +215,9 @@ def status_cmd(
         store = await open_store_reader(config)
         try:
             if watch is not None:
-                await watch_loop(lambda: snapshot(store), watch, iterations, console())
+                await watch_loop(
+                    lambda: snapshot(store), watch, iterations, console(), sleep=watch_sleep()
+                )
                 return
             out = await snapshot(store)
             if as_json:
@@ -225,6 +235,8 @@ async def watch_loop(
     interval: float,
     iterations: int | None = None,
     out: Console | None = None,
+    *,
+    sleep: Sleep = asyncio.sleep,
 ) -> int:
     """Redraw ``render()`` in place every ``interval`` seconds, ``iterations`` times (None: until
     Ctrl-C). Returns how many frames were drawn.
@@ -234,7 +246,7 @@ async def watch_loop(
     """
     out = out or Console()
     if not out.is_terminal:
-        return await _frames(render, interval, iterations, out)
+        return await _frames(render, interval, iterations, out, sleep)
     frames = 0
     with Live(console=out, auto_refresh=False) as live:
         try:
@@ -243,7 +255,7 @@ async def watch_loop(
                 frames += 1
                 if iterations is not None and frames >= iterations:
                     break
-                await SLEEP(interval)
+                await sleep(interval)
         except (KeyboardInterrupt, asyncio.CancelledError):
             pass
     return frames
@@ -254,6 +266,7 @@ async def _frames(
     interval: float,
     iterations: int | None,
     out: Console,
+    sleep: Sleep,
 ) -> int:
     frames = 0
     try:
@@ -265,7 +278,7 @@ async def _frames(
             frames += 1
             if iterations is not None and frames >= iterations:
                 break
-            await SLEEP(interval)
+            await sleep(interval)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     return frames

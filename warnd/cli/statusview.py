@@ -19,18 +19,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from warnd import views
-from warnd.chain import rungs
-from warnd.notice import DRILL_MARK
-from warnd.report import LEVEL_ZH, SOURCE_ZH
-from warnd.views import display
+from warnd.core.chain import rungs
+from warnd.core.notice import DRILL_MARK
+from warnd.desk import views
+from warnd.desk.report import LEVEL_ZH, SOURCE_ZH
+from warnd.desk.views import display
 
 STATE_ZH = {
     "active": "进行中",
     "skipped": "未调度",
     "cancelled": "已解除",
     "expired": "已过期",
-    "ended": "已结束",  # a replayed drill whose run is over (warnd.replay)
+    "ended": "已结束",  # a replayed drill whose run is over (warnd.desk.replay)
 }
 CALL_ZH = {"active": "呼叫中", "acked": "已应答", "failed": "未应答", "cancelled": "已停止"}
 

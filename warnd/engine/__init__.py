@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from warnd.edges.feeds import FeedItem, IngestResult
 from warnd.engine import acks, calls, ingest, outbox
 from warnd.engine.context import Context
 from warnd.engine.outbox import Attempt
-from warnd.feeds import FeedItem, IngestResult
 from warnd.store import chain
 
 

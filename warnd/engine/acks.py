@@ -19,10 +19,11 @@ from typing import Any
 
 import structlog
 
-from warnd import metrics
-from warnd.chain import ladder
+from warnd.core.chain import ladder
+from warnd.edges import metrics
 from warnd.engine.context import Context
 from warnd.engine.ids import message_id_of
+from warnd.engine.people import not_woken
 from warnd.store import answers, chain
 from warnd.store.records import to_state
 from warnd.store.tx import Row, Tx
@@ -147,7 +148,7 @@ async def _apply(ctx: Context, tx: Tx, requests: Sequence[AckRequest]) -> list[A
                 key, late, counted, tx.seq(),
             )
         )  # fmt: skip
-        if r.source == "officer" and (r.resolve or ref.rung == "duty"):
+        if r.source == "officer" and (r.resolve or not_woken(ref.rung)):
             resolved.append((r.at, r.by, r.note, ref.division_id))
         if not late:
             _time_to_ack(r.source).observe((r.at - call.start_at).total_seconds())
@@ -343,7 +344,7 @@ async def ack_by_officer(
             return AckResult(False, "没有找到对应的呼叫 (no call for that person/place)")
         call_id = next((cid for cid, st in found if st == "active"), found[0][0])
         place = await answers.officer_place(tx, call_id)
-        resolves = place.open_entry and bool(division or place.rung == "duty")
+        resolves = place.open_entry and bool(division or not_woken(place.rung))
         if place.state == "acked" and not resolves:
             # answered already, nothing left to resolve: kept once (the first answer shown)
             return AckResult(

@@ -1,4 +1,4 @@
-"""Bundling carried out (contracts §8): the rules are ``warnd.chain.bundle``'s, pure.
+"""Bundling carried out (contracts §8): the rules are ``warnd.core.chain.bundle``'s, pure.
 
 Only with ``[ack] bundle`` > 0; with "0s" nothing here runs. In a batch of stepped divisions
 (one writer transaction):
@@ -22,9 +22,9 @@ from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from warnd.chain import bundle, ladder
+from warnd.core.chain import bundle, ladder
+from warnd.core.notice import BundleItem, bundle_text
 from warnd.engine.context import Context
-from warnd.notice import BundleItem, bundle_text
 from warnd.store import chain
 from warnd.store.records import DivisionRow, WarningRec, to_state
 from warnd.store.tx import Row, Tx

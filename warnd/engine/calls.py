@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from warnd.chain import ladder
+from warnd.core.chain import ladder
 from warnd.engine import bundles
 from warnd.engine.context import Context
 from warnd.engine.gcpause import gc_paused

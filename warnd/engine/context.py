@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from warnd.chain.ladder import Rules
-from warnd.clock import Clock
-from warnd.directory import Directory
+from warnd.config.policy import Policy
+from warnd.core.chain.ladder import Rules
+from warnd.core.clock import Clock
+from warnd.core.directory import Directory
 from warnd.engine.people import DirectoryPeople
-from warnd.policy import Policy
 from warnd.store import Store
 
 

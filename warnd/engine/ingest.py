@@ -10,18 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from warnd import cap
-from warnd.cap import Alert, dedup
-from warnd.chain import ladder
-from warnd.chain.plan import plan, reference_time, severity_rank, stage_due
-from warnd.division import overlaps
+from warnd.core import cap
+from warnd.core.cap import Alert, dedup
+from warnd.core.chain import ladder
+from warnd.core.chain.plan import plan, reference_time, severity_rank, stage_due
+from warnd.core.division import overlaps
+from warnd.core.errors import CapError
+from warnd.core.notice import lift_text, update_text
+from warnd.edges.feeds import FeedItem, IngestResult, Outcome
 from warnd.engine.calls import Job, run_jobs
 from warnd.engine.context import Context
 from warnd.engine.ids import new_message_id
 from warnd.engine.records import attempt_row, event_row, facts
-from warnd.errors import CapError
-from warnd.feeds import FeedItem, IngestResult, Outcome
-from warnd.notice import lift_text, update_text
 from warnd.store import chain, intake
 from warnd.store.records import WarningRec
 from warnd.store.tx import Tx
@@ -55,7 +55,7 @@ async def _ingest(
     if await intake.message_seen(tx, alert.sender, alert.identifier, sent_utc):
         log.info("message_duplicate", key=alert.key, origin=origin)
         return IngestResult(Outcome.DUPLICATE, "already ingested (重复消息)", alert.key)
-    # The same warning from another source (warnd.cap.dedup, docs/feeds.md): one chain.
+    # The same warning from another source (warnd.core.cap.dedup, docs/feeds.md): one chain.
     first = await _earlier_copy(tx, alert, now)
     target: WarningRec | None
     note: str | None
@@ -161,7 +161,7 @@ def _apply_facts(w: WarningRec, alert: Alert, now: datetime) -> None:
     w.severity = alert.severity
     w.event = alert.primary_info.event if alert.primary_info else None
     w.headline = alert.headline
-    w.reference_at, w.reference_kind = reference_time(alert)  # the one T rule (warnd.deadline)
+    w.reference_at, w.reference_kind = reference_time(alert)  # the one T rule (warnd.core.deadline)
     w.expires_at = alert.expires
     if alert.geocodes:
         w.area = list(alert.geocodes)

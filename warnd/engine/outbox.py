@@ -103,8 +103,8 @@ async def _bundle_notices(ctx: Context, taken: list[Attempt]) -> list[Attempt]:
     """Update and lift notices due together to one person on several warnings: one message
     (contracts §8). The lead's row takes the joined text (a retry sends the same); the others
     are kept ``bundled`` under its id. Calls are never touched here."""
-    from warnd.chain import bundle
-    from warnd.notice import notices_text
+    from warnd.core.chain import bundle
+    from warnd.core.notice import notices_text
 
     notices = [a for a in taken if a.purpose in _NOTICES]
     if len(notices) < 2:

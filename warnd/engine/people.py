@@ -1,10 +1,13 @@
-"""The ladder's view of the directory: who to call for a division at each rung."""
+"""The ladder's view of the directory: who to call for a division at each rung.
+
+Whom each rung calls is the rung table's (``warnd.core.chain.rungs``, contracts §3): a new rung is a
+row there, not a branch here.
+"""
 
 from __future__ import annotations
 
-from warnd import division as div_codes
-from warnd.chain.ladder import STAGE
-from warnd.directory import Directory
+from warnd.core.chain import rungs
+from warnd.core.directory import Directory
 
 
 class DirectoryPeople:
@@ -13,25 +16,19 @@ class DirectoryPeople:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
 
-    def superior_of(self, code: str) -> str | None:
-        """The nearest enclosing division that has A persons (the township of a village…)."""
-        parent = div_codes.parent_of(code)
-        while parent is not None:
-            if self.directory.division(parent) is not None and self.directory.persons(parent, "A"):
-                return parent
-            parent = div_codes.parent_of(parent)
-        return None
-
     def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
-        d = self.directory
-        if rung == STAGE:
-            return tuple(c.contact_id for c in d.persons(code, "A"))
-        if rung == "backup":
-            return tuple(c.contact_id for c in d.persons(code, "B"))
-        if rung == "superior":
-            sup = self.superior_of(code)
-            return tuple(c.contact_id for c in d.persons(sup, "A")) if sup else ()
-        if rung == "duty":
-            county = code[:6]
-            return tuple(c.contact_id for c in d.persons(county, "duty"))
-        raise ValueError(f"unknown rung {rung!r}")
+        """Contact ids to call for division ``code`` at ``rung`` (ValueError: unknown rung)."""
+        return rungs.for_rung(self.directory, code, rung)
+
+
+def on_behalf(rung: str | None) -> bool:
+    """Whether a call at ``rung`` names the unreached division in its message."""
+    r = rungs.find(rung) if rung else None
+    return r is not None and r.on_behalf
+
+
+def not_woken(rung: str | None) -> bool:
+    """Whether ``rung`` puts its division on the county's not-woken list (an officer's ack
+    there resolves the division)."""
+    r = rungs.find(rung) if rung else None
+    return r is not None and r.not_woken

@@ -16,10 +16,11 @@ from typing import Any
 
 import structlog
 
-from warnd.chain import ladder
+from warnd.core.chain import ladder
+from warnd.core.notice import WarningFacts, call_text
 from warnd.engine.context import Context
 from warnd.engine.ids import new_link_token, new_message_id, new_reply_code
-from warnd.notice import WarningFacts, call_text
+from warnd.engine.people import on_behalf
 from warnd.store import chain
 from warnd.store.records import CallRow, DivisionRow, WarningRec
 from warnd.store.tx import Row, Tx
@@ -202,7 +203,7 @@ def _division(
                 reply_code=code,
                 link=f"{links}/a/{token}" if links and token else None,
                 tz=ctx.tz,
-                on_behalf_of=row.name if cmd.rung in ("superior", "duty") else None,
+                on_behalf_of=row.name if on_behalf(cmd.rung) else None,
             )
             rows.attempts.append(
                 (

@@ -5,7 +5,7 @@
   rows and timers), ``intake`` (ingest), ``answers`` (acknowledgements), ``outbox`` (sending).
 * ``store.backend`` — reads outside a write transaction (``fetch``/``fetch_in``, positional
   ``?`` parameters), on a connection of their own.
-* ``store.fetch(sql, params)`` — the duty desk's ``warnd.views.reader.Source`` (``:name``).
+* ``store.fetch(sql, params)`` — the duty desk's ``warnd.desk.views.reader.Source`` (``:name``).
 * ``store.read()`` — an SQLAlchemy session for cold reads (tests, tools); never on a hot path.
 
 SQLAlchemy and Alembic keep the schema (``tables``, ``schema``): a store is checked against the
@@ -34,7 +34,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from warnd.errors import StoreError
+from warnd.core.errors import StoreError
 from warnd.store import schema, tables
 from warnd.store.postgres import PostgresBackend
 from warnd.store.sqlite import SQLiteBackend
@@ -101,12 +101,15 @@ class Store:
         daemon: bool = False,
         durable: bool = True,
         heartbeat_s: float = 10.0,
+        schema_head: str | None = None,
     ) -> Store:
         """Open the store; refuse a schema other than the code's (unless ``migrate``).
 
         ``create``: an empty (or missing SQLite) database is brought to the current schema.
         ``migrate``: an older schema is upgraded (``warnd db upgrade``); the daemon never does
         this on its own. ``durable=False``: a throw-away SQLite store (drills) without fsync.
+        ``schema_head``: the revision this code expects (None: ``schema.head()``; a test plays
+        an older release with it).
         """
         path = _sqlite_path(url)
         lock_fd = None
@@ -122,7 +125,7 @@ class Store:
             if daemon:
                 lock_fd = _lock(path)
         try:
-            await _prepare(url, create=create, migrate=migrate)
+            await _prepare(url, create=create, migrate=migrate, head=schema_head)
             backend: Backend = (
                 SQLiteBackend(path, durable=durable)
                 if path is not None
@@ -163,8 +166,9 @@ class Store:
     # ---- reads --------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-        """``warnd.views.reader.Source``: ``:name`` parameters, rows as the driver gives them."""
-        from warnd.views.reader import bind
+        """``warnd.desk.views.reader.Source``: ``:name`` parameters, rows as the driver gives
+        them."""
+        from warnd.desk.views.reader import bind
 
         query, args = bind(sql, params, lambda _n: "?")
         return await self.backend.fetch(query, args)
@@ -173,7 +177,7 @@ class Store:
         self, sql: str, params: Mapping[str, Any] | None = None
     ) -> AsyncIterator[list[Any]]:
         """Like ``fetch``, in chunks: a long read without all its rows in memory at once."""
-        from warnd.views.reader import bind
+        from warnd.desk.views.reader import bind
 
         query, args = bind(sql, params, lambda _n: "?")
         async for rows in self.backend.stream(query, args):
@@ -300,8 +304,10 @@ def _engine(url: str) -> AsyncEngine:
     return create_async_engine(aurl, pool_pre_ping=True)
 
 
-async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
-    """Check the schema (and create or upgrade it when asked), through SQLAlchemy/Alembic."""
+async def _prepare(url: str, *, create: bool, migrate: bool, head: str | None = None) -> None:
+    """Check the schema (and create or upgrade it to ``head`` when asked), through
+    SQLAlchemy/Alembic."""
+    head = head or schema.head()
     engine = _engine(url)
     sqlite = engine.dialect.name == "sqlite"
     try:
@@ -310,7 +316,7 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
         async with engine.connect() as conn:
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
-        if at == schema.head():
+        if at == head:
             return
         async with engine.begin() as conn:
             if not sqlite:
@@ -319,7 +325,6 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key("schema")})
             empty = await conn.run_sync(schema.is_empty)
             at = None if empty else await conn.run_sync(schema.current)
-            head = schema.head()
             if at == head:
                 return
             if empty and not (create or migrate):
@@ -335,7 +340,7 @@ async def _prepare(url: str, *, create: bool, migrate: bool) -> None:
                     f" warnd ({head}): run `warnd db upgrade --config PATH`, stop every instance"
                     " first)"
                 )
-            await conn.run_sync(schema.upgrade)
+            await conn.run_sync(schema.upgrade, head)
     finally:
         await engine.dispose()
 

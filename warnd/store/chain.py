@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from warnd.chain.ladder import CallState, DivisionState
+from warnd.core.chain.ladder import CallState, DivisionState
 from warnd.store.records import (
     CALL_FIXED,
     CALL_INSERT,

@@ -53,7 +53,7 @@ async def copies_near(
     """Messages of other senders issued between ``sent_from`` and ``sent_to``, of warnings
     updated since ``since``: (sender, identifier, sent, severity, their warning). The warning
     table is small; the message table holds every raw document, so it is reached by
-    ``message.warning_id`` (cross-source dedup, warnd.cap.dedup)."""
+    ``message.warning_id`` (cross-source dedup, warnd.core.cap.dedup)."""
     rows = await tx.rows(
         "SELECT m.sender, m.identifier, m.sent_utc, m.severity, m.warning_id FROM message m"
         ' WHERE m.warning_id IN (SELECT id FROM "warning" WHERE updated_at >= ? AND drill = ?)'

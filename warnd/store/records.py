@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from warnd.chain.ladder import CallState, DivisionState
+from warnd.core.chain.ladder import CallState, DivisionState
 
 CALL_FIELDS = tuple(CallState._fields)
 CALL_FIXED = ("key", "contact_id", "rung", "round", "start_at")  # a call's identity

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
-from warnd.revision import HEAD  # the newest migration; tests/test_schema.py keeps it honest
+from warnd.core.revision import HEAD  # the newest migration; tests/test_schema.py keeps it honest
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -62,7 +62,7 @@ def is_ancestor(revision: str) -> bool:
     return any(r.revision == revision for r in script.walk_revisions())
 
 
-def upgrade(sync_connection: Any) -> None:
+def upgrade(sync_connection: Any, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(sync_connection), "head")
+    command.upgrade(alembic_config(sync_connection), revision)

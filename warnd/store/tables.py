@@ -7,7 +7,7 @@ resumes exactly where the last transaction left off. All times are stored as UTC
 The chain's history (the drill report's events, contracts §4) is not kept twice: an attempt or a
 notice is its ``outbox`` row, an answer its ``ack`` row; only what has no row of its own
 (``escalate``, ``unreached``, ``skip``) is an ``event`` row. ``seq`` orders the three among
-themselves at one instant (``warnd.views.history`` reads them back as one list). The hot tables
+themselves at one instant (``warnd.desk.views.history`` reads them back as one list). The hot tables
 carry few indexes, partial where only some rows are looked up: a province-wide tick writes
 ~100,000 rows to each (docs/performance.md). For the same reason they declare no foreign keys:
 the engine writes a row only after (or with) the rows it refers to and never deletes any, and
@@ -270,7 +270,7 @@ class Event(SQLModel, table=True):
     """The history events that have no row of their own: escalate, unreached, skip.
 
     (Stores upgraded from schema 0002 also keep their earlier notify/update/cancel/ack events
-    here; ``warnd.views.history`` reads both.)
+    here; ``warnd.desk.views.history`` reads both.)
     """
 
     __tablename__ = "event"
