@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_ladder import FULL, People, run, sends
+from ladder_rig import FULL, People, run, sends
 
 from warnd.core.chain.bundle import Made, Waiting, groups, pull
 from warnd.core.chain.ladder import CallDue, DivisionState, Early, Start, StartOne, Stop, next_due

@@ -3,63 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from factory import cap_xml, county_rows, write_contacts
+from drill_rig import SENT, Scenario, at, of
+from factory import cap_xml, county_rows
 
 from warnd.cli import main
-from warnd.config.policy import Policy
-from warnd.core import directory
-from warnd.desk.drill import simulate
 
-CST = timezone(timedelta(hours=8))
-SENT = datetime(2025, 6, 14, 8, 0, tzinfo=CST)
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
 ID = "43312241600000_20250614080000"
 SENDER = "433122_Meteorological_Observatory"
-
-
-class Scenario:
-    def __init__(self, tmp: Path, rows: list[list[str]] | None = None) -> None:
-        self.tmp = tmp
-        self.feed = tmp / "feed"
-        self.feed.mkdir()
-        write_contacts(
-            tmp / "contacts", rows if rows is not None else county_rows(townships=1, villages=1)
-        )
-        self.directory, problems = directory.load(tmp / "contacts")
-        assert problems == []
-        self.n = 0
-        self.responders: dict[str, str] = {}
-
-    def message(self, data: bytes) -> None:
-        self.n += 1
-        (self.feed / f"{self.n:03d}.xml").write_bytes(data)
-
-    async def run(self, policy: Policy | None = None) -> dict[str, Any]:
-        path = self.tmp / "responders.csv"
-        path.write_text(
-            "contact_id,ack_after\n" + "".join(f"{k},{v}\n" for k, v in self.responders.items()),
-            encoding="utf-8",
-        )
-        return await simulate([self.feed], self.directory, policy or Policy.default(), path)
-
-
-def of(report: dict[str, Any], type_: str, **match: object) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in report["events"]
-        if e["type"] == type_ and all(e.get(k) == v for k, v in match.items())
-    ]
-
-
-def at(e: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(e["at"])
 
 
 def firsts(report: dict[str, Any]) -> dict[str, datetime]:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from drill_rig import SENT, Scenario, at, of
 from factory import cap_xml
-from test_drill import SENT, Scenario, at, of
 
 from warnd.config.policy import AckPolicy, Policy
 

@@ -4,45 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from factory import cap_xml, county_rows, write_contacts
-from sqlalchemy import func, select
+from engine_rig import T0, Rig, ingest
+from factory import cap_xml
+from sqlalchemy import select
 
 from warnd.cli import main
 from warnd.config.policy import Policy
 from warnd.core.errors import StoreError
 from warnd.edges.feeds import FeedItem
 from warnd.edges.feeds import Outcome as Ingested
-from warnd.engine import Engine
 from warnd.store import Store
 from warnd.store.tables import Ack, Call, Division, Message, Outbox, WarningRow
-from warnd.testing import EngineRig
 
-T0 = datetime(2025, 6, 14, 0, 0, tzinfo=UTC)
 W = timedelta(minutes=5)
 ID = "43312241600000_20250614080000"
-
-
-class Rig(EngineRig):
-    """``warnd.testing.EngineRig`` over a county of one township and one village."""
-
-    def __init__(self, tmp: Path, url: str | None = None) -> None:
-        self.tmp = tmp
-        contacts = write_contacts(tmp / "contacts", county_rows(townships=1, villages=1))
-        url = url or f"sqlite:///{tmp / 'warnd.db'}"
-        super().__init__(contacts, url, start=T0, public_url="http://127.0.0.1:8620")
-
-    async def count(self, model: type, **where: object) -> int:
-        assert self.engine is not None
-        async with self.engine.ctx.store.read() as s:
-            q = select(func.count()).select_from(model)
-            for k, v in where.items():
-                q = q.where(getattr(model, k) == v)
-            return int((await s.execute(q)).scalar_one())
 
 
 @pytest.fixture
@@ -53,10 +33,6 @@ async def rig(tmp_path: Path, store_url: str) -> AsyncIterator[Rig]:
     yield r
     if r.store is not None:
         await r.store.close()
-
-
-async def ingest(engine: Engine, data: bytes) -> Ingested:
-    return (await engine.ingest(FeedItem(data, "test"))).outcome
 
 
 async def test_same_message_is_stored_once(rig: Rig) -> None:

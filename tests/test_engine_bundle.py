@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_rig import T0, Rig, ingest
 from factory import cap_xml
 from sqlalchemy import select
-from test_engine import T0, Rig, ingest
 
 from warnd.config.policy import AckPolicy, Policy
 from warnd.engine import Attempt, Engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from ladder_rig import FULL, RULES, People, W, run, sends
 
 from warnd.core.chain.ladder import (
     ENDED,
@@ -13,48 +14,16 @@ from warnd.core.chain.ladder import (
     DivisionState,
     Record,
     Rules,
-    SendAttempt,
     Start,
     Stop,
     next_due,
-    step,
 )
 
 T0 = datetime(2025, 6, 14, 8, 0, tzinfo=UTC)
-W = timedelta(minutes=5)
-RULES = Rules(window=W, attempts=3, ladder=("backup", "superior", "duty"))
-
-
-class People:
-    def __init__(self, table: dict[tuple[str, str], tuple[str, ...]]) -> None:
-        self.table = table
-
-    def for_rung(self, code: str, rung: str) -> tuple[str, ...]:
-        return self.table.get((code, rung), ())
-
-
-FULL = People(
-    {
-        ("v1", "stage"): ("a1",),
-        ("v1", "backup"): ("b1",),
-        ("v1", "superior"): ("t1",),
-        ("v1", "duty"): ("d1",),
-    }
-)
-
-
-def sends(cmds: list[object]) -> list[tuple[str, int, str]]:
-    return [(c.contact_id, c.attempt, c.rung) for c in cmds if isinstance(c, SendAttempt)]
 
 
 def records(cmds: list[object], kind: str) -> list[Record]:
     return [c for c in cmds if isinstance(c, Record) and c.type == kind]
-
-
-def run(
-    div: DivisionState, event: object, at: datetime, people: People = FULL, rules: Rules = RULES
-) -> tuple[DivisionState, list[object]]:
-    return step(div, event, at, rules, people)  # type: ignore[arg-type]
 
 
 def fail_call(

@@ -5,40 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
+from schema_rig import execute, schema_diff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlmodel import SQLModel
 
 from warnd.cli import main
 from warnd.core.errors import StoreError
 from warnd.store import Store, async_url, schema
-
-
-async def schema_diff(url: str) -> list[object]:
-    """What the database has that the table definitions do not say, or the other way round."""
-    engine = create_async_engine(async_url(url))
-    try:
-        async with engine.connect() as conn:
-
-            def diff(sync_conn: object) -> list[object]:
-                ctx = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
-                return list(compare_metadata(ctx, SQLModel.metadata))
-
-            return await conn.run_sync(diff)
-    finally:
-        await engine.dispose()
-
-
-async def execute(url: str, sql: str) -> None:
-    engine = create_async_engine(async_url(url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def test_new_store_is_at_head_and_matches_the_tables(store_url: str) -> None:

@@ -87,6 +87,7 @@ class Store:
         self._read_engine: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._lock_conn: Any = None
+        self._lock_guard = asyncio.Lock()  # hold_lock: one question at a time
         self._heartbeat: asyncio.Task[None] | None = None
         self.on_reclaim: Any = None  # called after messages of a dead instance were queued
         self.on_work: Any = None  # called when another instance announced due work
@@ -210,19 +211,24 @@ class Store:
         """
         if not isinstance(self.backend, PostgresBackend):
             return True
-        if self._lock_conn is not None:
-            try:
-                await self._lock_conn.fetchval("SELECT 1")
+        # One question at a time: the feed watch and a feed poll ask concurrently, and two
+        # queries at once on the lock's connection fail ("another operation is in progress"),
+        # which must not read as a lost lock (an orphaned session would keep holding it).
+        async with self._lock_guard:
+            if self._lock_conn is not None:
+                try:
+                    await self._lock_conn.fetchval("SELECT 1")
+                    return True
+                except Exception:  # the connection died: the lock went with it
+                    old, self._lock_conn = self._lock_conn, None
+                    old.terminate()  # never leave a session behind that might still hold it
+            asyncpg: Any = importlib.import_module("asyncpg")  # untyped
+            conn = await asyncpg.connect(self.backend.dsn)
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _key(name)):
+                self._lock_conn = conn
                 return True
-            except Exception:  # the connection died: the lock went with it
-                self._lock_conn = None
-        asyncpg: Any = importlib.import_module("asyncpg")  # untyped
-        conn = await asyncpg.connect(self.backend.dsn)
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _key(name)):
-            self._lock_conn = conn
-            return True
-        await conn.close()
-        return False
+            await conn.close()
+            return False
 
     def _announced(self) -> None:
         if self.on_work is not None:
