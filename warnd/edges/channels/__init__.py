@@ -108,7 +108,7 @@ class ChannelType(Channel, Protocol):
 
 
 class Seen(Protocol):
-    """What an ``Observer`` reads from a sent message (warnd.engine.outbox.Claimed has it)."""
+    """What an ``Observer`` reads from a sent message (warnd.engine.outbox.Attempt has it)."""
 
     @property
     def purpose(self) -> str: ...
