@@ -37,7 +37,7 @@ from factory import cap_xml, county_rows, write_contacts
 from warnd.desk.views import history
 from warnd.desk.views.reader import open_reader
 from warnd.edges.signature import sign
-from warnd.testing import eventually
+from warnd.testing import daemon_config, eventually
 
 WINDOW, ATTEMPTS = timedelta(minutes=5), 3
 #: Simultaneous inputs and timers may be taken in either order by a live daemon (a file clock
@@ -108,7 +108,6 @@ def make_case(seed: int, townships: int = 3, villages: int = 3) -> Case:
 
 def write_case(case: Case, tmp: Path, gateway_url: str) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "hook-secret").write_bytes(SECRET)
     write_contacts(tmp / "contacts", case.rows)
     (tmp / "feed").mkdir(exist_ok=True)
     for _sent, name, data in case.messages:
@@ -119,33 +118,8 @@ def write_case(case: Case, tmp: Path, gateway_url: str) -> None:
     ]
     (tmp / "responders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp / "incoming").mkdir(exist_ok=True)
-    (tmp / "warnd.toml").write_text(
-        f"""
-timezone = "Asia/Shanghai"
-[store]
-url = "sqlite:///{tmp / "warnd.db"}"
-[contacts]
-path = "{tmp / "contacts"}"
-[ack]
-window = "5m"
-attempts = {ATTEMPTS}
-[escalation]
-ladder = ["backup", "superior", "duty"]
-[listen]
-host = "127.0.0.1"
-port = 0
-[hooks]
-secret_file = "{tmp / "hook-secret"}"
-[[feeds]]
-name = "incoming"
-path = "{tmp / "incoming"}"
-interval = "1s"
-[channels.gateway]
-type = "webhook"
-url = "{gateway_url}"
-kinds = ["voice", "sms"]
-""",
-        encoding="utf-8",
+    daemon_config(
+        tmp, gateway_url=gateway_url, secret=SECRET, attempts=ATTEMPTS, feed_interval="1s"
     )
 
 

@@ -30,44 +30,21 @@ from gateway_fake import BODY_KEYS
 
 from warnd.core.clock import FileClock
 from warnd.core.duration import parse_duration
+from warnd.testing import daemon_config
 
 
 def write_setup(tmp: Path, gateway_url: str, *, window: str = "5m") -> None:
-    (tmp / "hook-secret").write_bytes(SECRET)
     write_contacts(tmp / "contacts", ROWS)
-    (tmp / "warnd.toml").write_text(
-        f"""
-timezone = "Asia/Shanghai"
-[store]
-url = "sqlite:///{tmp / "warnd.db"}"
-[contacts]
-path = "{tmp / "contacts"}"
-[[stages]]
-level = "village"
-lead = "1h"
-[ack]
-window = "{window}"
-attempts = {ATTEMPTS}
-[escalation]
-ladder = ["backup"]
-[trigger]
-min_severity = "Moderate"
-[listen]
-host = "127.0.0.1"
-port = 0
-[hooks]
-secret_file = "{tmp / "hook-secret"}"
-[[feeds]]
-name = "incoming"
-path = "{tmp / "incoming"}"
-interval = "1s"
-[channels.gateway]
-type = "webhook"
-url = "{gateway_url}"
-kinds = ["voice", "sms"]
-concurrency = {CONCURRENCY}
-""",
-        encoding="utf-8",
+    daemon_config(
+        tmp,
+        gateway_url=gateway_url,
+        secret=SECRET,
+        stages=[("village", "1h")],
+        window=window,
+        attempts=ATTEMPTS,
+        ladder=["backup"],
+        feed_interval="1s",
+        channel={"concurrency": CONCURRENCY},
     )
     incoming = tmp / "incoming"
     incoming.mkdir()
