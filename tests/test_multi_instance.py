@@ -35,7 +35,7 @@ from factory import cap_xml, county_rows, write_contacts
 from gateway_fake import BODY_KEYS, GatewayFake
 
 from warnd.edges.signature import sign
-from warnd.testing import WARND, eventually
+from warnd.testing import WARND, daemon_config, eventually
 
 PG_URL = os.environ.get("WARND_TEST_PG_URL")
 pytestmark = [
@@ -279,48 +279,16 @@ class Cluster:
 
 
 def write_setup(tmp: Path, store_url: str, gateway_url: str) -> None:
-    (tmp / "hook-secret").write_bytes(SECRET)
     write_contacts(tmp / "contacts", county_rows(townships=6, villages=8))
-    (tmp / "warnd.toml").write_text(
-        f"""
-timezone = "Asia/Shanghai"
-[store]
-url = "{store_url}"
-heartbeat = "{HEARTBEAT_S:g}s"
-[contacts]
-path = "{tmp / "contacts"}"
-[[stages]]
-level = "county"
-lead = "6h"
-[[stages]]
-level = "township"
-lead = "3h"
-[[stages]]
-level = "village"
-lead = "1h"
-[ack]
-window = "5m"
-attempts = {ATTEMPTS}
-[escalation]
-ladder = ["backup", "superior", "duty"]
-[trigger]
-min_severity = "Moderate"
-[listen]
-host = "127.0.0.1"
-port = 0
-[hooks]
-secret_file = "{tmp / "hook-secret"}"
-[[feeds]]
-name = "incoming"
-path = "{tmp / "incoming"}"
-interval = "1s"
-[channels.gateway]
-type = "webhook"
-url = "{gateway_url}"
-kinds = ["voice", "sms"]
-concurrency = {SLOTS}
-""",
-        encoding="utf-8",
+    daemon_config(
+        tmp,
+        gateway_url=gateway_url,
+        secret=SECRET,
+        store_url=store_url,
+        heartbeat=f"{HEARTBEAT_S:g}s",
+        attempts=ATTEMPTS,
+        feed_interval="1s",
+        channel={"concurrency": SLOTS},
     )
     (tmp / "incoming").mkdir()
     drop(tmp, "alert.xml", cap_xml(ID, T0, expires=T0 + timedelta(hours=12)))

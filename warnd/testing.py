@@ -159,6 +159,7 @@ def daemon_config(
     gateway_url: str,
     secret: bytes,
     store_url: str | None = None,
+    heartbeat: str | None = None,
     public_url: str | None = None,
     stages: Sequence[tuple[str, str]] = DEFAULT_STAGES,
     window: str = "5m",
@@ -171,12 +172,13 @@ def daemon_config(
     """Write ``tmp/warnd.toml`` (and the hook secret ``tmp/hook-secret``) for a daemon over
     ``tmp/warnd.db`` (unless ``store_url``), contacts in ``tmp/contacts``, the folder feed
     ``tmp/incoming`` and one webhook channel ``gateway`` (``channel``: more of its options);
-    listen port 0 (any free port). ``extra``: more TOML, appended."""
+    listen port 0 (any free port); ``heartbeat``: ``[store] heartbeat`` (PostgreSQL instances).
+    ``extra``: more TOML, appended."""
     (tmp / "hook-secret").write_bytes(secret + b"\n")
     url = store_url or f"sqlite:///{tmp / 'warnd.db'}"
     text = [
         'timezone = "Asia/Shanghai"\n',
-        f'[store]\nurl = "{url}"\n',
+        f'[store]\nurl = "{url}"\n' + (f'heartbeat = "{heartbeat}"\n' if heartbeat else ""),
         f'[contacts]\npath = "{tmp / "contacts"}"\n',
         *(f'[[stages]]\nlevel = "{level}"\nlead = "{lead}"\n' for level, lead in stages),
         f'[ack]\nwindow = "{window}"\nattempts = {attempts}\n',
