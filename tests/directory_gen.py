@@ -11,17 +11,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-HEADER = (
-    "contact_id",
-    "division_code",
-    "division_name",
-    "level",
-    "rank",
-    "role",
-    "name",
-    "phone",
-    "alt_phone",
-)
+from factory import HEADER as CSV_HEADER
+
+HEADER = tuple(CSV_HEADER.strip().split(","))
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
 _GIVEN = "军华平建明强国伟芳兰英红文杰丽勇静敏燕霞秀娟刚辉波磊涛斌超鹏飞云"
 _VILLAGE_ROLES = ("防汛责任人", "灾害信息员")

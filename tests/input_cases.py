@@ -7,9 +7,6 @@ import it.
 
 from __future__ import annotations
 
-HEADER = "contact_id,division_code,division_name,level,rank,role,name,phone,alt_phone\n"
-
-
 # lines 2..7 of a.csv: a county with duty and A, a township A/B, a village A/B
 BASE = (
     "c-duty,433122,泸溪县,county,duty,值班室,值班员,0743-4222110,\n"

@@ -10,47 +10,15 @@ import json
 import resource
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from inspect_rig import CONTRACT_KEYS, instant, json_lines, run
 from samples import entry, facts, materialise, name, samples
 
-from warnd.cli import main
-
-CONTRACT_KEYS = (
-    "file",
-    "ok",
-    "identifier",
-    "sender",
-    "sent",
-    "status",
-    "msg_type",
-    "references",
-    "severity",
-    "onset",
-    "expires",
-    "geocodes",
-    "areas",
-)
 VALID = samples("valid")
 INVALID = samples("invalid")
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, ["inspect", *args])
-
-
-def json_lines(result: Result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    assert value.tzinfo is not None, text
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 from factory import cap_xml, county_rows, write_contacts
+from inspect_rig import CONTRACT_KEYS
 from samples import CAP
 
 from warnd.cli import main
@@ -20,19 +21,7 @@ CST = ZoneInfo("Asia/Shanghai")
 T = datetime(2025, 6, 14, 14, 0, tzinfo=CST)
 SENT = T - timedelta(hours=9)
 ISO_WITH_OFFSET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d")
-INSPECT_KEYS = {
-    "identifier",
-    "sender",
-    "sent",
-    "status",
-    "msg_type",
-    "references",
-    "severity",
-    "onset",
-    "expires",
-    "geocodes",
-    "areas",
-}
+INSPECT_KEYS = set(CONTRACT_KEYS) - {"file", "ok"}  # a plan names the warning, not a file
 VILLAGES = ["433122100200", "433122100201", "433122101200", "433122101201"]
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import phonenumbers
 import pytest
 from directory_gen import county_code, generate
+from factory import HEADER
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from input_cases import BASE, DIVISION_PROBLEMS, HEADER, NEXT, ROW_PROBLEMS, row
+from input_cases import BASE, DIVISION_PROBLEMS, NEXT, ROW_PROBLEMS, row
 
 from warnd.core import division, phone
 from warnd.core.directory import Contact, Directory, Division, Problem, load

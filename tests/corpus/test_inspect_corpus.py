@@ -8,32 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from inspect_rig import CONTRACT_KEYS, instant, json_lines, run
 from samples import CORPUS
 
-from warnd.cli import main
 from warnd.core.division import normalise
-
-CONTRACT_KEYS = (
-    "file",
-    "ok",
-    "identifier",
-    "sender",
-    "sent",
-    "status",
-    "msg_type",
-    "references",
-    "severity",
-    "onset",
-    "expires",
-    "geocodes",
-    "areas",
-)
 
 
 def corpus_files(kind: str) -> list[str]:
@@ -49,20 +31,6 @@ INVALID = corpus_files("invalid")
 def expected() -> dict[str, dict[str, Any]]:
     doc = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
     return {f["file"]: f for f in doc["files"]}
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, ["inspect", *args])
-
-
-def json_lines(result: Result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    assert value.tzinfo is not None, text
-    return value
 
 
 @pytest.fixture(scope="module")
