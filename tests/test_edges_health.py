@@ -23,6 +23,7 @@ from daemon_rig import T0, Harness
 from factory import cap_xml
 
 from warnd.edges import logs
+from warnd.edges.health import WriteWatch
 from warnd.store.tables import Ack, Outbox, WarningRow
 from warnd.testing import eventually
 
@@ -81,6 +82,35 @@ def fill(folder: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+async def test_a_small_write_that_fits_on_a_full_disk_does_not_clear_the_failure() -> None:
+    """After a failure, a transaction that went through (an update fitting in pages the store
+    has) is confirmed by the probe at the next check: still full, still a failure."""
+    space = [False]
+
+    async def probe() -> None:
+        if not space[0]:
+            raise OSError(28, "No space left on device")
+
+    clock = [0.0]
+    watch = WriteWatch(probe, now=lambda: clock[0], probe_every_s=10)
+    assert await watch.check() is None
+    watch.failed(OSError(28, "No space left on device"))
+    watch.ok()  # a small update committed
+    assert "cannot write" in (await watch.check() or "")  # the probe found no space
+    assert "cannot write" in (await watch.check() or "")  # and is not run again at once
+    space[0] = True
+    watch.ok()  # space again and a write went through: cleared at the next check
+    assert await watch.check() is None
+    watch.failed("disk full")
+    assert "cannot write" in (await watch.check() or "")  # nothing wrote; not yet due
+    clock[0] += 10
+    assert await watch.check() is None  # the periodic probe finds the space
+    bare = WriteWatch()  # without a probe the transactions' outcome is all there is
+    bare.failed("disk full")
+    bare.ok()
+    assert await bare.check() is None
 
 
 async def test_a_full_disk_is_a_503_naming_the_store_and_recovery_shows(

@@ -87,7 +87,13 @@ def storage_failure(exc: BaseException) -> bool:
 
 
 class WriteWatch:
-    """Whether the store takes writes: the outcome of the latest write transaction."""
+    """Whether the store takes writes: the outcome of the latest write transaction.
+
+    On a full disk small updates that fit in pages the store already has still commit while
+    every new row fails; so after a failure a good transaction is confirmed by the probe (a
+    write that needs new space) at the next check before the failure is cleared, and
+    ``/healthz`` does not flap to 200 while ingest cannot write.
+    """
 
     def __init__(
         self,
@@ -101,28 +107,38 @@ class WriteWatch:
         self._probe_every = probe_every_s
         self._error: str | None = None
         self._probed_at = -probe_every_s
+        self._confirm = False  # a transaction went through since the failure: probe now
 
     def ok(self) -> None:
+        if self._error is not None and self._probe is not None:
+            self._confirm = True
+            return
+        self._clear()
+
+    def _clear(self) -> None:
         if self._error is not None:
             log.info("store_writable_again")
         self._error = None
+        self._confirm = False
 
     def failed(self, error: BaseException | str) -> None:
         text_ = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         if self._error is None:
             log.error("store_cannot_write", error=one_line(text_)[:500])
         self._error = one_line(text_)[:300]
+        self._confirm = False
 
     async def check(self) -> str | None:
-        due = self._now() - self._probed_at >= self._probe_every
+        due = self._confirm or self._now() - self._probed_at >= self._probe_every
         if self._error is not None and self._probe is not None and due:
             self._probed_at = self._now()
+            self._confirm = False
             try:
                 await self._probe()
             except Exception:  # still failing: the real write's error says more
                 pass
             else:
-                self.ok()
+                self._clear()
         if self._error is None:
             return None
         return f"无法写入 cannot write: {self._error}"
